@@ -1,0 +1,136 @@
+"""Command line: hub run | demo | generate-registration | check-config | migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from hub.config import Config, ConfigError, load_config
+from hub.errors import StartupError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Third-party libraries are chatty at INFO; our own lines are the ones that matter.
+    for name in ("aiohttp.access", "alembic.runtime.migration", "apscheduler"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+async def run_until_signal(coro_factory: object) -> None:
+    """Run a coroutine until SIGINT/SIGTERM, then cancel it so it can clean up."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro_factory)  # type: ignore[arg-type]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hub.app import serve
+
+    config = load_config(args.config)
+    _setup_logging(config.logging.level)
+    asyncio.run(run_until_signal(serve(config)))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(
+        f"{args.config}: OK (homeserver {config.homeserver.base_url}, "
+        f"bot {config.bot_mxid}, database {config.database_url.split('://')[0]})"
+    )
+    return 0
+
+
+def cmd_generate_registration(args: argparse.Namespace) -> int:
+    from hub.matrix.registration import fill_token_placeholders, write_registration
+
+    path = Path(args.config)
+    if path.exists() and fill_token_placeholders(path):
+        print(f"{path}: wrote random as_token and hs_token")
+    config = load_config(path)
+    write_registration(config, Path(args.output))
+    print(
+        f"{args.output}: registration for appservice {config.appservice.id!r} written; "
+        "list it in the homeserver's app_service_config_files and restart the homeserver"
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from hub.db.engine import create_engine, migrate
+
+    config: Config = load_config(args.config)
+    _setup_logging("INFO")
+
+    async def go() -> None:
+        engine = create_engine(config.database_url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hub.demo import run_demo
+
+    _setup_logging("WARNING" if not args.verbose else "INFO")
+    asyncio.run(run_until_signal(run_demo(Path(args.data_dir))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Matrix commerce hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the hub")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("generate-registration", help="write the appservice registration YAML")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_generate_registration)
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("demo", help="local Synapse + hub + demo shop, all on loopback")
+    p.add_argument("--data-dir", default="demo-data")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"hub cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

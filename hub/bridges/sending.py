@@ -1,0 +1,102 @@
+"""The "channel.send" outbox handler: an adviser's message on its way to the customer."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.bridges.base import ChannelError
+from hub.core.bot import enqueue_notice
+from hub.core.outbox import Finish, Job, PermanentFailure, RetryLater
+from hub.core.types import MediaRef, OutboundMessage
+from hub.db import repo
+from hub.db.models import Message
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+log = logging.getLogger(__name__)
+
+
+class ChannelSender:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def send(self, job: Job) -> Finish | None:
+        hub = self.hub
+        async with hub.sessions() as s:
+            msg = await s.get(Message, job.payload["message_id"])
+            if msg is None:
+                raise PermanentFailure("message no longer exists (erased?)")
+            if msg.status in ("sent", "delivered", "read"):
+                return None
+            _, identity = await repo.conversation_with_identity(s, msg.conversation_id)
+            reply_remote = None
+            if msg.reply_to_message_id:
+                target = await s.get(Message, msg.reply_to_message_id)
+                reply_remote = target.remote_id if target else None
+        media = await self._local_media(msg)
+        out = OutboundMessage(
+            message_id=msg.id,
+            conversation_id=msg.conversation_id,
+            external_id=identity.external_id,
+            kind=msg.kind,  # type: ignore[arg-type]
+            text=msg.text,
+            html=msg.html,
+            media=media,
+            reply_to_remote_id=reply_remote,
+            sender_mxid=msg.sender_mxid,
+            sender_name=msg.sender_name,
+        )
+        try:
+            remote_id = await hub.channel(identity.channel).send(out)
+        except ChannelError as exc:
+            if exc.permanent:
+                raise PermanentFailure(exc.human) from exc
+            raise RetryLater(exc.human, exc.retry_after) from exc
+
+        async def finish(s: AsyncSession) -> None:
+            await s.execute(
+                update(Message)
+                .where(Message.id == msg.id, Message.status.in_(("pending", "failed")))
+                .values(remote_id=remote_id, status="sent")
+            )
+
+        return finish
+
+    async def _local_media(self, msg: Message) -> MediaRef | None:
+        """Channels send bytes: fetch an adviser's Matrix media into the hub's store once."""
+        if not msg.media:
+            return None
+        m = dict(msg.media)
+        if not m.get("media_id"):
+            cap = self.hub.config.channels.webchat.max_upload_bytes * 5
+            data, ctype = await self.hub.matrix.download(m["mxc"], max_bytes=cap)
+            mimetype = m.get("mimetype") or ctype
+            async with self.hub.sessions.begin() as s:
+                row = await self.hub.media.save(
+                    s, data, m["filename"], mimetype, msg.conversation_id, mxc=m["mxc"]
+                )
+                m |= {"media_id": row.id, "size": row.size, "mimetype": mimetype}
+                await s.execute(update(Message).where(Message.id == msg.id).values(media=m))
+        return MediaRef(m["filename"], m["mimetype"], int(m["size"]), m["media_id"], m.get("mxc"))
+
+    async def on_dead(self, job: Job, reason: str) -> None:
+        async with self.hub.sessions.begin() as s:
+            msg = await s.get(Message, job.payload["message_id"])
+            if msg is None:
+                return
+            msg.status = "failed"
+            conversation, _ = await repo.conversation_with_identity(s, msg.conversation_id)
+            if conversation.room_id:
+                await enqueue_notice(
+                    s,
+                    conversation.room_id,
+                    f"⚠️ Not delivered to the customer: {reason}",
+                    f"undelivered:{msg.id}",
+                    reply_to=msg.matrix_event_id,
+                )
+        self.hub.worker.wake()

@@ -1,0 +1,107 @@
+"""The web-chat channel: the hub's own database is the "provider", websockets the push.
+
+Sending to a visitor means marking the message visible (status "sent") and pushing it to
+the visitor's open widgets; a widget that was offline catches up from its last seen id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from sqlalchemy import update
+
+from hub.bridges.base import Capabilities
+from hub.core.types import OutboundMessage
+from hub.db.models import Message
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+log = logging.getLogger(__name__)
+
+KIND = "webchat"
+
+
+def message_json(msg: Message, public_base: str) -> dict[str, Any]:
+    """The widget's view of a message (see web/static/widget.js)."""
+    media = None
+    if msg.media and msg.media.get("media_id"):
+        m = msg.media
+        media = {
+            "url": f"{public_base}/webchat/media/{m['media_id']}",
+            "filename": m["filename"],
+            "mimetype": m["mimetype"],
+            "size": m["size"],
+        }
+    client_id = None
+    if msg.direction == "in" and msg.remote_id and ":" in msg.remote_id:
+        client_id = msg.remote_id.split(":", 1)[1]
+    return {
+        "id": msg.id,
+        "direction": msg.direction,
+        "kind": msg.kind,
+        "text": msg.text,
+        "media": media,
+        "sender_name": msg.sender_name if msg.direction == "out" else None,
+        "created_at": msg.created_at.isoformat(),
+        "client_id": client_id,
+        "status": msg.status,
+    }
+
+
+class WebchatChannel:
+    kind = KIND
+    label = "Web chat"
+    capabilities = Capabilities(media=True)
+    reply_window: timedelta | None = None
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        self._names: dict[str, str] = {}
+
+    def add_routes(self, app: web.Application) -> None:
+        from hub.bridges.webchat.api import WebchatApi
+
+        WebchatApi(self.hub, self).add_routes(app)
+
+    async def send(self, message: OutboundMessage) -> str:
+        name = await self._sender_name(message)
+        async with self.hub.sessions.begin() as s:
+            await s.execute(
+                update(Message)
+                .where(Message.id == message.message_id)
+                .values(status="sent", sender_name=name, remote_id=f"out:{message.message_id}")
+            )
+            row = await s.get(Message, message.message_id)
+            assert row is not None
+            payload = message_json(row, self.hub.config.http.public_base)
+        await self.push(message.external_id, payload)
+        return f"out:{message.message_id}"
+
+    async def push(self, visitor_id: str, message: dict[str, Any]) -> None:
+        for ws in list(self.sockets.get(visitor_id, ())):
+            try:
+                await ws.send_json({"type": "message", "message": message})
+            except (ConnectionError, RuntimeError):
+                self.sockets[visitor_id].discard(ws)
+
+    async def _sender_name(self, message: OutboundMessage) -> str | None:
+        """The adviser's display name, shown above their bubbles in the widget."""
+        mxid = message.sender_mxid
+        if not mxid:
+            return None
+        if mxid not in self._names:
+            try:
+                doc = await self.hub.matrix.request(
+                    "GET", f"/_matrix/client/v3/profile/{mxid}/displayname"
+                )
+                self._names[mxid] = str(doc.get("displayname") or mxid[1:].split(":")[0])
+            except Exception:
+                log.warning("webchat: no display name for %s", mxid)
+                return mxid[1:].split(":")[0]
+        return self._names[mxid]

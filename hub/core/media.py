@@ -1,0 +1,85 @@
+"""Files kept by the hub (widget uploads; adviser media fetched for a channel), on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mimetypes
+import os
+import secrets
+import unicodedata
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.db.models import MediaFile, utcnow
+
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
+
+
+def safe_filename(name: str | None, mimetype: str) -> str:
+    """A filename that is safe in a URL path and a Content-Disposition header."""
+    base = unicodedata.normalize("NFC", os.path.basename(name or "").strip())
+    base = "".join(c for c in base if c.isprintable() and c not in '/\\"\r\n')[:120]
+    if not base or base.startswith("."):
+        base = "file" + (mimetypes.guess_extension(mimetype) or "")
+    return base
+
+
+def image_type(data: bytes) -> str | None:
+    """The image MIME type proven by the file's first bytes (never trust the client's)."""
+    for mimetype, magics in _MAGIC.items():
+        if any(data.startswith(m) for m in magics):
+            if mimetype == "image/webp" and data[8:12] != b"WEBP":
+                continue
+            return mimetype
+    return None
+
+
+class MediaStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, media_id: str) -> Path:
+        return self.root / media_id[:2] / media_id
+
+    async def save(
+        self,
+        s: AsyncSession,
+        data: bytes,
+        filename: str,
+        mimetype: str,
+        conversation_id: int | None,
+        mxc: str | None = None,
+    ) -> MediaFile:
+        """Write the file (atomically) and add its row to the caller's transaction."""
+        media_id = secrets.token_urlsafe(18)
+        await asyncio.to_thread(self._write, self.path(media_id), data)
+        row = MediaFile(
+            id=media_id,
+            conversation_id=conversation_id,
+            filename=filename,
+            mimetype=mimetype,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            mxc_uri=mxc,
+            created_at=utcnow(),
+        )
+        s.add(row)
+        await s.flush()
+        return row
+
+    async def read(self, media_id: str) -> bytes:
+        return await asyncio.to_thread(self.path(media_id).read_bytes)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)

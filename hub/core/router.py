@@ -1,0 +1,72 @@
+"""Conversation resolution: where a customer's message lands and what must happen next."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.outbox import enqueue
+from hub.core.types import InboundMessage, Sender
+from hub.db import repo
+from hub.db.models import Message, utcnow
+
+DELIVER_TO_MATRIX = "matrix.deliver"
+SEND_TO_CHANNEL = "channel.send"
+
+
+def conversation_key(conversation_id: int) -> str:
+    """Ordering key: everything of one conversation is delivered in order."""
+    return f"conv:{conversation_id}"
+
+
+async def record_inbound(
+    s: AsyncSession,
+    sender: Sender,
+    msg: InboundMessage,
+    *,
+    ghost_prefix: str,
+    channel_code: str,
+) -> Message | None:
+    """Store a customer's message and queue its delivery to Matrix, in the caller's
+    transaction. Returns None for a message already recorded (a provider redelivery)."""
+    identity = await repo.get_or_create_identity(
+        s,
+        sender.channel,
+        sender.external_id,
+        sender.display_name,
+        repo.opaque_localpart(ghost_prefix, channel_code),
+    )
+    conversation = await repo.get_or_create_conversation(s, identity.id)
+    reply_to_id: int | None = None
+    if msg.reply_to_remote_id:
+        target = await repo.message_by_remote_id(s, sender.channel, msg.reply_to_remote_id)
+        reply_to_id = target.id if target else None
+    media: dict[str, Any] | None = asdict(msg.media) if msg.media else None
+    message = await repo.insert_message(
+        s,
+        {
+            "conversation_id": conversation.id,
+            "channel": sender.channel,
+            "direction": "in",
+            "kind": msg.kind,
+            "text": msg.text,
+            "media": media,
+            "remote_id": msg.remote_id,
+            "reply_to_message_id": reply_to_id,
+            "sender_name": sender.display_name,
+            "status": "received",
+        },
+    )
+    if message is None:
+        return None
+    conversation.last_inbound_at = utcnow()
+    await enqueue(
+        s,
+        DELIVER_TO_MATRIX,
+        conversation_key(conversation.id),
+        {"message_id": message.id},
+        f"deliver:{message.id}",
+    )
+    return message

@@ -1,0 +1,151 @@
+"""The appservice API the homeserver calls: transactions, user/room queries, ping.
+
+A transaction is stored durably (each event queued as a "matrix.event" job) before it is
+acknowledged; a failure answers 500 so the homeserver retries. A repeated txnId is
+acknowledged without being processed again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.core.outbox import enqueue
+from hub.db.models import InboxTransaction, utcnow
+from hub.db.upsert import insert_ignore
+
+log = logging.getLogger(__name__)
+
+MATRIX_EVENT = "matrix.event"
+# Synapse sends at most 100 PDUs and 100 EDUs per transaction; events are at most 64 KiB.
+MAX_TRANSACTION_BYTES = 16 * 1024 * 1024
+
+
+def room_key(room_id: str) -> str:
+    return f"room:{room_id}"
+
+
+def _matrix_error(status: int, errcode: str, error: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": error}, status=status)
+
+
+class AppserviceApi:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        hs_token: str,
+        on_stored: Callable[[], None],
+        is_own_user: Callable[[str], bool],
+        is_own_alias: Callable[[str], bool],
+    ) -> None:
+        self._sessions = sessions
+        self._hs_token = hs_token.encode()
+        self._on_stored = on_stored
+        self._is_own_user = is_own_user
+        self._is_own_alias = is_own_alias
+
+    def add_routes(self, app: web.Application) -> None:
+        for prefix in ("/_matrix/app/v1", ""):  # "" = legacy unprefixed paths of old servers
+            app.router.add_put(f"{prefix}/transactions/{{txn_id}}", self._auth(self.transaction))
+            app.router.add_get(f"{prefix}/users/{{user_id}}", self._auth(self.query_user))
+            app.router.add_get(f"{prefix}/rooms/{{alias}}", self._auth(self.query_alias))
+        app.router.add_post("/_matrix/app/v1/ping", self._auth(self.ping))
+
+    def _auth(
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def checked(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            token = (
+                header[7:]
+                if header.startswith("Bearer ")
+                else request.query.get("access_token", "")
+            )
+            if not token:
+                log.warning("appservice: request without token from %s", request.remote)
+                return _matrix_error(401, "M_UNAUTHORIZED", "missing hs_token")
+            if not hmac.compare_digest(token.encode(), self._hs_token):
+                log.warning("appservice: wrong hs_token from %s", request.remote)
+                return _matrix_error(403, "M_FORBIDDEN", "wrong hs_token")
+            return await handler(request)
+
+        return checked
+
+    async def transaction(self, request: web.Request) -> web.StreamResponse:
+        txn_id = request.match_info["txn_id"]
+        if request.content_length and request.content_length > MAX_TRANSACTION_BYTES:
+            return _matrix_error(413, "M_TOO_LARGE", "transaction too large")
+        try:
+            raw = await request.content.read(MAX_TRANSACTION_BYTES + 1)
+            if len(raw) > MAX_TRANSACTION_BYTES:
+                return _matrix_error(413, "M_TOO_LARGE", "transaction too large")
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("appservice: transaction %s is not valid JSON", txn_id)
+            return _matrix_error(400, "M_NOT_JSON", "body is not JSON")
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            return _matrix_error(400, "M_BAD_JSON", "events must be a list")
+        queued = 0
+        async with self._sessions.begin() as s:
+            fresh = await insert_ignore(
+                s, InboxTransaction, {"txn_id": txn_id, "received_at": utcnow()}, ["txn_id"]
+            )
+            if not fresh:
+                log.info("appservice: transaction %s repeated; already stored", txn_id)
+                return web.json_response({})
+            for event in events:
+                if not _is_event(event):
+                    log.warning("appservice: skipping malformed event in transaction %s", txn_id)
+                    continue
+                if self._is_own_user(event["sender"]):
+                    continue  # the homeserver echoes our own ghosts' and bot's events
+                queued += await enqueue(
+                    s,
+                    MATRIX_EVENT,
+                    room_key(event["room_id"]),
+                    event,
+                    f"event:{event['event_id']}",
+                )
+        if queued:
+            self._on_stored()
+        log.debug("appservice: transaction %s stored %d events", txn_id, queued)
+        return web.json_response({})
+
+    async def query_user(self, request: web.Request) -> web.StreamResponse:
+        # Ghosts are created on demand by the hub, never on a client's lookup.
+        user_id = request.match_info["user_id"]
+        if self._is_own_user(user_id):
+            log.debug("appservice: user query for %s", user_id)
+        return _matrix_error(404, "M_NOT_FOUND", "user not provided by this appservice")
+
+    async def query_alias(self, request: web.Request) -> web.StreamResponse:
+        alias = request.match_info["alias"]
+        if self._is_own_alias(alias):
+            log.debug("appservice: alias query for %s", alias)
+        return _matrix_error(404, "M_NOT_FOUND", "room not provided by this appservice")
+
+    async def ping(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        log.info("appservice: pinged by the homeserver (%s)", (body or {}).get("transaction_id"))
+        return web.json_response({})
+
+
+def _is_event(event: object) -> bool:
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("event_id"), str)
+        and isinstance(event.get("room_id"), str)
+        and isinstance(event.get("type"), str)
+        and isinstance(event.get("sender"), str)
+        and len(event["event_id"]) <= 255
+        and len(event["room_id"]) <= 255
+    )

@@ -1,0 +1,258 @@
+"""The hub's client-server API client, acting as the bot or as any ghost of the appservice.
+
+Requests are built with matrix-nio's sans-I/O builders (`nio.Api`) and sent through one
+aiohttp session with the as_token in a header; acting as a ghost adds `?user_id=`
+(appservice masquerading). Each call has a timeout and a small bounded retry on connection
+errors; long-term retry is the outbox's job, so errors are raised, classified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+from nio import Api, RoomPreset, RoomVisibility
+
+log = logging.getLogger(__name__)
+
+_CONNECT_RETRIES = 2
+
+
+@dataclass
+class MatrixError(Exception):
+    status: int
+    errcode: str
+    error: str
+    retry_after_ms: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.errcode}: {self.error}"
+
+    @property
+    def permanent(self) -> bool:
+        """4xx other than rate limiting will not get better by retrying."""
+        return (
+            400 <= self.status < 500 and self.status != 429 and self.errcode != "M_LIMIT_EXCEEDED"
+        )
+
+
+class MatrixUnavailable(Exception):
+    """The homeserver could not be reached (connection refused, timeout)."""
+
+
+def _rewrite(path: str, user_id: str | None) -> str:
+    """Drop nio's access_token query parameter (we send a header) and add user_id."""
+    parts = urlsplit(path)
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "access_token"
+    ]
+    if user_id:
+        query.append(("user_id", user_id))
+    return urlunsplit(("", "", parts.path, urlencode(query), ""))
+
+
+class MatrixClient:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        as_token: str,
+        bot_mxid: str,
+        timeout: float = 30.0,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._token = as_token
+        self.bot_mxid = bot_mxid
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        user_id: str | None = None,
+        data: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        url = self._base + _rewrite(path, user_id)
+        headers = {"Authorization": f"Bearer {self._token}"}
+        payload: bytes | None = data
+        if payload is None and body is not None:
+            payload = (body if isinstance(body, str) else json.dumps(body)).encode()
+        if payload is not None:
+            headers["Content-Type"] = content_type
+        for attempt in range(_CONNECT_RETRIES + 1):
+            try:
+                async with self._http.request(
+                    method, url, data=payload, headers=headers, timeout=self._timeout
+                ) as resp:
+                    raw = await resp.read()
+                    return self._parse(resp.status, raw)
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if attempt == _CONNECT_RETRIES:
+                    raise MatrixUnavailable(f"{method} {urlsplit(url).path}: {exc!r}") from exc
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _parse(status: int, raw: bytes) -> dict[str, Any]:
+        try:
+            doc = json.loads(raw) if raw else {}
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        if status >= 400:
+            retry = doc.get("retry_after_ms")
+            raise MatrixError(
+                status,
+                str(doc.get("errcode", "M_UNKNOWN")),
+                str(doc.get("error", raw[:200].decode(errors="replace"))),
+                retry if isinstance(retry, int) else None,
+            )
+        return doc
+
+    # -- users ---------------------------------------------------------------------------
+
+    async def ensure_registered(self, localpart: str) -> None:
+        """Register an appservice user; one that exists already is success."""
+        try:
+            await self.request(
+                "POST",
+                "/_matrix/client/v3/register",
+                {"type": "m.login.application_service", "username": localpart},
+            )
+        except MatrixError as exc:
+            if exc.errcode != "M_USER_IN_USE":
+                raise
+
+    async def set_displayname(self, mxid: str, name: str) -> None:
+        method, path, body = Api.profile_set_displayname("", mxid, name)
+        await self.request(method, path, body, user_id=mxid)
+
+    # -- rooms ---------------------------------------------------------------------------
+
+    async def create_room(
+        self,
+        *,
+        alias_localpart: str,
+        name: str,
+        topic: str,
+        invite: list[str],
+        power_users: dict[str, int],
+    ) -> str:
+        """Create a private room as the bot; the alias makes a retried creation detectable."""
+        method, path, body = Api.room_create(
+            "",
+            visibility=RoomVisibility.private,
+            alias=alias_localpart,
+            name=name,
+            topic=topic,
+            preset=RoomPreset.private_chat,
+            invite=invite,
+            # Room v12 forbids listing the creator here: it has unlimited power implicitly.
+            power_level_override={"users": power_users},
+        )
+        doc = await self.request(method, path, body)
+        return str(doc["room_id"])
+
+    async def resolve_alias(self, alias: str) -> str | None:
+        try:
+            doc = await self.request("GET", f"/_matrix/client/v3/directory/room/{quote(alias)}")
+        except MatrixError as exc:
+            if exc.errcode == "M_NOT_FOUND":
+                return None
+            raise
+        return str(doc["room_id"])
+
+    async def invite(self, room_id: str, mxid: str) -> None:
+        method, path, body = Api.room_invite("", room_id, mxid)
+        try:
+            await self.request(method, path, body)
+        except MatrixError as exc:
+            # Already joined or invited is the state we wanted.
+            if exc.status != 403 or "already" not in exc.error:
+                raise
+
+    async def join(self, room_id: str, mxid: str) -> None:
+        method, path = Api.join("", room_id)
+        await self.request(method, path, {}, user_id=mxid)
+
+    async def joined_members(self, room_id: str) -> list[str]:
+        doc = await self.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members")
+        return list(doc.get("joined", {}).keys())
+
+    async def send_event(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        txn_id: str,
+        *,
+        as_user: str | None = None,
+    ) -> str:
+        """Send an event; the same txn_id from the same user is deduplicated by the server."""
+        method, path, body = Api.room_send("", room_id, event_type, content, txn_id)
+        doc = await self.request(method, path, body, user_id=as_user)
+        return str(doc["event_id"])
+
+    async def send_receipt(self, room_id: str, event_id: str, as_user: str) -> None:
+        method, path, body = Api.update_receipt_marker("", room_id, event_id)
+        await self.request(method, path, body, user_id=as_user)
+
+    # -- media ---------------------------------------------------------------------------
+
+    async def upload(
+        self, data: bytes, content_type: str, filename: str, *, as_user: str | None = None
+    ) -> str:
+        method, path = Api.upload("", filename)
+        doc = await self.request(
+            method, path, data=data, content_type=content_type, user_id=as_user
+        )
+        return str(doc["content_uri"])
+
+    async def download(self, mxc: str, max_bytes: int) -> tuple[bytes, str]:
+        """Fetch media through the authenticated media API (Matrix 1.11)."""
+        if not mxc.startswith("mxc://") or mxc.count("/") != 3:
+            raise MatrixError(400, "M_INVALID_PARAM", f"not an mxc URI: {mxc[:80]}")
+        server, media_id = mxc[len("mxc://") :].split("/", 1)
+        url = f"{self._base}/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}"
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            async with self._http.get(url, headers=headers, timeout=self._timeout) as resp:
+                if resp.status >= 400:
+                    self._parse(resp.status, await resp.read())
+                if resp.content_length and resp.content_length > max_bytes:
+                    raise MatrixError(413, "M_TOO_LARGE", f"media larger than {max_bytes} bytes")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise MatrixError(413, "M_TOO_LARGE", f"media larger than {max_bytes}")
+                    chunks.append(chunk)
+                ctype = resp.headers.get("Content-Type", "application/octet-stream")
+                return b"".join(chunks), ctype
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise MatrixUnavailable(f"download {mxc}: {exc!r}") from exc
+
+    # -- appservice ----------------------------------------------------------------------
+
+    async def ping(self, appservice_id: str, txn_id: str) -> dict[str, Any]:
+        """Ask the homeserver to ping us back; a success makes it retry queued transactions."""
+        return await self.request(
+            "POST",
+            f"/_matrix/client/v1/appservice/{quote(appservice_id)}/ping",
+            {"transaction_id": txn_id},
+        )
+
+    async def whoami(self) -> str:
+        doc = await self.request("GET", "/_matrix/client/v3/account/whoami")
+        return str(doc.get("user_id", ""))

@@ -1,0 +1,154 @@
+"""What to do with a Matrix event the homeserver pushed: a command, a reply, or nothing.
+
+Runs as the "matrix.event" outbox handler, so events of one room are handled in order and a
+crash mid-way re-runs the event (every effect is idempotent by event id).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.bot import CommandContext, run_command
+from hub.core.commands import NotACommand, parse
+from hub.core.outbox import Finish, Job, enqueue
+from hub.core.router import SEND_TO_CHANNEL, conversation_key
+from hub.db import repo
+from hub.db.models import Conversation, utcnow
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+log = logging.getLogger(__name__)
+
+_KINDS = {
+    "m.text": "text",
+    "m.emote": "text",
+    "m.image": "image",
+    "m.file": "file",
+    "m.video": "video",
+    "m.audio": "audio",
+}
+_REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
+_HTML_REPLY_FALLBACK = re.compile(r"^<mx-reply>.*?</mx-reply>", re.DOTALL)
+
+
+def strip_reply_fallback(body: str, html: str | None) -> tuple[str, str | None]:
+    """Older clients quote the replied-to message in the body; the customer needs no quote."""
+    if body.startswith("> "):
+        body = _REPLY_FALLBACK.sub("", body, count=1)
+    if html:
+        html = _HTML_REPLY_FALLBACK.sub("", html, count=1)
+    return body, html
+
+
+def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[str, Any] | None:
+    """The message row for an adviser's event, or None when it is not for the customer."""
+    content = event.get("content")
+    if not isinstance(content, dict):
+        return None
+    kind = _KINDS.get(str(content.get("msgtype")))
+    body = content.get("body")
+    if kind is None or not isinstance(body, str):
+        return None  # notices (bots), unknown msgtypes, redacted events
+    relates = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
+    if relates.get("rel_type") == "m.replace":
+        return None  # edits are not sent on yet
+    html = (
+        content.get("formatted_body") if content.get("format") == "org.matrix.custom.html" else None
+    )
+    body, html = strip_reply_fallback(body, html if isinstance(html, str) else None)
+    values: dict[str, Any] = {
+        "conversation_id": conversation.id,
+        "direction": "out",
+        "kind": kind,
+        "matrix_event_id": event["event_id"],
+        "sender_mxid": event["sender"],
+        "status": "pending",
+    }
+    if kind == "text":
+        if content.get("msgtype") == "m.emote":
+            body = f"* {body}"
+        values |= {"text": body, "html": html}
+    else:
+        url = content.get("url")
+        if not isinstance(url, str) or not url.startswith("mxc://"):
+            return None  # encrypted media (file) cannot be read by the hub
+        info = content.get("info") if isinstance(content.get("info"), dict) else {}
+        filename = content.get("filename") if isinstance(content.get("filename"), str) else body
+        caption = body if content.get("filename") and body != filename else None
+        values |= {
+            "text": caption,
+            "media": {
+                "filename": filename,
+                "mimetype": str(info.get("mimetype") or "application/octet-stream"),
+                "size": int(info.get("size") or 0),
+                "mxc": url,
+                "media_id": None,
+            },
+        }
+    in_reply = relates.get("m.in_reply_to")
+    if isinstance(in_reply, dict) and isinstance(in_reply.get("event_id"), str):
+        values["_reply_event"] = in_reply["event_id"]
+    return values
+
+
+class Dispatcher:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def handle(self, job: Job) -> Finish | None:
+        event = job.payload
+        if self.hub.portals.is_own(event["sender"]) or event["type"] != "m.room.message":
+            return None
+        content = event.get("content") if isinstance(event.get("content"), dict) else {}
+        async with self.hub.sessions() as s:
+            conversation = await repo.conversation_by_room(s, event["room_id"])
+        body = content.get("body")
+        if content.get("msgtype") == "m.text" and isinstance(body, str):
+            parsed = parse(body, self.hub.config.bot.command_prefix, self.hub.commands)
+            if not isinstance(parsed, NotACommand):
+                return self._command(event, conversation, parsed)
+        if conversation is None:
+            return None
+        values = outbound_values(event, conversation)
+        if values is None:
+            return None
+        return self._outbound(values, conversation)
+
+    def _command(
+        self, event: dict[str, Any], conversation: Conversation | None, parsed: Any
+    ) -> Finish:
+        async def finish(s: AsyncSession) -> None:
+            ctx = CommandContext(
+                self.hub, s, event["room_id"], event["event_id"], event["sender"], conversation
+            )
+            await run_command(ctx, parsed)
+
+        return finish
+
+    def _outbound(self, values: dict[str, Any], conversation: Conversation) -> Finish:
+        async def finish(s: AsyncSession) -> None:
+            _, identity = await repo.conversation_with_identity(s, conversation.id)
+            reply_event = values.pop("_reply_event", None)
+            if reply_event:
+                target = await repo.message_by_event_id(s, reply_event)
+                values["reply_to_message_id"] = target.id if target else None
+            message = await repo.insert_message(s, {"channel": identity.channel, **values})
+            if message is None:
+                return  # the same event handled before
+            fresh = await s.get(Conversation, conversation.id)
+            if fresh is not None:
+                fresh.last_adviser_reply_at = utcnow()
+            await enqueue(
+                s,
+                SEND_TO_CHANNEL,
+                conversation_key(conversation.id),
+                {"message_id": message.id},
+                f"send:{message.id}",
+            )
+
+        return finish

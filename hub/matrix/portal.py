@@ -1,0 +1,116 @@
+"""Portal rooms and ghost users: make sure a conversation has its room and its customer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.config import Config
+from hub.db import repo
+from hub.db.models import ChannelIdentity, Conversation
+from hub.matrix.client import MatrixClient, MatrixError
+
+log = logging.getLogger(__name__)
+
+ADVISER_POWER = 50
+
+
+def room_name(channel_label: str, identity: ChannelIdentity) -> str:
+    who = identity.display_name or identity.external_id[:8]
+    return f"{channel_label} · {who}"
+
+
+@dataclass
+class Portals:
+    config: Config
+    matrix: MatrixClient
+    sessions: async_sessionmaker[AsyncSession]
+    # One creation at a time per conversation inside this process.
+    _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def ghost_mxid(self, identity: ChannelIdentity) -> str:
+        return f"@{identity.ghost_localpart}:{self.config.homeserver.domain}"
+
+    def is_own(self, mxid: str) -> bool:
+        """The bot and every ghost: their events come back to us and must be dropped."""
+        if mxid == self.config.bot_mxid:
+            return True
+        localpart, _, server = mxid[1:].partition(":")
+        return server == self.config.homeserver.domain and localpart.startswith(
+            self.config.appservice.ghost_prefix
+        )
+
+    async def ensure_ghost(self, identity: ChannelIdentity) -> str:
+        """Register the ghost lazily and keep its display name current."""
+        mxid = self.ghost_mxid(identity)
+        wanted = identity.display_name or "Customer"
+        if identity.ghost_profile_name == wanted:
+            return mxid
+        await self.matrix.ensure_registered(identity.ghost_localpart)
+        await self.matrix.set_displayname(mxid, wanted)
+        async with self.sessions.begin() as s:
+            await s.execute(
+                update(ChannelIdentity)
+                .where(ChannelIdentity.id == identity.id)
+                .values(ghost_profile_name=wanted)
+            )
+        return mxid
+
+    async def ensure_room(
+        self, conversation: Conversation, identity: ChannelIdentity, channel_label: str
+    ) -> str:
+        if conversation.room_id:
+            return conversation.room_id
+        lock = self._locks.setdefault(conversation.id, asyncio.Lock())
+        async with lock:
+            async with self.sessions() as s:
+                fresh, _ = await repo.conversation_with_identity(s, conversation.id)
+            if fresh.room_id:
+                return fresh.room_id
+            ghost = await self.ensure_ghost(identity)
+            room_id = await self._create_room(conversation, identity, channel_label, ghost)
+            await self.matrix.join(room_id, ghost)
+            async with self.sessions.begin() as s:
+                await s.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation.id)
+                    .values(room_id=room_id, room_name=room_name(channel_label, identity))
+                )
+            log.info("portal room %s created for conversation %s", room_id, conversation.id)
+            self._locks.pop(conversation.id, None)
+            return room_id
+
+    async def _create_room(
+        self,
+        conversation: Conversation,
+        identity: ChannelIdentity,
+        channel_label: str,
+        ghost: str,
+    ) -> str:
+        alias_localpart = f"{self.config.appservice.alias_prefix}{conversation.id}"
+        advisers = [a for a in self.config.shop.advisers if a != self.config.bot_mxid]
+        try:
+            return await self.matrix.create_room(
+                alias_localpart=alias_localpart,
+                name=room_name(channel_label, identity),
+                topic=f"{channel_label} conversation with a customer of {self.config.shop.name}",
+                invite=[ghost, *advisers],
+                power_users={a: ADVISER_POWER for a in advisers},
+            )
+        except MatrixError as exc:
+            # A crash after the homeserver created the room but before we stored its id:
+            # the alias is taken, so the room exists; adopt it instead of making a second one.
+            if exc.errcode != "M_ROOM_IN_USE":
+                raise
+            alias = f"#{alias_localpart}:{self.config.homeserver.domain}"
+            found = await self.matrix.resolve_alias(alias)
+            if found is None:
+                raise
+            log.info("adopting existing portal room %s for conversation %s", found, conversation.id)
+            for member in [ghost, *advisers]:
+                await self.matrix.invite(found, member)
+            return found

@@ -1,0 +1,57 @@
+"""The appservice registration file a homeserver needs (as Matrix bridges generate it)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hub.config import PLACEHOLDER_MARKER, Config
+
+
+def registration(config: Config) -> dict[str, Any]:
+    domain = re.escape(config.homeserver.domain)
+    app = config.appservice
+    return {
+        "id": app.id,
+        "url": config.http.appservice_base,
+        "as_token": app.as_token,
+        "hs_token": app.hs_token,
+        "sender_localpart": app.bot_localpart,
+        "rate_limited": False,
+        "namespaces": {
+            # Regexes must match the whole MXID, dots of the server name escaped.
+            "users": [{"exclusive": True, "regex": f"@{re.escape(app.ghost_prefix)}.*:{domain}"}],
+            "aliases": [{"exclusive": True, "regex": f"#{re.escape(app.alias_prefix)}.*:{domain}"}],
+            "rooms": [],
+        },
+    }
+
+
+def write_registration(config: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(registration(config), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def fill_token_placeholders(config_path: Path) -> bool:
+    """Replace CHANGE_ME tokens in the config file with random hex tokens, keeping comments.
+
+    Hex, because a URL-safe token may start with "-" and confuse YAML and shells."""
+    text = config_path.read_text(encoding="utf-8")
+    changed = False
+
+    def fill(match: re.Match[str]) -> str:
+        nonlocal changed
+        changed = True
+        return f"{match.group(1)}{secrets.token_hex(32)}"
+
+    pattern = rf"^(\s*(?:as_token|hs_token):\s*)[\"']?{PLACEHOLDER_MARKER}[^\s#\"']*[\"']?"
+    text = re.sub(pattern, fill, text, flags=re.MULTILINE)
+    if changed:
+        config_path.write_text(text, encoding="utf-8")
+    return changed

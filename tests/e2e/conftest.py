@@ -1,0 +1,106 @@
+"""Session fixtures: a real Synapse on loopback with the registration the hub generates, and
+the hub itself running as a separate process (so it can be killed and restarted)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from hub.devserver.synapse import LocalSynapse, SynapseConfig, ensure_synapse_installed, free_port
+from tests.e2e.helpers import REPO, Adviser, HubProcess, Visitor
+
+DOMAIN = "shop.example"
+PASSWORD = "adviser-password-1"
+
+
+@dataclass
+class Stack:
+    synapse: LocalSynapse
+    hub: HubProcess
+    config_path: Path
+    hub_url: str
+    adviser_mxid: str
+    other_mxid: str
+    bot_mxid: str
+
+
+@pytest.fixture(scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    hub_port, hs_port = free_port(), free_port()
+    config = {
+        "data_dir": str(root / "hub"),
+        "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
+        "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
+        "http": {"host": "127.0.0.1", "port": hub_port},
+        "shop": {"name": "Farbenhaus Test", "advisers": [f"@anna:{DOMAIN}"]},
+        "outbox": {"base_delay_seconds": 0.2, "max_delay_seconds": 2},
+        "channels": {"webchat": {"max_upload_bytes": 200_000}},
+        "logging": {"level": "INFO"},
+    }
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    registration = root / "registration.yaml"
+    # The same command an admin runs: fills the CHANGE_ME tokens and writes the registration.
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "hub", "generate-registration"],
+        *["-c", str(config_path), "-o", str(registration)],
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    python = await ensure_synapse_installed()
+    synapse = LocalSynapse(
+        SynapseConfig(
+            data_dir=root / "synapse",
+            server_name=DOMAIN,
+            port=hs_port,
+            registration_files=[registration],
+            registration_shared_secret=secrets.token_hex(16),
+            for_tests=True,
+        ),
+        python,
+    )
+    synapse.write_config()
+    await synapse.start()
+    anna = await synapse.register_user("anna", PASSWORD, displayname="Anna Adviser")
+    bob = await synapse.register_user("bob", PASSWORD, displayname="Bob Bystander")
+    hub_url = f"http://127.0.0.1:{hub_port}"
+    hub = HubProcess(config_path, hub_url, root / "hub.log")
+    await hub.start()
+    try:
+        yield Stack(synapse, hub, config_path, hub_url, anna, bob, f"@shopbot:{DOMAIN}")
+    finally:
+        await hub.stop()
+        await synapse.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def adviser(stack: Stack) -> AsyncIterator[Adviser]:
+    client = Adviser(stack.synapse.url, stack.adviser_mxid)
+    await client.login(PASSWORD)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def visitor(stack: Stack, http: aiohttp.ClientSession) -> AsyncIterator[Visitor]:
+    v = Visitor(stack.hub_url, http)
+    yield v
+    await v.disconnect()
