@@ -10,7 +10,18 @@ Usage::
 
 Browsers are never downloaded: the system binary is launched through ``executable_path``
 (``/usr/bin/chromium``, override with the ``HUB_CHROMIUM`` environment variable).
-Screenshots land in ``tests/.artifacts/`` which is excluded from git.
+Screenshots land in ``tests/.artifacts/`` which is excluded from git (the directory carries
+its own ``.gitignore``).
+
+For many tests, share one browser and give each test a fresh context::
+
+    @pytest.fixture(scope="session")
+    async def browser():
+        async with chromium_browser() as b:
+            yield b
+
+    async def test_widget(browser):
+        async with new_page(browser, mobile=True) as page: ...
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
@@ -53,6 +65,12 @@ def chromium_available() -> bool:
     path = chromium_path()
     resolved = path if os.path.isabs(path) else shutil.which(path)
     return bool(resolved) and os.access(resolved, os.X_OK)  # type: ignore[arg-type]
+
+
+requires_chromium = pytest.mark.skipif(
+    not chromium_available(), reason=f"Chromium not found at {chromium_path()} (set HUB_CHROMIUM)"
+)
+"""Mark for browser tests: ``@requires_chromium`` (combine with ``@pytest.mark.browser``)."""
 
 
 @asynccontextmanager

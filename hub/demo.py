@@ -1,0 +1,126 @@
+"""`hub demo`: a local Synapse, the hub and the demo shop page, all on loopback.
+
+Everything lives in one data directory; running the demo again reuses it (same ports,
+tokens, adviser password, rooms and history). Delete the directory to start over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+import yaml
+
+from hub.app import serve
+from hub.config import load_config
+from hub.devserver.synapse import (
+    LocalSynapse,
+    SynapseConfig,
+    ensure_synapse_installed,
+    free_port,
+    persistent_secret,
+)
+from hub.matrix.registration import write_registration
+
+DOMAIN = "localhost"
+ADVISER = "anna"
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+def _write_first_config(path: Path) -> None:
+    """A config for the demo, written once; later runs reuse it as it is."""
+    hs_port, hub_port = _port(8008), _port(29330)
+    config = {
+        "data_dir": ".",
+        "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
+        "appservice": {"as_token": secrets.token_hex(32), "hs_token": secrets.token_hex(32)},
+        "http": {"host": "127.0.0.1", "port": hub_port},
+        "shop": {
+            "name": "Farbenhaus Demo",
+            "advisers": [f"@{ADVISER}:{DOMAIN}"],
+            "locale": "de_DE",
+            "currency": "EUR",
+            "timezone": "Europe/Berlin",
+        },
+        "logging": {"level": "WARNING"},
+    }
+    path.write_text(
+        "# Written by `hub demo`; see config.example.yaml for every key.\n"
+        + yaml.safe_dump(config, sort_keys=False),
+        encoding="utf-8",
+    )
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def run_demo(data_dir: Path) -> None:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config_path = data_dir / "config.yaml"
+    if not config_path.exists():
+        _write_first_config(config_path)
+    config = load_config(config_path)
+    registration = data_dir / "registration.yaml"
+    write_registration(config, registration)
+
+    python = await ensure_synapse_installed()
+    hs_port = int(str(config.homeserver.url).rstrip("/").rsplit(":", 1)[1])
+    synapse = LocalSynapse(
+        SynapseConfig(
+            data_dir=data_dir / "synapse",
+            server_name=DOMAIN,
+            port=hs_port,
+            registration_files=[registration],
+            registration_shared_secret=persistent_secret(data_dir / "synapse-shared-secret"),
+        ),
+        python,
+    )
+    synapse.write_config()
+    _say(f"starting Synapse on {synapse.url} …")
+    await synapse.start()
+    hub_task: asyncio.Task[None] | None = None
+    try:
+        password = persistent_secret(data_dir / "adviser-password", nbytes=9)
+        adviser = await synapse.register_user(ADVISER, password, displayname="Anna (adviser)")
+        ready = asyncio.Event()
+        hub_task = asyncio.create_task(serve(config, ready))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({hub_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if hub_task.done():
+            waiter.cancel()
+            hub_task.result()  # raises the hub's startup error
+        base = config.http.public_base
+        print(
+            "\n"
+            "  Matrix commerce hub demo is running.\n\n"
+            f"  Demo shop with the chat widget:  {base}/\n"
+            f"  Homeserver for your Matrix client (Element, FluffyChat, Nheko…):  {synapse.url}\n"
+            f"  Adviser login:  user {ADVISER}  password {password}   ({adviser})\n\n"
+            "  Write in the widget on the shop page: a room appears for the adviser.\n"
+            "  Type !help in that room for the bot's commands.\n"
+            f"  Data is kept in {data_dir} (delete it to start over). Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        await hub_task
+    finally:
+        _say("stopping …")
+        if hub_task is not None and not hub_task.done():
+            hub_task.cancel()
+            with contextlib.suppress(BaseException):
+                await hub_task
+        with contextlib.suppress(Exception):
+            await synapse.stop()

@@ -1,0 +1,107 @@
+"""Bad input at the web-chat API: a clear 4xx, nothing stored, the hub keeps working."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.e2e.helpers import Adviser, Visitor, is_message
+
+pytestmark = pytest.mark.e2e
+
+
+async def _post(http: aiohttp.ClientSession, url: str, **kw: object) -> tuple[int, dict]:
+    async with http.post(url, **kw) as resp:  # type: ignore[arg-type]
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_unknown_or_missing_token_is_401(stack: Stack, http: aiohttp.ClientSession) -> None:
+    url = f"{stack.hub_url}/webchat/api/messages"
+    body = {"client_id": "abcdefgh1", "text": "hi"}
+    status, doc = await _post(http, url, json=body)
+    assert status == 401 and "token" in doc["error"]
+    status, doc = await _post(http, url, json=body, headers={"Authorization": "Bearer nope"})
+    assert status == 401
+    async with http.get(f"{url}?after=0", headers={"Authorization": "Bearer nope"}) as resp:
+        assert resp.status == 401
+
+
+async def test_malformed_bodies_are_refused_and_nothing_is_stored(
+    stack: Stack, visitor: Visitor
+) -> None:
+    await visitor.start(name="Bad Input")
+    url = f"{stack.hub_url}/webchat/api/messages"
+    h = {**visitor.auth, "Content-Type": "application/json"}
+    cases: list[tuple[bytes, str]] = [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"client_id": "abcdefgh2", "text": 5}', "string"),
+        (b'{"client_id": "abcdefgh3", "text": "   "}', "empty"),
+        (b'{"client_id": "x", "text": "hi"}', "client_id"),
+        (b'{"client_id": "abcdefgh4", "text": "\\ud800 broken"}', "Unicode"),
+        (b'{"client_id": "abcdefgh5", "text": "' + b"a" * 4001 + b'"}', "too long"),
+    ]
+    for raw, expected in cases:
+        status, doc = await _post(visitor.http, url, data=raw, headers=h)
+        assert status == 400, raw[:40]
+        assert expected in doc["error"], (raw[:40], doc)
+    # Over the JSON body cap (1 MiB): 413 before anything is parsed.
+    async with visitor.http.post(url, data=b"x" * (2 * 1024 * 1024), headers=h) as resp:
+        assert resp.status == 413
+    assert await visitor.history() == []
+
+
+async def test_upload_limits(stack: Stack, visitor: Visitor) -> None:
+    await visitor.start(name="Upload Limits")
+    url = f"{stack.hub_url}/webchat/api/upload"
+    form = aiohttp.FormData()
+    form.add_field("client_id", "upload-limit-1")
+    form.add_field("file", b"\0" * 300_000, filename="big.bin")  # cap is 200 000 in tests
+    status, doc = await _post(visitor.http, url, data=form, headers=visitor.auth)
+    assert status == 413 and doc["max_bytes"] == 200_000
+    status, doc = await _post(visitor.http, url, data=b"plain", headers=visitor.auth)
+    assert status == 400
+    # A file claiming to be an image but not one is stored as a plain file, never as image.
+    form = aiohttp.FormData()
+    form.add_field("client_id", "upload-limit-2")
+    form.add_field("file", b"<script>alert(1)</script>", filename="x.png", content_type="image/png")
+    status, doc = await _post(visitor.http, url, data=form, headers=visitor.auth)
+    assert status == 201
+    assert doc["message"]["kind"] == "file"
+    assert doc["message"]["media"]["mimetype"] == "application/octet-stream"
+    async with visitor.http.get(doc["message"]["media"]["url"]) as resp:
+        assert resp.headers["Content-Disposition"].startswith("attachment")
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert [m["kind"] for m in await visitor.history()] == ["file"]
+
+
+async def test_non_adviser_cannot_run_commands(
+    stack: Stack, adviser: Adviser, visitor: Visitor
+) -> None:
+    await visitor.start(name="Bystander Test")
+    await visitor.say("hello")
+    room_id = await adviser.wait_invite("Web chat · Bystander Test")
+    await adviser.join(room_id)
+    await adviser.client.room_invite(room_id, stack.other_mxid)
+    bob = Adviser(stack.synapse.url, stack.other_mxid)
+    await bob.login("adviser-password-1")
+    try:
+        await bob.join(room_id)
+        event_id = await bob.send_text(room_id, "!help")
+        notice = await adviser.wait_event(
+            room_id, is_message(sender=stack.bot_mxid, msgtype="m.notice")
+        )
+        assert "Only the shop's advisers" in notice["content"]["body"]
+        reaction = await adviser.wait_event(room_id, lambda ev: ev.get("type") == "m.reaction")
+        assert reaction["content"]["m.relates_to"]["event_id"] == event_id
+        assert reaction["content"]["m.relates_to"]["key"] == "⛔"
+    finally:
+        await bob.close()
+
+
+async def test_appservice_rejects_wrong_token(stack: Stack, http: aiohttp.ClientSession) -> None:
+    url = f"{stack.hub_url}/_matrix/app/v1/transactions/evil-1"
+    async with http.put(url, json={"events": []}, headers={"Authorization": "Bearer x"}) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["errcode"] == "M_FORBIDDEN"
