@@ -88,10 +88,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hub.demo import run_demo
+    from hub.demo import prepare_demo, run_demo
 
     _setup_logging("WARNING" if not args.verbose else "INFO")
-    asyncio.run(run_until_signal(run_demo(Path(args.data_dir))))
+    config, data_dir = prepare_demo(Path(args.data_dir))
+    asyncio.run(run_until_signal(run_demo(config, data_dir)))
     return 0
 
 

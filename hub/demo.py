@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from hub.app import serve
-from hub.config import load_config
+from hub.config import Config, load_config
 from hub.devserver.synapse import (
     LocalSynapse,
     SynapseConfig,
@@ -67,16 +67,20 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run_demo(data_dir: Path) -> None:
+def prepare_demo(data_dir: Path) -> tuple[Config, Path]:
+    """Create (first run) or reuse the demo's config and registration; before any I/O loop."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "config.yaml"
     if not config_path.exists():
         _write_first_config(config_path)
     config = load_config(config_path)
-    registration = data_dir / "registration.yaml"
-    write_registration(config, registration)
+    write_registration(config, data_dir / "registration.yaml")
+    return config, data_dir
 
+
+async def run_demo(config: Config, data_dir: Path) -> None:
+    registration = data_dir / "registration.yaml"
     python = await ensure_synapse_installed()
     hs_port = int(str(config.homeserver.url).rstrip("/").rsplit(":", 1)[1])
     synapse = LocalSynapse(

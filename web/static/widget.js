@@ -107,7 +107,6 @@
     send: "M4.5 12h14M12.5 5.5 19 12l-6.5 6.5",
     clip: "M20.5 11.5 12 20a5 5 0 0 1-7-7l8.5-8.5a3.3 3.3 0 0 1 4.7 4.7L9.7 17.7a1.7 1.7 0 0 1-2.4-2.4L15 7.6",
     file: "M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8zM14 3v5h5",
-    check: "M5 12.5l4.5 4.5L19 7.5",
     alert: "M12 8v5M12 16.5v.01M10.3 3.9 2.6 17.5A2 2 0 0 0 4.3 20.5h15.4a2 2 0 0 0 1.7-3L13.7 3.9a2 2 0 0 0-3.4 0z"
   };
   function icon(name, size) {
@@ -370,7 +369,6 @@
     "textarea:focus-visible{outline:none}",
     "textarea::placeholder{color:#9ca3af;opacity:1}",
     ".file{position:absolute;width:1px;height:1px;opacity:0;overflow:hidden;clip:rect(0 0 0 0);pointer-events:none}",
-    ".footer{flex:none;text-align:center;font-size:11px;color:#9ca3af;padding:0 0 8px;background:var(--hc-bg)}",
 
     ".drop{position:absolute;inset:0;background:rgba(255,255,255,.92);border:2px dashed var(--hc-accent);border-radius:16px;",
     "display:flex;flex-direction:column;gap:8px;align-items:center;justify-content:center;color:var(--hc-accent);font-weight:600;z-index:5;pointer-events:none}",
@@ -567,7 +565,6 @@
     var t = state.title || "Chat";
     ui.title.textContent = t;
     ui.avatar.textContent = (Array.from ? Array.from(t.trim())[0] || "?" : t.charAt(0)).toUpperCase();
-    ui.panel.setAttribute("aria-label", t);
     ui.launcher.setAttribute("aria-label", (state.open ? "Close chat" : "Open chat") + (state.unread ? " (" + state.unread + " unread)" : ""));
   }
 
@@ -631,6 +628,7 @@
       if (state.open && atBottom()) markSeen();
     });
     window.addEventListener("pagehide", function () { SS.set(KEY_DRAFT, ui.input.value || null); });
+    window.addEventListener("pageshow", function (e) { if (e.persisted) { wakeAll(); if (state.ready) loadHistory(state.maxId); } });
   }
 
   function autosize() {
@@ -935,7 +933,8 @@
     var wasBottom = stick || atBottom();
     records.sort(compareRecords);
     var wanted = [list.firstChild]; // spacer
-    if (state.welcome && (welcomeRow || !records.some(function (r) { return r.id != null; }))) {
+    // The welcome bubble is for new conversations: decided once the history is known, then kept.
+    if (state.welcome && (welcomeRow || (state.ready && !records.some(function (r) { return r.id != null; })))) {
       if (!welcomeRow) {
         welcomeRow = el("div", "row out first last welcome");
         var sn = el("div", "sender", state.title || "");
@@ -1101,7 +1100,7 @@
     var sock;
     try { sock = new WebSocket(WS_URL); } catch (e) { scheduleReconnect(); return; }
     ws = sock;
-    var gotReady = false;
+    var gotReady = false, readyAt = 0;
     // A socket that never gets to "ready" (black-holed network, stuck proxy) is given up on.
     var openTimer = setTimeout(function () { if (!gotReady) { try { sock.close(); } catch (e) { /* ignore */ } } }, 15000);
     sock.onopen = function () {
@@ -1112,7 +1111,7 @@
       try { data = JSON.parse(ev.data); } catch (e) { return; }
       if (!data || typeof data !== "object") return;
       if (data.type === "ready") {
-        gotReady = true; wsAttempt = 0; wsAuthFailed = false; clearTimeout(openTimer);
+        gotReady = true; readyAt = Date.now(); wsAuthFailed = false; clearTimeout(openTimer);
         state.connected = true; state.everConnected = true;
         setConnectionHint();
         wakeAll();
@@ -1128,6 +1127,8 @@
       clearTimeout(openTimer);
       if (ws !== sock) return;
       ws = null;
+      // Only a connection that stayed up for a while resets the backoff (no tight loops on flapping).
+      if (gotReady && Date.now() - readyAt > 10000) wsAttempt = 0;
       state.connected = false;
       setConnectionHint();
       scheduleReconnect();
@@ -1341,6 +1342,7 @@
   function mount() {
     if (host) return;
     buildUI();
+    records.forEach(function (r) { if (!r.row) renderRecord(r); });
     if (state.open || SS.get(KEY_OPEN) === "1") openPanel(false);
     updateSendBtn(); autosize();
     setConnectionHint();
