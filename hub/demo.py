@@ -18,11 +18,10 @@ import yaml
 from hub.app import serve
 from hub.config import Config, load_config
 from hub.devserver.synapse import (
-    LocalSynapse,
-    SynapseConfig,
     ensure_synapse_installed,
     free_port,
     persistent_secret,
+    synapse_for_hub,
 )
 from hub.matrix.registration import write_registration
 
@@ -82,16 +81,12 @@ def prepare_demo(data_dir: Path) -> tuple[Config, Path]:
 async def run_demo(config: Config, data_dir: Path) -> None:
     registration = data_dir / "registration.yaml"
     python = await ensure_synapse_installed()
-    hs_port = int(str(config.homeserver.url).rstrip("/").rsplit(":", 1)[1])
-    synapse = LocalSynapse(
-        SynapseConfig(
-            data_dir=data_dir / "synapse",
-            server_name=DOMAIN,
-            port=hs_port,
-            registration_files=[registration],
-            registration_shared_secret=persistent_secret(data_dir / "synapse-shared-secret"),
-        ),
+    synapse = synapse_for_hub(
+        config,
+        registration,
+        data_dir / "synapse",
         python,
+        persistent_secret(data_dir / "synapse-shared-secret"),
     )
     synapse.write_config()
     _say(f"starting Synapse on {synapse.url} …")

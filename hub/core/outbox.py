@@ -20,15 +20,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from hub.config import OutboxConfig
-from hub.db.models import OutboxItem, utcnow
+from hub.db.models import InboxTransaction, OutboxItem, utcnow
 from hub.db.upsert import insert_ignore
 
 log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_SECONDS = 3600
+DONE_RETENTION_DAYS = 7
+DEAD_RETENTION_DAYS = 30
 
 Finish = Callable[[AsyncSession], Awaitable[None]]
 
@@ -115,8 +119,13 @@ class OutboxWorker:
         self._wake.set()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time() + 60
         while not self._stopping:
             self._wake.clear()
+            if loop.time() >= next_purge:
+                next_purge = loop.time() + PURGE_INTERVAL_SECONDS
+                await self._purge()
             free = self.config.concurrency - len(self._inflight)
             claimed: list[Job] = []
             if free > 0:
@@ -153,6 +162,31 @@ class OutboxWorker:
             self.wake()
             await asyncio.sleep(0.05)
         raise TimeoutError("outbox did not drain")
+
+    async def _purge(self) -> None:
+        """Forget finished jobs after a while; dead ones stay longer for a human to look at."""
+        now = utcnow()
+        try:
+            async with self.sessions.begin() as s:
+                await s.execute(
+                    delete(OutboxItem).where(
+                        OutboxItem.status == "done",
+                        OutboxItem.done_at < now - timedelta(days=DONE_RETENTION_DAYS),
+                    )
+                )
+                await s.execute(
+                    delete(OutboxItem).where(
+                        OutboxItem.status == "dead",
+                        OutboxItem.done_at < now - timedelta(days=DEAD_RETENTION_DAYS),
+                    )
+                )
+                await s.execute(
+                    delete(InboxTransaction).where(
+                        InboxTransaction.received_at < now - timedelta(days=DONE_RETENTION_DAYS)
+                    )
+                )
+        except Exception:
+            log.exception("outbox: purging old jobs failed")
 
     async def _has_due(self) -> bool:
         async with self.sessions() as s:

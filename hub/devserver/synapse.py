@@ -57,10 +57,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
+
+if TYPE_CHECKING:
+    from hub.config import Config as HubConfig
 
 DEFAULT_SYNAPSE_VERSION = "1.163.2"
 LOOPBACK = "127.0.0.1"
@@ -538,6 +542,29 @@ class LocalSynapse:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def synapse_for_hub(
+    hub_config: HubConfig,
+    registration: Path,
+    data_dir: Path,
+    python: Path,
+    shared_secret: str,
+    for_tests: bool = False,
+) -> LocalSynapse:
+    """The homeserver a hub config points at (its domain and port), with its registration."""
+    port = urlsplit(str(hub_config.homeserver.url)).port or 8008
+    return LocalSynapse(
+        SynapseConfig(
+            data_dir=data_dir,
+            server_name=hub_config.homeserver.domain,
+            port=port,
+            registration_files=[registration],
+            registration_shared_secret=shared_secret,
+            for_tests=for_tests,
+        ),
+        python,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

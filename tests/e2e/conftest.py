@@ -14,7 +14,13 @@ import aiohttp
 import pytest
 import yaml
 
-from hub.devserver.synapse import LocalSynapse, SynapseConfig, ensure_synapse_installed, free_port
+from hub.config import load_config
+from hub.devserver.synapse import (
+    LocalSynapse,
+    ensure_synapse_installed,
+    free_port,
+    synapse_for_hub,
+)
 from tests.e2e.helpers import REPO, Adviser, HubProcess, Visitor
 
 DOMAIN = "shop.example"
@@ -60,16 +66,13 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
     python = await ensure_synapse_installed()
-    synapse = LocalSynapse(
-        SynapseConfig(
-            data_dir=root / "synapse",
-            server_name=DOMAIN,
-            port=hs_port,
-            registration_files=[registration],
-            registration_shared_secret=secrets.token_hex(16),
-            for_tests=True,
-        ),
+    synapse = synapse_for_hub(
+        load_config(config_path),
+        registration,
+        root / "synapse",
         python,
+        secrets.token_hex(16),
+        for_tests=True,
     )
     synapse.write_config()
     await synapse.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -276,5 +275,12 @@ class Visitor:
             await self._ws.close()
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")
+async def open_portal(adviser: Adviser, visitor: Visitor, name: str, text: str) -> str:
+    """The visitor writes; the adviser gets the invite, joins and sees the message."""
+    await visitor.start(name=name)
+    await visitor.connect()
+    await visitor.say(text)
+    room_id = await adviser.wait_invite(f"Web chat · {name}")
+    await adviser.join(room_id)
+    await adviser.wait_event(room_id, is_message(body=text))
+    return room_id

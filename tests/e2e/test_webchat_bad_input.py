@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import Adviser, Visitor, is_message
+from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal
 
 pytestmark = pytest.mark.e2e
 
@@ -79,10 +79,7 @@ async def test_upload_limits(stack: Stack, visitor: Visitor) -> None:
 async def test_non_adviser_cannot_run_commands(
     stack: Stack, adviser: Adviser, visitor: Visitor
 ) -> None:
-    await visitor.start(name="Bystander Test")
-    await visitor.say("hello")
-    room_id = await adviser.wait_invite("Web chat · Bystander Test")
-    await adviser.join(room_id)
+    room_id = await open_portal(adviser, visitor, "Bystander Test", "hello")
     await adviser.client.room_invite(room_id, stack.other_mxid)
     bob = Adviser(stack.synapse.url, stack.other_mxid)
     await bob.login("adviser-password-1")

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import Adviser, Visitor, is_message
+from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal
 
 pytestmark = pytest.mark.e2e
 
@@ -29,19 +29,6 @@ def tiny_png(rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-
-
-async def open_portal(
-    stack: Stack, adviser: Adviser, visitor: Visitor, name: str, text: str
-) -> str:
-    """The visitor writes; the adviser gets the invite, joins and sees the message."""
-    await visitor.start(name=name)
-    await visitor.connect()
-    await visitor.say(text)
-    room_id = await adviser.wait_invite(f"Web chat · {name}")
-    await adviser.join(room_id)
-    await adviser.wait_event(room_id, is_message(body=text))
-    return room_id
 
 
 async def test_customer_message_opens_portal_room(
@@ -67,7 +54,7 @@ async def test_customer_message_opens_portal_room(
 async def test_adviser_reply_reaches_widget_live_and_in_history(
     stack: Stack, adviser: Adviser, visitor: Visitor
 ) -> None:
-    room_id = await open_portal(stack, adviser, visitor, "Reply Test", "Do you deliver?")
+    room_id = await open_portal(adviser, visitor, "Reply Test", "Do you deliver?")
     await adviser.send_text(room_id, "Yes — within 2 days 🚚")
     got = await visitor.wait_message(lambda m: m["direction"] == "out")
     assert got["text"] == "Yes — within 2 days 🚚"
@@ -82,7 +69,7 @@ async def test_adviser_reply_reaches_widget_live_and_in_history(
 
 
 async def test_images_cross_both_ways(stack: Stack, adviser: Adviser, visitor: Visitor) -> None:
-    room_id = await open_portal(stack, adviser, visitor, "Image Test", "I'll send a photo")
+    room_id = await open_portal(adviser, visitor, "Image Test", "I'll send a photo")
     png = tiny_png()
     await visitor.upload(png, "wall.png", "image/png")
     ev = await adviser.wait_event(room_id, is_message(msgtype="m.image"))
@@ -119,7 +106,7 @@ async def test_images_cross_both_ways(stack: Stack, adviser: Adviser, visitor: V
 
 
 async def test_help_is_for_advisers_only(stack: Stack, adviser: Adviser, visitor: Visitor) -> None:
-    room_id = await open_portal(stack, adviser, visitor, "Help Test", "hello")
+    room_id = await open_portal(adviser, visitor, "Help Test", "hello")
     # The customer typing a command is plain text for the advisers, never a command.
     await visitor.say("!help")
     customer_help = await adviser.wait_event(room_id, is_message(body="!help"))
@@ -146,7 +133,7 @@ async def test_help_is_for_advisers_only(stack: Stack, adviser: Adviser, visitor
 
 
 async def test_wrong_command_gets_refusal(stack: Stack, adviser: Adviser, visitor: Visitor) -> None:
-    room_id = await open_portal(stack, adviser, visitor, "Typo Test", "hi")
+    room_id = await open_portal(adviser, visitor, "Typo Test", "hi")
     event_id = await adviser.send_text(room_id, "!hepl")
     notice = await adviser.wait_event(
         room_id, is_message(sender=stack.bot_mxid, msgtype="m.notice")
@@ -165,7 +152,7 @@ async def _hub_alive(stack: Stack, http: aiohttp.ClientSession) -> None:
 async def test_kill9_restart_loses_nothing_and_duplicates_nothing(
     stack: Stack, adviser: Adviser, visitor: Visitor
 ) -> None:
-    room_id = await open_portal(stack, adviser, visitor, "Crash Test", "before the crash")
+    room_id = await open_portal(adviser, visitor, "Crash Test", "before the crash")
 
     # 1. The adviser writes while the hub is dead: Synapse queues the transaction, the hub's
     #    ping at start makes Synapse send it at once.
