@@ -22,11 +22,12 @@ from hub.db.engine import create_engine, migrate, session_factory
 from hub.errors import StartupError
 from hub.http.pages import add_page_routes
 from hub.hub import Hub
-from hub.matrix.appservice import MATRIX_EVENT, AppserviceApi
+from hub.matrix.appservice import MATRIX_EVENT, MATRIX_RECEIPT, AppserviceApi
 from hub.matrix.client import MatrixClient, MatrixError, MatrixUnavailable
 from hub.matrix.deliver import MatrixDelivery
 from hub.matrix.dispatcher import Dispatcher
 from hub.matrix.portal import Portals
+from hub.matrix.receipts import SEND_RECEIPT, Receipts
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ async def build_hub(config: Config) -> Hub:
         worker=OutboxWorker(sessions, config.outbox),
         media=MediaStore(config.media_dir),
     )
+    hub.receipts = Receipts(hub)
     register_core_commands(hub)
     if config.channels.webchat.enabled:
         hub.channels["webchat"] = WebchatChannel(hub)
@@ -67,6 +69,8 @@ async def build_hub(config: Config) -> Hub:
     hub.worker.register(MATRIX_SEND, delivery.send_room_event)
     hub.worker.register(SEND_TO_CHANNEL, sender.send, sender.on_dead)
     hub.worker.register(MATRIX_EVENT, dispatcher.handle)
+    hub.worker.register(MATRIX_RECEIPT, hub.receipts.adviser_read)
+    hub.worker.register(SEND_RECEIPT, hub.receipts.send)
     return hub
 
 

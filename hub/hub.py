@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -18,6 +18,7 @@ from hub.matrix.portal import Portals
 if TYPE_CHECKING:
     from hub.bridges.base import Channel
     from hub.core.bot import CommandHandler
+    from hub.matrix.receipts import Receipts
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Hub:
     media: MediaStore
     commands: CommandRegistry[CommandHandler] = field(default_factory=CommandRegistry)
     channels: dict[str, Channel] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    receipts: Receipts = field(init=False)
 
     def channel(self, kind: str) -> Channel:
         try:

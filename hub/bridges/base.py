@@ -46,3 +46,7 @@ class Channel(Protocol):
     async def send(self, message: OutboundMessage) -> str:
         """Deliver to the customer; return the remote message id. Raise ChannelError."""
         ...
+
+    async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
+        """The customer's messages reached the shop ("delivered") or an adviser read them
+        ("read"); channels that can show this to the customer do so."""

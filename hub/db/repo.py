@@ -158,3 +158,27 @@ async def media_by_id(s: AsyncSession, media_id: str) -> MediaFile | None:
 
 async def visitor_by_token_hash(s: AsyncSession, token_hash: str) -> WebchatVisitor | None:
     return await s.scalar(select(WebchatVisitor).where(WebchatVisitor.token_hash == token_hash))
+
+
+async def advance_status(
+    s: AsyncSession,
+    conversation_id: int,
+    direction: str,
+    up_to_id: int,
+    from_statuses: tuple[str, ...],
+    to_status: str,
+) -> list[Message]:
+    """Move a conversation's messages up to an id to a later status (e.g. "read")."""
+    rows = list(
+        await s.scalars(
+            select(Message).where(
+                Message.conversation_id == conversation_id,
+                Message.direction == direction,
+                Message.id <= up_to_id,
+                Message.status.in_(from_statuses),
+            )
+        )
+    )
+    for row in rows:
+        row.status = to_status
+    return rows

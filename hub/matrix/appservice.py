@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +23,8 @@ from hub.db.upsert import insert_ignore
 log = logging.getLogger(__name__)
 
 MATRIX_EVENT = "matrix.event"
+MATRIX_RECEIPT = "matrix.receipt_in"
+_EPHEMERAL_KEYS = ("ephemeral", "de.sorunome.msc2409.ephemeral")
 # Synapse sends at most 100 PDUs and 100 EDUs per transaction; events are at most 64 KiB.
 MAX_TRANSACTION_BYTES = 16 * 1024 * 1024
 
@@ -112,10 +115,28 @@ class AppserviceApi:
                     event,
                     f"event:{event['event_id']}",
                 )
+            queued += await self._queue_receipts(s, txn_id, body)
         if queued:
             self._on_stored()
         log.debug("appservice: transaction %s stored %d events", txn_id, queued)
         return web.json_response({})
+
+    async def _queue_receipts(self, s: AsyncSession, txn_id: str, body: dict[str, Any]) -> int:
+        """Advisers' read receipts; typing and presence are not used (yet)."""
+        ephemeral = next((body[k] for k in _EPHEMERAL_KEYS if isinstance(body.get(k), list)), [])
+        queued = 0
+        for n, edu in enumerate(ephemeral):
+            if not (
+                isinstance(edu, dict)
+                and edu.get("type") == "m.receipt"
+                and isinstance(edu.get("room_id"), str)
+                and isinstance(edu.get("content"), dict)
+            ):
+                continue
+            queued += await enqueue(
+                s, MATRIX_RECEIPT, room_key(edu["room_id"]), edu, f"edu:{txn_id}:{n}"
+            )
+        return queued
 
     async def query_user(self, request: web.Request) -> web.StreamResponse:
         # Ghosts are created on demand by the hub, never on a client's lookup.

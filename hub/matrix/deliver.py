@@ -88,6 +88,7 @@ class MatrixDelivery:
                 await s.execute(
                     update(MediaFile).where(MediaFile.id == media_id).values(mxc_uri=mxc)
                 )
+            await channel.status_changed(identity.external_id, [msg.id], "delivered")
 
         return finish
 

@@ -22,6 +22,9 @@ def registration(config: Config) -> dict[str, Any]:
         "hs_token": app.hs_token,
         "sender_localpart": app.bot_localpart,
         "rate_limited": False,
+        # Read receipts of advisers reach us as ephemeral events (MSC2409, stable in Synapse
+        # 1.156); the widget shows them as "read".
+        "receive_ephemeral": True,
         "namespaces": {
             # Regexes must match the whole MXID, dots of the server name escaped.
             "users": [{"exclusive": True, "regex": f"@{re.escape(app.ghost_prefix)}.*:{domain}"}],

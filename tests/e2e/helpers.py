@@ -81,6 +81,7 @@ class Adviser:
         self.client = AsyncClient(homeserver, mxid)
         self.events: list[tuple[str, dict[str, Any]]] = []  # (room_id, raw event)
         self.invites: dict[str, dict[str, Any]] = {}  # room_id -> {"name": ...}
+        self.receipts: list[tuple[str, str, str]] = []  # (room_id, event_id, reader)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -110,6 +111,9 @@ class Adviser:
                     self.events.append((room_id, ev.source))
                 for ev in info.state:
                     self.events.append((room_id, ev.source))
+                for eph in info.ephemeral:
+                    for r in getattr(eph, "receipts", []):
+                        self.receipts.append((room_id, r.event_id, r.user_id))
             self._changed.set()
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15) -> Any:
@@ -193,6 +197,7 @@ class Visitor:
         self.token: str | None = None
         self.visitor_id: str | None = None
         self.received: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []  # {"type": "status", "ids": [...], "status"}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._got = asyncio.Event()
@@ -250,14 +255,29 @@ class Visitor:
                 doc = msg.json()
                 if doc.get("type") == "message":
                     self.received.append(doc["message"])
-                    self._got.set()
+                elif doc.get("type") == "status":
+                    self.statuses.append(doc)
+                self._got.set()
+
+    async def send_ws(self, doc: dict[str, Any]) -> None:
+        assert self._ws is not None
+        await self._ws.send_json(doc)
+
+    async def wait_status(self, message_id: int, status: str, timeout: float = 15) -> None:
+        def seen(doc: dict[str, Any]) -> bool:
+            return doc["status"] == status and message_id in doc["ids"]
+
+        await self.wait_message(seen, timeout, among=self.statuses)
 
     async def wait_message(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 15,
+        among: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            for m in self.received:
+            for m in self.received if among is None else among:
                 if predicate(m):
                     return m
             if time.monotonic() > deadline:

@@ -189,3 +189,23 @@ async def test_kill9_restart_loses_nothing_and_duplicates_nothing(
     assert texts.count("written while the hub was down") == 1
     assert texts.count("sent just before the crash") == 1
     assert texts.count("after restart") == 1
+
+
+async def test_delivery_and_read_status_cross_both_ways(
+    stack: Stack, adviser: Adviser, visitor: Visitor
+) -> None:
+    room_id = await open_portal(adviser, visitor, "Receipt Test", "first")
+    mine = await visitor.say("did you read this?")
+    ghost_event = await adviser.wait_event(room_id, is_message(body="did you read this?"))
+    await visitor.wait_status(mine["id"], "delivered")
+    # The adviser reads it in their client: the widget shows "read".
+    await adviser.client.update_receipt_marker(room_id, ghost_event["event_id"])
+    await visitor.wait_status(mine["id"], "read")
+    assert {m["status"] for m in await visitor.history() if m["direction"] == "in"} == {"read"}
+
+    # The customer sees the adviser's answer: the adviser's client shows the ghost's receipt.
+    answer_id = await adviser.send_text(room_id, "yes, just now")
+    got = await visitor.wait_message(lambda m: m["text"] == "yes, just now")
+    await visitor.send_ws({"type": "read", "up_to": got["id"]})
+    ghost = ghost_event["sender"]
+    await adviser.wait_for(lambda: (room_id, answer_id, ghost) in adviser.receipts)

@@ -335,15 +335,34 @@ class WebchatApi:
             await ws.send_json({"type": "ready"})
             for message in await self._history(visitor.visitor_id, max(0, after)):
                 await ws.send_json({"type": "message", "message": message})
+            last_read = 0
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT and msg.data == '{"type":"ping"}':
-                    await ws.send_str('{"type":"pong"}')
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                doc = json.loads(msg.data)
+                kind = doc.get("type") if isinstance(doc, dict) else None
+                if kind == "ping":
+                    await ws.send_json({"type": "pong"})
+                elif kind == "read" and isinstance(doc.get("up_to"), int):
+                    if doc["up_to"] > last_read:
+                        last_read = doc["up_to"]
+                        await self._customer_read(visitor.visitor_id, last_read)
         except (TimeoutError, ValueError, asyncio.CancelledError, ConnectionError):
             pass
         finally:
             if visitor is not None:
                 self.channel.sockets[visitor.visitor_id].discard(ws)
         return ws
+
+    async def _customer_read(self, visitor_id: str, up_to: int) -> None:
+        async with self.hub.sessions.begin() as s:
+            identity = await repo.identity_by_external_id(s, KIND, visitor_id)
+            conversation = identity and await repo.conversation_by_identity(s, identity.id)
+            if conversation is None:
+                return
+            changed = await self.hub.receipts.customer_read(s, conversation.id, up_to)
+        if changed:
+            self.hub.worker.wake()
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         media_id = request.match_info["media_id"]

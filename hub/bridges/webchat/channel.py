@@ -10,6 +10,7 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy import update
@@ -84,9 +85,15 @@ class WebchatChannel:
         return f"out:{message.message_id}"
 
     async def push(self, visitor_id: str, message: dict[str, Any]) -> None:
+        await self._broadcast(visitor_id, {"type": "message", "message": message})
+
+    async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
+        await self._broadcast(external_id, {"type": "status", "ids": message_ids, "status": status})
+
+    async def _broadcast(self, visitor_id: str, doc: dict[str, Any]) -> None:
         for ws in list(self.sockets.get(visitor_id, ())):
             try:
-                await ws.send_json({"type": "message", "message": message})
+                await ws.send_json(doc)
             except (ConnectionError, RuntimeError):
                 self.sockets[visitor_id].discard(ws)
 
@@ -98,7 +105,7 @@ class WebchatChannel:
         if mxid not in self._names:
             try:
                 doc = await self.hub.matrix.request(
-                    "GET", f"/_matrix/client/v3/profile/{mxid}/displayname"
+                    "GET", f"/_matrix/client/v3/profile/{quote(mxid)}/displayname"
                 )
                 self._names[mxid] = str(doc.get("displayname") or mxid[1:].split(":")[0])
             except Exception:

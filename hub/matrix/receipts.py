@@ -1,0 +1,85 @@
+"""Read receipts across the bridge: advisers reading customers' messages, and back."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.outbox import Finish, Job, enqueue
+from hub.db import repo
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+log = logging.getLogger(__name__)
+
+SEND_RECEIPT = "matrix.receipt_out"
+
+
+def read_event_ids(content: dict[str, object], is_own: object) -> list[str]:
+    """Event ids an m.receipt EDU marks as read by someone other than the hub's own users."""
+    found: list[str] = []
+    for event_id, kinds in content.items():
+        if not isinstance(kinds, dict):
+            continue
+        readers = kinds.get("m.read")
+        if isinstance(readers, dict) and any(not is_own(u) for u in readers):  # type: ignore[operator]
+            found.append(event_id)
+    return found
+
+
+class Receipts:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def adviser_read(self, job: Job) -> Finish | None:
+        """matrix.receipt_in: an adviser read up to an event; the customer may see "read"."""
+        event_ids = read_event_ids(job.payload.get("content", {}), self.hub.portals.is_own)
+        if not event_ids:
+            return None
+
+        async def finish(s: AsyncSession) -> None:
+            targets = [m for e in event_ids if (m := await repo.message_by_event_id(s, e))]
+            for target in targets:
+                _, identity = await repo.conversation_with_identity(s, target.conversation_id)
+                rows = await repo.advance_status(
+                    s, target.conversation_id, "in", target.id, ("received", "delivered"), "read"
+                )
+                if rows and identity.channel in self.hub.channels:
+                    await self.hub.channels[identity.channel].status_changed(
+                        identity.external_id, [r.id for r in rows], "read"
+                    )
+
+        return finish
+
+    async def customer_read(self, s: AsyncSession, conversation_id: int, up_to_id: int) -> bool:
+        """The customer saw the shop's messages up to an id: mark them and queue a receipt
+        from their ghost, so advisers see it in their client. True if anything changed."""
+        rows = await repo.advance_status(
+            s, conversation_id, "out", up_to_id, ("sent", "delivered"), "read"
+        )
+        latest = max((r for r in rows if r.matrix_event_id), key=lambda r: r.id, default=None)
+        if latest is None:
+            return bool(rows)
+        conversation, identity = await repo.conversation_with_identity(s, conversation_id)
+        if conversation.room_id:
+            await enqueue(
+                s,
+                SEND_RECEIPT,
+                f"receipt:{conversation.room_id}",
+                {
+                    "room_id": conversation.room_id,
+                    "event_id": latest.matrix_event_id,
+                    "as_user": self.hub.portals.ghost_mxid(identity),
+                },
+                f"receipt:{latest.matrix_event_id}",
+            )
+        return True
+
+    async def send(self, job: Job) -> Finish | None:
+        """matrix.receipt_out: the ghost's read receipt on an adviser's message."""
+        p = job.payload
+        await self.hub.matrix.send_receipt(p["room_id"], p["event_id"], p["as_user"])
+        return None
