@@ -49,7 +49,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         "http": {"host": "127.0.0.1", "port": hub_port},
         "shop": {"name": "Farbenhaus Test", "advisers": [f"@anna:{DOMAIN}"]},
         "outbox": {"base_delay_seconds": 0.2, "max_delay_seconds": 2},
-        "channels": {"webchat": {"max_upload_bytes": 200_000}},
+        "channels": {
+            "webchat": {"max_upload_bytes": 200_000, "allowed_origins": ["http://shop.test"]}
+        },
         "logging": {"level": "INFO"},
     }
     config_path = root / "config.yaml"

@@ -102,3 +102,22 @@ async def test_appservice_rejects_wrong_token(stack: Stack, http: aiohttp.Client
     async with http.put(url, json={"events": []}, headers={"Authorization": "Bearer x"}) as resp:
         assert resp.status == 403
         assert (await resp.json())["errcode"] == "M_FORBIDDEN"
+
+
+async def test_cors_for_allowed_origins_only_even_on_errors(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    url = f"{stack.hub_url}/webchat/api/messages"
+    shop = {"Origin": "http://shop.test"}
+    async with http.options(url, headers={**shop, "Access-Control-Request-Method": "POST"}) as r:
+        assert r.status == 204
+        assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+    # A raised 401 carries the header too, or the browser would hide it from the widget.
+    async with http.post(url, json={}, headers=shop) as r:
+        assert r.status == 401
+        assert r.headers["Access-Control-Allow-Origin"] == "http://shop.test"
+    evil = {"Origin": "http://evil.test"}
+    async with http.options(url, headers={**evil, "Access-Control-Request-Method": "POST"}) as r:
+        assert r.status == 403
+    async with http.post(url, json={}, headers=evil) as r:
+        assert "Access-Control-Allow-Origin" not in r.headers

@@ -46,11 +46,22 @@ async def test_customer_and_adviser_talk_through_the_demo_page(
 
         room_id = await adviser.wait_invite("Web chat · Browser Kundin")
         await adviser.join(room_id)
-        await adviser.wait_event(room_id, is_message(body="Haben Sie Lasur in Eiche hell? 🌳"))
-        await adviser.send_text(room_id, "Ja, 0,75 l für 24,90 € — soll ich sie reservieren?")
+        question = await adviser.wait_event(
+            room_id, is_message(body="Haben Sie Lasur in Eiche hell? 🌳")
+        )
+        mine = page.locator(f'{BUBBLE}[data-direction="in"]')
+        await expect(mine).to_have_attribute("data-status", "delivered", timeout=15000)
+        await adviser.client.update_receipt_marker(room_id, question["event_id"])
+        await expect(mine).to_have_attribute("data-status", "read", timeout=15000)
+        answer_id = await adviser.send_text(
+            room_id, "Ja, 0,75 l für 24,90 € — soll ich sie reservieren?"
+        )
 
         answer = page.locator(f'{BUBBLE}[data-direction="out"]')
         await expect(answer).to_contain_text("0,75 l für 24,90 €", timeout=15000)
+        # The open panel showed it: the adviser's client gets the customer's read receipt.
+        ghost = question["sender"]
+        await adviser.wait_for(lambda: (room_id, answer_id, ghost) in adviser.receipts)
         await screenshot(page, "widget-conversation")
 
         # Reload: same visitor (token in localStorage), the whole history is back.

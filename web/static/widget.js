@@ -236,6 +236,7 @@
     maxId: 0,
     seenId: parseInt(LS.get(KEY_SEEN) || "0", 10) || 0,
     unread: 0,
+    maxUpload: 0,
     sessionPromise: null
   };
   var records = [];          // message records, kept sorted by layout()
@@ -343,6 +344,10 @@
     ".fileinfo{min-width:0;display:flex;flex-direction:column}",
     ".fname{font-weight:600;font-size:14px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;max-width:200px}",
     ".fsize{font-size:12px;opacity:.75}",
+    ".caption{white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:plaintext;text-align:start;padding:6px 8px 3px;max-width:240px}",
+    ".bubble.filebox .caption{flex-basis:100%;padding:4px 0 0}",
+    ".bubble.media .caption{color:var(--hc-text)}",
+    ".bubble.filebox:has(.caption){flex-wrap:wrap}",
     ".progress{height:4px;border-radius:2px;background:rgba(17,24,39,.12);overflow:hidden;margin-top:6px;width:100%}",
     ".row.in .filebox .progress{background:rgba(255,255,255,.3)}",
     ".progress>i{display:block;height:100%;width:0;background:currentColor;transition:width .15s linear}",
@@ -701,7 +706,7 @@
     removeFromOutbox(r);
 
     if (isNew && r.direction === "out" && r.id > state.seenId) {
-      if (state.open && document.visibilityState !== "hidden" && atBottom()) { state.seenId = r.id; LS.set(KEY_SEEN, r.id); }
+      if (state.open && document.visibilityState !== "hidden" && atBottom()) { state.seenId = r.id; LS.set(KEY_SEEN, r.id); sendRead(); }
       else { state.unread++; updateBadge(); }
       if (!(opts && opts.history)) announce((r.senderName || state.title || "Adviser") + ": " + (r.text || (r.media && r.media.filename) || ""));
     }
@@ -830,6 +835,14 @@
       appendLinkified(b, r.text || "");
       r.progressEl = null;
     }
+    // A caption on an image/file (e.g. an adviser's text sent with a picture), unless it only
+    // repeats the file name.
+    if (r.kind !== "text" && r.text && r.text !== m.filename) {
+      var cap = el("div", "caption");
+      cap.setAttribute("dir", "auto");
+      appendLinkified(cap, r.text);
+      b.appendChild(cap);
+    }
     b.setAttribute("dir", "auto");
     return b;
   }
@@ -910,7 +923,7 @@
         meta.appendChild(el("span", "", "· Not delivered"));
       } else {
         meta.appendChild(el("span", "", "·"));
-        meta.appendChild(el("span", "", st === "read" ? "Read" : "Sent"));
+        meta.appendChild(el("span", "", st === "read" ? "Read" : st === "delivered" ? "Delivered" : "Sent"));
       }
     }
   }
@@ -1001,6 +1014,23 @@
     }
     if (maxOut !== state.seenId) { state.seenId = maxOut; LS.set(KEY_SEEN, maxOut); }
     if (state.unread) { state.unread = 0; updateBadge(); }
+    sendRead();
+  }
+
+  // Tell the shop what the customer has seen: advisers get a read receipt in Matrix.
+  var readSent = 0;
+  function sendRead() {
+    if (!ws || ws.readyState !== 1 || !state.connected || state.seenId <= readSent) return;
+    try { ws.send(JSON.stringify({ type: "read", up_to: state.seenId })); readSent = state.seenId; } catch (e) { /* next time */ }
+  }
+
+  // Status of the customer's own messages: "delivered" (reached the shop), "read" (an adviser read it).
+  function applyStatus(ids, status) {
+    if (!Array.isArray(ids) || typeof status !== "string") return;
+    for (var i = 0; i < ids.length; i++) {
+      var r = byId[ids[i]];
+      if (r && r.status !== status) { r.status = status; renderRecord(r); }
+    }
   }
 
   function updateBadge() {
@@ -1065,6 +1095,7 @@
     state.name = d.name != null ? d.name : state.name;
     if (!CFG.title && d.title) state.title = String(d.title);
     if (typeof d.welcome_text === "string") state.welcome = d.welcome_text;
+    if (typeof d.max_upload_bytes === "number" && d.max_upload_bytes > 0) state.maxUpload = d.max_upload_bytes;
     if (ui.root) { applyTitle(); scheduleLayout(); }
   }
 
@@ -1091,7 +1122,7 @@
   // ---------------------------------------------------------------------------------------------
   // Live updates (WebSocket)
   // ---------------------------------------------------------------------------------------------
-  var ws = null, wsAttempt = 0, wsTimer = null, wsAuthFailed = false, lastPoll = 0;
+  var ws = null, wsAttempt = 0, wsTimer = null, wsAuthFailed = false, lastPoll = 0, pingTimer = null;
 
   function connect() {
     clearTimeout(wsTimer); wsTimer = null;
@@ -1101,22 +1132,32 @@
     try { sock = new WebSocket(WS_URL); } catch (e) { scheduleReconnect(); return; }
     ws = sock;
     var gotReady = false, readyAt = 0;
+    sock.hcPongSeen = false;
+    sock.hcDeadline = null;
     // A socket that never gets to "ready" (black-holed network, stuck proxy) is given up on.
     var openTimer = setTimeout(function () { if (!gotReady) { try { sock.close(); } catch (e) { /* ignore */ } } }, 15000);
     sock.onopen = function () {
       try { sock.send(JSON.stringify({ type: "auth", token: state.token, after: state.maxId })); } catch (e) { /* onclose follows */ }
     };
     sock.onmessage = function (ev) {
+      clearTimeout(sock.hcDeadline); sock.hcDeadline = null; // any frame proves the socket alive
       var data;
       try { data = JSON.parse(ev.data); } catch (e) { return; }
       if (!data || typeof data !== "object") return;
+      if (data.type === "pong") { sock.hcPongSeen = true; return; }
       if (data.type === "ready") {
         gotReady = true; readyAt = Date.now(); wsAuthFailed = false; clearTimeout(openTimer);
+        clearInterval(pingTimer);
+        pingTimer = setInterval(function () { ping(sock); }, 25000);
         state.connected = true; state.everConnected = true;
         setConnectionHint();
         wakeAll();
+        readSent = 0;
+        sendRead();
       } else if (data.type === "message") {
         upsert(data.message);
+      } else if (data.type === "status") {
+        applyStatus(data.ids, data.status);
       } else if (data.type === "error") {
         if (window.console) console.warn("[HubChat] server:", data.error);
         if (!gotReady) wsAuthFailed = true;
@@ -1124,8 +1165,9 @@
     };
     sock.onerror = function () { /* onclose handles it */ };
     sock.onclose = function () {
-      clearTimeout(openTimer);
+      clearTimeout(openTimer); clearTimeout(sock.hcDeadline);
       if (ws !== sock) return;
+      clearInterval(pingTimer);
       ws = null;
       // Only a connection that stayed up for a while resets the backoff (no tight loops on flapping).
       if (gotReady && Date.now() - readyAt > 10000) wsAttempt = 0;
@@ -1133,6 +1175,27 @@
       setConnectionHint();
       scheduleReconnect();
     };
+  }
+
+  // App-level ping ({"type":"ping"} -> {"type":"pong"}): a socket that stops answering (sleeping
+  // laptop, dead NAT mapping) is dropped and replaced. Enforced only once the server has
+  // answered a ping on this socket, so servers without ping support are left alone.
+  function ping(sock) {
+    if (ws !== sock || sock.readyState !== 1) return;
+    try { sock.send('{"type":"ping"}'); } catch (e) { return; }
+    if (sock.hcPongSeen && !sock.hcDeadline) {
+      sock.hcDeadline = setTimeout(function () { dropSocket(sock); }, 10000);
+    }
+  }
+
+  function dropSocket(sock) {
+    if (ws !== sock) return;
+    ws = null;
+    clearInterval(pingTimer);
+    try { sock.close(); } catch (e) { /* ignore */ }
+    state.connected = false;
+    setConnectionHint();
+    scheduleReconnect();
   }
 
   function scheduleReconnect() {
@@ -1150,6 +1213,7 @@
   // Network came back / tab became visible / user opened the panel: retry everything right away.
   function wakeAll() {
     if (state.ready && !ws && !state.connected) { wsAttempt = 0; connect(); }
+    else if (ws && state.connected) ping(ws);
     if (sleepWakers.length) { var w = sleepWakers; sleepWakers = []; w.forEach(function (f) { f(); }); }
   }
 
@@ -1255,6 +1319,14 @@
     });
     if (!state.open) openPanel(false);
     scheduleLayout(true);
+    if (state.maxUpload && file.size > state.maxUpload) {
+      // Known limit (from the session): refuse locally instead of uploading for nothing.
+      r.local = "failed"; r.fatal = true;
+      r.error = "File is too large (max " + humanSize(state.maxUpload) + ").";
+      renderRecord(r);
+      announce("Upload failed: " + r.error);
+      return;
+    }
     runUpload(r);
   }
 

@@ -85,12 +85,21 @@ class WebchatApi:
 
     @web.middleware
     async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            # Raised errors need the header too, or the browser hides a 401/400 from the
+            # widget as a network error and it can never recover or show the reason.
+            self._allow_origin(request, exc)
+            raise
+        self._allow_origin(request, resp)
+        return resp
+
+    def _allow_origin(self, request: web.Request, resp: web.StreamResponse) -> None:
         origin = request.headers.get("Origin")
         if origin and request.path.startswith("/webchat/") and origin in self.allowed_origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
             resp.headers["Vary"] = "Origin"
-        return resp
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
