@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import secrets
+import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from hub.bridges.sending import ChannelSender
+from hub.bridges.sending import SEND_REACTION, ChannelSender
 from hub.bridges.webchat.channel import WebchatChannel
 from hub.config import Config
 from hub.core.bot import MATRIX_SEND, register_core_commands
@@ -32,6 +34,13 @@ from hub.matrix.receipts import SEND_RECEIPT, Receipts
 log = logging.getLogger(__name__)
 
 HUB = web.AppKey("hub", Hub)
+# Messenger channels, imported only when enabled.
+PROVIDER_CHANNELS = {
+    "whatsapp": "hub.bridges.whatsapp.channel:WhatsappChannel",
+    "telegram": "hub.bridges.telegram.channel:TelegramChannel",
+    "messenger": "hub.bridges.meta.channel:MessengerChannel",
+    "instagram": "hub.bridges.meta.channel:InstagramChannel",
+}
 
 
 async def build_hub(config: Config) -> Hub:
@@ -64,10 +73,19 @@ async def build_hub(config: Config) -> Hub:
     register_core_commands(hub)
     if config.channels.webchat.enabled:
         hub.channels["webchat"] = WebchatChannel(hub)
+    for name, target in PROVIDER_CHANNELS.items():
+        if getattr(config.channels, name).enabled:
+            module_name, _, class_name = target.partition(":")
+            channel_class = getattr(importlib.import_module(module_name), class_name)
+            hub.channels[name] = channel_class(hub)
+            register = getattr(sys.modules[module_name], "register_commands", None)
+            if register is not None:
+                register(hub)
     delivery, sender, dispatcher = MatrixDelivery(hub), ChannelSender(hub), Dispatcher(hub)
     hub.worker.register(DELIVER_TO_MATRIX, delivery.deliver_inbound, delivery.on_deliver_dead)
     hub.worker.register(MATRIX_SEND, delivery.send_room_event)
     hub.worker.register(SEND_TO_CHANNEL, sender.send, sender.on_dead)
+    hub.worker.register(SEND_REACTION, sender.react)
     hub.worker.register(MATRIX_EVENT, dispatcher.handle)
     hub.worker.register(MATRIX_RECEIPT, hub.receipts.adviser_read)
     hub.worker.register(SEND_RECEIPT, hub.receipts.send)

@@ -1,7 +1,10 @@
-"""The Channel protocol every messenger implements (web chat now; WhatsApp, Telegram, Meta next).
+"""The Channel protocol every messenger implements: web chat, WhatsApp, Telegram, Meta.
 
-A channel owns its HTTP surface (webhooks or, for the widget, its API), turns provider
-payloads into `InboundMessage`s handed to the router, and sends `OutboundMessage`s.
+Each channel package has: a pure `mapping` module (provider payload ↔ hub types, no I/O), a
+`client` (the provider's API: base URL from config, timeouts, bounded retries, errors
+classified through the channel's error table) and a `channel` module implementing this
+protocol, whose webhook handler verifies, parses with the mapping and hands the envelopes to
+`hub.core.ingest` (one transaction), then acknowledges.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from hub.core.types import OutboundMessage
+from hub.core.types import MediaRef, OutboundMessage
 
 
 @dataclass(frozen=True)
@@ -21,21 +24,32 @@ class Capabilities:
     buttons: bool = False
     edits: bool = False
     reactions: bool = False
+    templates: bool = False
 
 
 class ChannelError(Exception):
-    """A channel refused or failed a send; `permanent` decides retry versus dead letter."""
+    """A channel refused or failed a send. `human` is shown to advisers; `permanent` decides
+    between the outbox's retry and a dead letter; `retry_after` (s) overrides the backoff."""
 
-    def __init__(self, human: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        human: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(human)
         self.human = human
         self.permanent = permanent
         self.retry_after = retry_after
+        self.code = code
 
 
 class Channel(Protocol):
     kind: str  # stored in channel_identities.channel, e.g. "webchat", "whatsapp"
-    label: str  # shown to advisers, e.g. "Web chat"
+    code: str  # short, in ghost localparts: "web", "wa", "tg", "fb", "ig"
+    label: str  # shown to advisers in room names, e.g. "WhatsApp"
     capabilities: Capabilities
     # How long after the customer's last message free text may be sent; None = unlimited.
     reply_window: timedelta | None
@@ -44,8 +58,16 @@ class Channel(Protocol):
         """Register the channel's webhook or API routes."""
 
     async def send(self, message: OutboundMessage) -> str:
-        """Deliver to the customer; return the remote message id. Raise ChannelError."""
+        """Deliver to the customer; return the remote message id. Raise ChannelError
+        (e.g. permanent with a human reason when the reply window has closed)."""
         ...
+
+    async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
+        """Download an inbound file by its `remote_id`: (bytes, mimetype)."""
+        ...
+
+    async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
+        """An adviser reacted to a customer's message ("" removes). Raise ChannelError."""
 
     async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
         """The customer's messages reached the shop ("delivered") or an adviser read them

@@ -1,9 +1,10 @@
-"""The "channel.send" outbox handler: an adviser's message on its way to the customer."""
+"""Outbox handlers that write to a customer's channel: messages ("channel.send") and
+advisers' reactions ("channel.react")."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,14 +12,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.bridges.base import ChannelError
 from hub.core.bot import enqueue_notice
 from hub.core.outbox import Finish, Job, PermanentFailure, RetryLater
-from hub.core.types import MediaRef, OutboundMessage
+from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.db import repo
-from hub.db.models import Message
+from hub.db.models import Conversation, Message
 
 if TYPE_CHECKING:
     from hub.hub import Hub
 
 log = logging.getLogger(__name__)
+
+SEND_REACTION = "channel.react"
+BLOCKED = "blocked"  # ChannelError.code: the customer blocked the shop on this channel
+
+
+def _buttons(data: dict[str, Any] | None) -> tuple[Button, ...]:
+    rows = (data or {}).get("buttons") or []
+    return tuple(Button(b["id"], b["title"], b.get("description")) for b in rows)
 
 
 class ChannelSender:
@@ -33,7 +42,7 @@ class ChannelSender:
                 raise PermanentFailure("message no longer exists (erased?)")
             if msg.status in ("sent", "delivered", "read"):
                 return None
-            _, identity = await repo.conversation_with_identity(s, msg.conversation_id)
+            conversation, identity = await repo.conversation_with_identity(s, msg.conversation_id)
             reply_remote = None
             if msg.reply_to_message_id:
                 target = await s.get(Message, msg.reply_to_message_id)
@@ -50,12 +59,16 @@ class ChannelSender:
             reply_to_remote_id=reply_remote,
             sender_mxid=msg.sender_mxid,
             sender_name=msg.sender_name,
+            last_inbound_at=conversation.last_inbound_at,
+            data=msg.data,
+            buttons=_buttons(msg.data),
+            list_button=(msg.data or {}).get("list_button"),
         )
         try:
             remote_id = await hub.channel(identity.channel).send(out)
         except ChannelError as exc:
             if exc.permanent:
-                raise PermanentFailure(exc.human) from exc
+                raise PermanentFailure(exc.human, exc.code) from exc
             raise RetryLater(exc.human, exc.retry_after) from exc
 
         async def finish(s: AsyncSession) -> None:
@@ -84,13 +97,17 @@ class ChannelSender:
                 await s.execute(update(Message).where(Message.id == msg.id).values(media=m))
         return MediaRef(m["filename"], m["mimetype"], int(m["size"]), m["media_id"], m.get("mxc"))
 
-    async def on_dead(self, job: Job, reason: str) -> None:
+    async def on_dead(self, job: Job, reason: str, code: str | None) -> None:
+        """Tell the advisers in plain words; mark a conversation whose customer blocked us."""
         async with self.hub.sessions.begin() as s:
             msg = await s.get(Message, job.payload["message_id"])
             if msg is None:
                 return
             msg.status = "failed"
-            conversation, _ = await repo.conversation_with_identity(s, msg.conversation_id)
+            conversation = await s.get(Conversation, msg.conversation_id)
+            assert conversation is not None
+            if code == BLOCKED:
+                conversation.meta = {**(conversation.meta or {}), "blocked": True}
             if conversation.room_id:
                 await enqueue_notice(
                     s,
@@ -100,3 +117,22 @@ class ChannelSender:
                     reply_to=msg.matrix_event_id,
                 )
         self.hub.worker.wake()
+
+    async def react(self, job: Job) -> Finish | None:
+        """channel.react: an adviser's reaction to a customer's message."""
+        p = job.payload
+        async with self.hub.sessions() as s:
+            target = await s.get(Message, p["target_message_id"])
+            if target is None or not target.remote_id:
+                return None
+            _, identity = await repo.conversation_with_identity(s, target.conversation_id)
+        channel = self.hub.channel(identity.channel)
+        if not channel.capabilities.reactions:
+            return None
+        try:
+            await channel.send_reaction(identity.external_id, target.remote_id, p["emoji"])
+        except ChannelError as exc:
+            if exc.permanent:
+                raise PermanentFailure(exc.human) from exc
+            raise RetryLater(exc.human, exc.retry_after) from exc
+        return None

@@ -47,7 +47,8 @@ class Job:
 
 
 Handler = Callable[[Job], Awaitable[Finish | None]]
-DeadHandler = Callable[[Job, str], Awaitable[None]]
+# Called once a job is dead-lettered: (job, human reason, machine code or None).
+DeadHandler = Callable[[Job, str, str | None], Awaitable[None]]
 
 
 class RetryLater(Exception):
@@ -59,7 +60,12 @@ class RetryLater(Exception):
 
 
 class PermanentFailure(Exception):
-    """Retrying cannot help; the job is dead-lettered and its dead handler tells a human."""
+    """Retrying cannot help; the job is dead-lettered and its dead handler tells a human.
+    `code` lets the dead handler react to specific failures (e.g. "blocked")."""
+
+    def __init__(self, reason: str, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 def backoff_delay(attempts: int, base: float, cap: float, jitter: float = 0.2) -> float:
@@ -244,7 +250,7 @@ class OutboxWorker:
             try:
                 finish = await handler(job)
             except PermanentFailure as exc:
-                await self._fail(job, str(exc), permanent=True)
+                await self._fail(job, str(exc), permanent=True, code=exc.code)
             except RetryLater as exc:
                 await self._fail(job, str(exc), delay=exc.delay)
             except asyncio.CancelledError:
@@ -286,7 +292,13 @@ class OutboxWorker:
             )
 
     async def _fail(
-        self, job: Job, reason: str, *, permanent: bool = False, delay: float | None = None
+        self,
+        job: Job,
+        reason: str,
+        *,
+        permanent: bool = False,
+        delay: float | None = None,
+        code: str | None = None,
     ) -> None:
         attempts = job.attempts + 1
         dead = permanent or attempts >= self.config.max_attempts
@@ -316,7 +328,7 @@ class OutboxWorker:
             await s.execute(update(OutboxItem).where(OutboxItem.id == job.id).values(**values))
         if dead and job.kind in self.dead_handlers:
             try:
-                await self.dead_handlers[job.kind](job, reason)
+                await self.dead_handlers[job.kind](job, reason, code)
             except Exception:
                 log.exception("outbox: dead-letter handler for job %s failed", job.id)
 

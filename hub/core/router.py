@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.core.outbox import enqueue
 from hub.core.types import InboundMessage, Sender
 from hub.db import repo
-from hub.db.models import Message, utcnow
+from hub.db.models import Conversation, Message, utcnow
 
 DELIVER_TO_MATRIX = "matrix.deliver"
 SEND_TO_CHANNEL = "channel.send"
@@ -44,6 +44,8 @@ async def record_inbound(
         target = await repo.message_by_remote_id(s, sender.channel, msg.reply_to_remote_id)
         reply_to_id = target.id if target else None
     media: dict[str, Any] | None = asdict(msg.media) if msg.media else None
+    if media is not None and msg.voice:
+        media["voice"] = True
     message = await repo.insert_message(
         s,
         {
@@ -56,17 +58,55 @@ async def record_inbound(
             "remote_id": msg.remote_id,
             "reply_to_message_id": reply_to_id,
             "sender_name": sender.display_name,
+            "data": msg.data,
             "status": "received",
         },
     )
     if message is None:
         return None
-    conversation.last_inbound_at = utcnow()
+    # The reply window counts from when the customer wrote, not from when we heard of it
+    # (providers redeliver late); a clock running ahead must not stretch it.
+    now = utcnow()
+    written = min(msg.timestamp, now) if msg.timestamp else now
+    if conversation.last_inbound_at is None or written > conversation.last_inbound_at:
+        conversation.last_inbound_at = written
     await enqueue(
         s,
         DELIVER_TO_MATRIX,
         conversation_key(conversation.id),
         {"message_id": message.id},
         f"deliver:{message.id}",
+    )
+    return message
+
+
+async def queue_outbound(
+    s: AsyncSession,
+    conversation: Conversation,
+    channel: str,
+    values: dict[str, Any],
+    *,
+    idempotency: str | None = None,
+) -> Message | None:
+    """Store a message for the customer and queue its sending, in the caller's transaction.
+    `values` holds the message columns (kind, text, html, media, data, sender_mxid...)."""
+    message = await repo.insert_message(
+        s,
+        {
+            "conversation_id": conversation.id,
+            "channel": channel,
+            "direction": "out",
+            "status": "pending",
+            **values,
+        },
+    )
+    if message is None:
+        return None
+    await enqueue(
+        s,
+        SEND_TO_CHANNEL,
+        conversation_key(conversation.id),
+        {"message_id": message.id},
+        idempotency or f"send:{message.id}",
     )
     return message

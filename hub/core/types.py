@@ -1,22 +1,44 @@
-"""Plain data passed between channels, the router and the Matrix side (no I/O here)."""
+"""Plain data passed between channels, the router and the Matrix side (no I/O here).
+
+A channel's pure mapping module turns a provider payload into `Envelope`s (who, what);
+`hub.core.ingest` stores them in one transaction. Outbound, the hub hands a channel an
+`OutboundMessage` and the channel maps it to the provider's request.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
 
-MessageKind = Literal["text", "image", "file", "video", "audio"]
+MessageKind = Literal[
+    "text",
+    "image",
+    "file",
+    "video",
+    "audio",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",  # a button or list reply of the customer
+    "order",  # a cart sent from a WhatsApp catalogue
+    "template",  # outbound only: an approved WhatsApp template
+    "unsupported",
+]
+DeliveryStatus = Literal["sent", "delivered", "read", "failed"]
 
 
 @dataclass(frozen=True)
 class MediaRef:
-    """A file known to the hub: `media_id` is a row of media_files, `mxc` once uploaded."""
+    """A file: `media_id` is a row of media_files (bytes on our disk), `mxc` once in Matrix,
+    `remote_id` the provider's handle, fetched lazily through `Channel.fetch_media`."""
 
     filename: str
     mimetype: str
     size: int
     media_id: str | None = None
     mxc: str | None = None
+    remote_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -30,18 +52,80 @@ class Sender:
 
 @dataclass(frozen=True)
 class InboundMessage:
-    """A customer's message as a channel parsed it."""
+    """A customer's message as a channel parsed it.
+
+    `data` carries structured content by kind:
+    location: {"latitude", "longitude", "name"?, "address"?, "url"?}
+    contacts: {"contacts": [{"name", "phones": [...], "emails": [...]}]}
+    interactive: {"id", "title", "description"?}
+    order: {"catalog_id"?, "text"?, "items": [{"sku", "quantity", "unit_price", "currency"}]}
+           (unit_price a decimal string, never a float)
+    unsupported: {"type": provider's type, "link"?: URL, e.g. of a story}
+    """
 
     remote_id: str
     kind: MessageKind
     text: str | None = None
     media: MediaRef | None = None
     reply_to_remote_id: str | None = None
+    voice: bool = False  # a voice note (push-to-talk), not a music file
+    data: dict[str, Any] | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InboundReaction:
+    """The customer reacted to a message (`emoji` empty: the reaction was removed)."""
+
+    remote_id: str
+    target_remote_id: str
+    emoji: str
+
+
+@dataclass(frozen=True)
+class InboundEdit:
+    """The customer edited an earlier message."""
+
+    remote_id: str  # unique per edit (e.g. the provider's update id)
+    target_remote_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """What happened to a message the shop sent (by its remote id)."""
+
+    remote_id: str
+    status: DeliveryStatus
+    error_code: str | None = None
+    error_text: str | None = None  # human text, from the channel's error table
+
+
+InboundEvent = InboundMessage | InboundReaction | InboundEdit | StatusUpdate
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One parsed event with its sender (`None` for status updates of our own messages)."""
+
+    sender: Sender | None
+    event: InboundEvent
+
+
+@dataclass(frozen=True)
+class Button:
+    id: str
+    title: str
+    description: str | None = None  # list rows only
 
 
 @dataclass(frozen=True)
 class OutboundMessage:
-    """An adviser's message on its way to the customer's channel."""
+    """A message on its way to the customer's channel (from an adviser or the bot).
+
+    `data` for kind "template": {"name", "language", "params": [str, ...]}.
+    `buttons`: reply buttons (or list rows when `list_button` is set) for bot flows.
+    """
 
     message_id: int
     conversation_id: int
@@ -53,3 +137,7 @@ class OutboundMessage:
     reply_to_remote_id: str | None
     sender_mxid: str | None
     sender_name: str | None
+    last_inbound_at: datetime | None = None
+    data: dict[str, Any] | None = None
+    buttons: tuple[Button, ...] = field(default_factory=tuple)
+    list_button: str | None = None

@@ -84,6 +84,8 @@ class Conversation(Base):
     room_name: Mapped[str | None] = mapped_column(String(255))
     last_inbound_at: Mapped[datetime | None] = mapped_column()
     last_adviser_reply_at: Mapped[datetime | None] = mapped_column()
+    # Small per-conversation facts: {"blocked": true}, {"voice_reply_at": iso}...
+    meta: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -103,6 +105,8 @@ class Message(Base):
     text: Mapped[str | None] = mapped_column(Text)
     html: Mapped[str | None] = mapped_column(Text)
     media: Mapped[dict[str, Any] | None] = mapped_column()
+    # Structured content by kind (location, order items, template, buttons...).
+    data: Mapped[dict[str, Any] | None] = mapped_column()
     remote_id: Mapped[str | None] = mapped_column(String(255))
     matrix_event_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     reply_to_message_id: Mapped[int | None] = mapped_column(BigId)

@@ -109,6 +109,12 @@ async def conversation_with_identity(
 async def insert_message(s: AsyncSession, values: dict[str, Any]) -> Message | None:
     """Insert a message; None when (channel, remote_id) or the event id is already known."""
     values = {"created_at": utcnow(), "status": "pending", **values}
+    if not values.get("remote_id") and not values.get("matrix_event_id"):
+        # The bot's own messages: nothing to deduplicate by (the outbox key guards them).
+        message = Message(**values)
+        s.add(message)
+        await s.flush()
+        return message
     conflict = ["channel", "remote_id"] if values.get("remote_id") else ["matrix_event_id"]
     if not await insert_ignore(s, Message, values, conflict):
         return None
@@ -182,3 +188,21 @@ async def advance_status(
     for row in rows:
         row.status = to_status
     return rows
+
+
+async def latest_reaction(
+    s: AsyncSession, conversation_id: int, target_id: int, before: int
+) -> Message | None:
+    """The customer's most recent reaction on a message (to remove it)."""
+    return await s.scalar(
+        select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.kind == "reaction",
+            Message.reply_to_message_id == target_id,
+            Message.id < before,
+            Message.text != "",
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )

@@ -203,6 +203,13 @@ class MatrixClient:
         doc = await self.request(method, path, body, user_id=as_user)
         return str(doc["event_id"])
 
+    async def redact(
+        self, room_id: str, event_id: str, txn_id: str, *, as_user: str | None = None
+    ) -> str:
+        method, path, body = Api.room_redact("", room_id, event_id, txn_id)
+        doc = await self.request(method, path, body, user_id=as_user)
+        return str(doc["event_id"])
+
     async def send_receipt(self, room_id: str, event_id: str, as_user: str) -> None:
         method, path, body = Api.update_receipt_marker("", room_id, event_id)
         await self.request(method, path, body, user_id=as_user)

@@ -9,34 +9,17 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.outbox import Finish, Job, PermanentFailure
+from hub.core.types import MediaRef
 from hub.db import repo
-from hub.db.models import MediaFile, Message
+from hub.db.models import ChannelIdentity, MediaFile, Message
 from hub.matrix.client import MatrixError
+from hub.matrix.render import edit_content, message_contents, reaction_content, with_reply
 
 if TYPE_CHECKING:
+    from hub.bridges.base import Channel
     from hub.hub import Hub
 
 log = logging.getLogger(__name__)
-
-_MSGTYPES = {"image": "m.image", "file": "m.file", "video": "m.video", "audio": "m.audio"}
-
-
-def message_content(msg: Message, mxc: str | None, reply_event: str | None) -> dict[str, Any]:
-    """The m.room.message content for a customer's message (captions as in Matrix 1.10)."""
-    if msg.kind == "text" or not msg.media:
-        content: dict[str, Any] = {"msgtype": "m.text", "body": msg.text or ""}
-    else:
-        media = msg.media
-        content = {
-            "msgtype": _MSGTYPES.get(msg.kind, "m.file"),
-            "body": msg.text or media["filename"],
-            "filename": media["filename"],
-            "url": mxc,
-            "info": {"mimetype": media["mimetype"], "size": media["size"]},
-        }
-    if reply_event:
-        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_event}}
-    return content
 
 
 class MatrixDelivery:
@@ -53,37 +36,46 @@ class MatrixDelivery:
             if msg.matrix_event_id:
                 return None
             conversation, identity = await repo.conversation_with_identity(s, msg.conversation_id)
-            reply_event = None
-            if msg.reply_to_message_id:
-                target = await s.get(Message, msg.reply_to_message_id)
-                reply_event = target.matrix_event_id if target else None
+            target = (
+                await s.get(Message, msg.reply_to_message_id) if msg.reply_to_message_id else None
+            )
         channel = hub.channel(identity.channel)
         room_id = await hub.portals.ensure_room(conversation, identity, channel.label)
         ghost = await hub.portals.ensure_ghost(identity)
-        mxc = await self._upload_media(msg, ghost)
-        content = message_content(msg, mxc, reply_event)
-        txn = f"hub-msg-{msg.id}"
-        try:
-            event_id = await hub.matrix.send_event(
-                room_id, "m.room.message", content, txn, as_user=ghost
+        target_event = target.matrix_event_id if target else None
+        media_id, mxc = None, None
+        if msg.kind == "reaction":
+            event_id = await self._reaction(room_id, ghost, msg, target, identity)
+        elif msg.kind == "edit":
+            if not target_event:
+                raise PermanentFailure("the edited message never reached Matrix")
+            event_id = await self._send(
+                room_id,
+                ghost,
+                "m.room.message",
+                edit_content(target_event, msg.text or ""),
+                f"hub-msg-{msg.id}",
             )
-        except MatrixError as exc:
-            if exc.errcode != "M_FORBIDDEN":
-                raise
-            # The ghost left or was kicked: bring it back, then send once more.
-            await hub.matrix.invite(room_id, ghost)
-            await hub.matrix.join(room_id, ghost)
-            event_id = await hub.matrix.send_event(
-                room_id, "m.room.message", content, txn, as_user=ghost
-            )
-        media_id = (msg.media or {}).get("media_id")
+        else:
+            media_id, mxc = await self._media(msg, ghost, channel)
+            contents = message_contents(msg.kind, msg.text, msg.media, msg.data, mxc)
+            event_ids = [
+                await self._send(
+                    room_id,
+                    ghost,
+                    "m.room.message",
+                    with_reply(content, target_event if n == 0 else None),
+                    f"hub-msg-{msg.id}" + (f"-{n}" if n else ""),
+                )
+                for n, content in enumerate(contents)
+            ]
+            event_id = event_ids[0]
 
         async def finish(s: AsyncSession) -> None:
-            await s.execute(
-                update(Message)
-                .where(Message.id == msg.id)
-                .values(matrix_event_id=event_id, status="delivered")
-            )
+            values: dict[str, Any] = {"matrix_event_id": event_id, "status": "delivered"}
+            if media_id and msg.media:
+                values["media"] = {**msg.media, "media_id": media_id, "mxc": mxc}
+            await s.execute(update(Message).where(Message.id == msg.id).values(**values))
             if mxc and media_id:
                 await s.execute(
                     update(MediaFile).where(MediaFile.id == media_id).values(mxc_uri=mxc)
@@ -92,22 +84,91 @@ class MatrixDelivery:
 
         return finish
 
-    async def _upload_media(self, msg: Message, ghost: str) -> str | None:
-        if not msg.media:
-            return None
-        media_id = msg.media.get("media_id")
-        if msg.media.get("mxc"):
-            return str(msg.media["mxc"])
-        if not media_id:
-            raise PermanentFailure("media message without a stored file")
+    async def _send(
+        self, room_id: str, ghost: str, event_type: str, content: dict[str, Any], txn: str
+    ) -> str:
+        try:
+            return await self.hub.matrix.send_event(
+                room_id, event_type, content, txn, as_user=ghost
+            )
+        except MatrixError as exc:
+            if exc.errcode != "M_FORBIDDEN":
+                raise
+            # The ghost left or was kicked: bring it back, then send once more.
+            await self.hub.matrix.invite(room_id, ghost)
+            await self.hub.matrix.join(room_id, ghost)
+            return await self.hub.matrix.send_event(
+                room_id, event_type, content, txn, as_user=ghost
+            )
+
+    async def _reaction(
+        self,
+        room_id: str,
+        ghost: str,
+        msg: Message,
+        target: Message | None,
+        identity: ChannelIdentity,
+    ) -> str:
+        if target is None or not target.matrix_event_id:
+            raise PermanentFailure("the message reacted to never reached Matrix")
+        if msg.text:
+            return await self._send(
+                room_id,
+                ghost,
+                "m.reaction",
+                reaction_content(target.matrix_event_id, msg.text),
+                f"hub-msg-{msg.id}",
+            )
+        # Removal: redact the ghost's earlier reaction on that message.
+        async with self.hub.sessions() as s:
+            earlier = await repo.latest_reaction(s, msg.conversation_id, target.id, before=msg.id)
+        if earlier is None or not earlier.matrix_event_id:
+            raise PermanentFailure("no earlier reaction to remove")
+        return await self.hub.matrix.redact(
+            room_id, earlier.matrix_event_id, f"hub-msg-{msg.id}", as_user=ghost
+        )
+
+    async def _media(
+        self, msg: Message, ghost: str, channel: Channel
+    ) -> tuple[str | None, str | None]:
+        """(local media id, mxc) of a media message: fetched from the provider once, stored,
+        uploaded to the homeserver's media repository as the ghost."""
+        m = msg.media
+        if not m:
+            return None, None
+        if m.get("mxc"):
+            return m.get("media_id"), str(m["mxc"])
+        media_id = m.get("media_id")
+        if media_id is None:
+            if not m.get("remote_id"):
+                raise PermanentFailure("media message without a file")
+            ref = MediaRef(
+                m["filename"], m["mimetype"], int(m.get("size") or 0), remote_id=m["remote_id"]
+            )
+            data, mimetype = await channel.fetch_media(ref)
+            async with self.hub.sessions.begin() as s:
+                row = await self.hub.media.save(
+                    s, data, m["filename"], mimetype or m["mimetype"], msg.conversation_id
+                )
+                media_id = row.id
+                await s.execute(
+                    update(Message)
+                    .where(Message.id == msg.id)
+                    .values(
+                        media={**m, "media_id": row.id, "size": row.size, "mimetype": row.mimetype}
+                    )
+                )
+            m = {**m, "media_id": media_id, "size": row.size, "mimetype": row.mimetype}
+            msg.media = m
         async with self.hub.sessions() as s:
             row = await repo.media_by_id(s, media_id)
         if row is None:
             raise PermanentFailure("media file no longer exists (erased?)")
         if row.mxc_uri:
-            return row.mxc_uri
+            return media_id, row.mxc_uri
         data = await self.hub.media.read(media_id)
-        return await self.hub.matrix.upload(data, row.mimetype, row.filename, as_user=ghost)
+        mxc = await self.hub.matrix.upload(data, row.mimetype, row.filename, as_user=ghost)
+        return media_id, mxc
 
     async def send_room_event(self, job: Job) -> Finish | None:
         """matrix.send: an event from the bot (or a ghost); the job id makes the txn id."""
@@ -117,7 +178,7 @@ class MatrixDelivery:
         )
         return None
 
-    async def on_deliver_dead(self, job: Job, reason: str) -> None:
+    async def on_deliver_dead(self, job: Job, reason: str, code: str | None) -> None:
         log.error(
             "customer message %s could not be put into Matrix: %s",
             job.payload.get("message_id"),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.bridges.sending import SEND_REACTION
 from hub.core.bot import CommandContext, run_command
 from hub.core.commands import NotACommand, parse
 from hub.core.outbox import Finish, Job, enqueue
@@ -102,7 +103,11 @@ class Dispatcher:
 
     async def handle(self, job: Job) -> Finish | None:
         event = job.payload
-        if self.hub.portals.is_own(event["sender"]) or event["type"] != "m.room.message":
+        if self.hub.portals.is_own(event["sender"]):
+            return None
+        if event["type"] == "m.reaction":
+            return self._reaction(event)
+        if event["type"] != "m.room.message":
             return None
         content = event.get("content") if isinstance(event.get("content"), dict) else {}
         async with self.hub.sessions() as s:
@@ -127,6 +132,30 @@ class Dispatcher:
                 self.hub, s, event["room_id"], event["event_id"], event["sender"], conversation
             )
             await run_command(ctx, parsed)
+
+        return finish
+
+    def _reaction(self, event: dict[str, Any]) -> Finish | None:
+        """An adviser reacted to a customer's message: pass it on where the channel can."""
+        content = event.get("content") if isinstance(event.get("content"), dict) else {}
+        rel = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
+        target_event, emoji = rel.get("event_id"), rel.get("key")
+        if rel.get("rel_type") != "m.annotation" or not isinstance(target_event, str):
+            return None
+        if not isinstance(emoji, str) or not emoji or len(emoji) > 16:
+            return None
+
+        async def finish(s: AsyncSession) -> None:
+            target = await repo.message_by_event_id(s, target_event)
+            if target is None or target.direction != "in" or not target.remote_id:
+                return
+            await enqueue(
+                s,
+                SEND_REACTION,
+                conversation_key(target.conversation_id),
+                {"target_message_id": target.id, "emoji": emoji},
+                f"react-out:{event['event_id']}",
+            )
 
         return finish
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.outbox import Finish, Job, enqueue
 from hub.db import repo
+from hub.db.models import ChannelIdentity, Conversation, Message
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -61,22 +62,31 @@ class Receipts:
             s, conversation_id, "out", up_to_id, ("sent", "delivered"), "read"
         )
         latest = max((r for r in rows if r.matrix_event_id), key=lambda r: r.id, default=None)
-        if latest is None:
-            return bool(rows)
-        conversation, identity = await repo.conversation_with_identity(s, conversation_id)
-        if conversation.room_id:
-            await enqueue(
-                s,
-                SEND_RECEIPT,
-                f"receipt:{conversation.room_id}",
-                {
-                    "room_id": conversation.room_id,
-                    "event_id": latest.matrix_event_id,
-                    "as_user": self.hub.portals.ghost_mxid(identity),
-                },
-                f"receipt:{latest.matrix_event_id}",
-            )
-        return True
+        if latest is not None:
+            conversation = await s.get(Conversation, conversation_id)
+            assert conversation is not None
+            await self.queue_ghost_receipt(s, conversation, latest)
+        return bool(rows)
+
+    async def queue_ghost_receipt(
+        self, s: AsyncSession, conversation: Conversation, message: Message
+    ) -> None:
+        """A read receipt from the customer's ghost on a shop message (needs a room)."""
+        if not conversation.room_id or not message.matrix_event_id:
+            return
+        identity = await s.get(ChannelIdentity, conversation.identity_id)
+        assert identity is not None
+        await enqueue(
+            s,
+            SEND_RECEIPT,
+            f"receipt:{conversation.room_id}",
+            {
+                "room_id": conversation.room_id,
+                "event_id": message.matrix_event_id,
+                "as_user": self.hub.portals.ghost_mxid(identity),
+            },
+            f"receipt:{message.matrix_event_id}",
+        )
 
     async def send(self, job: Job) -> Finish | None:
         """matrix.receipt_out: the ghost's read receipt on an adviser's message."""

@@ -4,11 +4,13 @@ the hub itself running as a separate process (so it can be killed and restarted)
 from __future__ import annotations
 
 import asyncio
+import importlib
 import secrets
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,6 +29,31 @@ DOMAIN = "shop.example"
 PASSWORD = "adviser-password-1"
 
 
+# Loopback stand-ins of the messengers' APIs: (module, class, kwargs) per channel config key.
+STANDINS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "whatsapp": ("tests.standins.whatsapp", "WhatsappStandin", {}),
+    "telegram": ("tests.standins.telegram", "TelegramStandin", {}),
+    "messenger": ("tests.standins.meta", "MetaStandin", {"kind": "messenger"}),
+    "instagram": ("tests.standins.meta", "MetaStandin", {"kind": "instagram"}),
+}
+
+
+async def start_standins() -> dict[str, Any]:
+    """Start the stand-in of every channel whose module exists."""
+    started: dict[str, Any] = {}
+    for name, (module_name, class_name, kwargs) in STANDINS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        standin = getattr(module, class_name)(**kwargs)
+        await standin.start()
+        started[name] = standin
+    return started
+
+
 @dataclass
 class Stack:
     synapse: LocalSynapse
@@ -36,6 +63,7 @@ class Stack:
     adviser_mxid: str
     other_mxid: str
     bot_mxid: str
+    standins: dict[str, Any] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +82,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         },
         "logging": {"level": "INFO"},
     }
+    standins = await start_standins()
+    for name, standin in standins.items():
+        config["channels"][name] = standin.hub_config()
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     registration = root / "registration.yaml"
@@ -84,10 +115,12 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     hub = HubProcess(config_path, hub_url, root / "hub.log")
     await hub.start()
     try:
-        yield Stack(synapse, hub, config_path, hub_url, anna, bob, f"@shopbot:{DOMAIN}")
+        yield Stack(synapse, hub, config_path, hub_url, anna, bob, f"@shopbot:{DOMAIN}", standins)
     finally:
         await hub.stop()
         await synapse.stop()
+        for standin in standins.values():
+            await standin.stop()
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy import update
 
-from hub.bridges.base import Capabilities
-from hub.core.types import OutboundMessage
+from hub.bridges.base import Capabilities, ChannelError
+from hub.core.types import MediaRef, OutboundMessage
 from hub.db.models import Message
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
 
 class WebchatChannel:
     kind = KIND
+    code = "web"
     label = "Web chat"
     capabilities = Capabilities(media=True)
     reply_window: timedelta | None = None
@@ -83,6 +84,13 @@ class WebchatChannel:
             payload = message_json(row, self.hub.config.http.public_base)
         await self.push(message.external_id, payload)
         return f"out:{message.message_id}"
+
+    async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
+        # Widget uploads are stored at once; there is never a remote file to fetch.
+        raise ChannelError("web chat media is stored on upload", permanent=True)
+
+    async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
+        return None  # the widget does not show reactions (yet)
 
     async def push(self, visitor_id: str, message: dict[str, Any]) -> None:
         await self._broadcast(visitor_id, {"type": "message", "message": message})

@@ -1,0 +1,55 @@
+"""Helpers shared by webhook handlers: capped raw bodies and Meta's signature check."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+def json_error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status)
+
+
+async def read_capped_body(request: web.Request, cap: int) -> bytes:
+    """The raw request body, refusing (413) anything over `cap` bytes before reading it all."""
+    if request.content_length is not None and request.content_length > cap:
+        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=request.content_length)
+    raw = await request.content.read(cap + 1)
+    if len(raw) > cap:
+        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=len(raw))
+    return raw
+
+
+def verify_hub_signature(raw: bytes, header: str | None, app_secret: str) -> bool:
+    """Meta's X-Hub-Signature-256: "sha256=" + HMAC-SHA256 of the raw body with the app
+    secret (WhatsApp Cloud API, Messenger, Instagram). Constant-time comparison."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header[len("sha256=") :].strip().lower(), expected)
+
+
+def parse_json_object(raw: bytes) -> dict[str, object] | None:
+    """The body as a JSON object, or None (malformed, not an object, broken UTF-8)."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def meta_verification(request: web.Request, verify_token: str) -> web.Response:
+    """The GET handshake of Meta webhooks: echo hub.challenge if hub.verify_token matches."""
+    mode = request.query.get("hub.mode")
+    token = request.query.get("hub.verify_token", "")
+    challenge = request.query.get("hub.challenge", "")
+    if mode == "subscribe" and hmac.compare_digest(token.encode(), verify_token.encode()):
+        return web.Response(text=challenge, content_type="text/plain")
+    log.warning("webhook verification refused for %s (mode=%r)", request.path, mode)
+    return web.Response(status=403, text="verification failed")

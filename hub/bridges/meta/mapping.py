@@ -1,0 +1,443 @@
+"""Meta webhooks (Messenger `object: page`, Instagram `object: instagram`) ↔ hub types, and
+the bodies of Send API requests. Pure: no I/O, no aiohttp/nio/SQLAlchemy.
+
+Every entry and every messaging event of a batch is looked at; what the hub cannot use
+(echoes of our own sends, read watermarks, opt-ins...) is counted in `Parsed.skipped` so the
+webhook handler can log it instead of dropping it silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from hub.core.types import (
+    Button,
+    Envelope,
+    InboundEdit,
+    InboundMessage,
+    InboundReaction,
+    MediaRef,
+    MessageKind,
+    Sender,
+    StatusUpdate,
+)
+
+WEBHOOK_OBJECTS = {"messenger": "page", "instagram": "instagram"}
+STANDARD_WINDOW = timedelta(hours=24)
+HUMAN_AGENT_WINDOW = timedelta(days=7)
+MAX_QUICK_REPLIES = 13
+QUICK_REPLY_TITLE_CHARS = 20
+QUICK_REPLY_PAYLOAD_CHARS = 1000
+
+# Reactions arrive with a name; the emoji field is there on recent API versions only.
+_REACTION_EMOJI = {
+    "smile": "😆",
+    "angry": "😠",
+    "sad": "😢",
+    "wow": "😮",
+    "love": "❤️",
+    "like": "👍",
+    "dislike": "👎",
+}
+_MEDIA_KINDS: dict[str, MessageKind] = {
+    "image": "image",
+    "video": "video",
+    "audio": "audio",
+    "file": "file",
+    "sticker": "sticker",
+}
+_LINK_TYPES = {"fallback", "share", "reel", "ig_reel", "post", "ig_post"}
+# A small table instead of `mimetypes` (which reads system files): the real type comes from
+# the download's Content-Type later; this only names the file sensibly until then.
+_EXT_TYPES = {
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "m4a": "audio/mp4",
+    "aac": "audio/aac",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "wav": "audio/wav",
+    "pdf": "application/pdf",
+    "txt": "text/plain",
+    "zip": "application/zip",
+}
+_DEFAULT_TYPES = {
+    "image": ("image/jpeg", "jpg"),
+    "sticker": ("image/png", "png"),
+    "video": ("video/mp4", "mp4"),
+    "audio": ("audio/mp4", "m4a"),
+    "file": ("application/octet-stream", "bin"),
+}
+
+
+@dataclass
+class Parsed:
+    envelopes: list[Envelope] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Meta sends milliseconds (messaging events) or, in some examples, seconds as a string."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number > 1e11:
+        number /= 1000
+    try:
+        return datetime.fromtimestamp(number, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def parse_webhook(doc: dict[str, Any], channel: str) -> Parsed:
+    """All events of a webhook batch, for channel "messenger" or "instagram"."""
+    parsed = Parsed()
+    for entry in _list(doc.get("entry")):
+        if not isinstance(entry, dict):
+            parsed.skip("malformed entry")
+            continue
+        own_id = _str(entry.get("id"))
+        # `standby`: events while another app holds the thread (handover protocol).
+        events = [*_list(entry.get("messaging")), *_list(entry.get("standby"))]
+        for change in _list(entry.get("changes")):
+            value = _dict(_dict(change).get("value"))
+            if "sender" in value:  # messaging events in the field/value form of newer docs
+                events.append(value)
+            else:
+                parsed.skip(f"change {_dict(change).get('field')}")
+        for event in events:
+            _event(parsed, _dict(event), channel, own_id)
+    return parsed
+
+
+def _event(parsed: Parsed, ev: dict[str, Any], channel: str, own_id: str | None) -> None:
+    if "delivery" in ev:
+        mids = [m for m in _list(_dict(ev["delivery"]).get("mids")) if isinstance(m, str)]
+        for mid in mids:
+            parsed.envelopes.append(Envelope(None, StatusUpdate(mid, "delivered")))
+        if not mids:
+            parsed.skip("delivery watermark")
+        return
+    if "read" in ev:
+        mid = _str(_dict(ev["read"]).get("mid"))  # Instagram's messaging_seen names the message
+        if mid:
+            parsed.envelopes.append(Envelope(None, StatusUpdate(mid, "read")))
+        else:
+            parsed.skip("read watermark")
+        return
+    sender_doc = _dict(ev.get("sender"))
+    sender_id = _str(sender_doc.get("id")) or _str(sender_doc.get("user_ref"))
+    message = _dict(ev.get("message"))
+    if message.get("is_echo"):
+        parsed.skip("echo")
+        return
+    if sender_id is None:
+        parsed.skip("no sender")
+        return
+    if own_id and sender_id == own_id:
+        parsed.skip("own message")
+        return
+    sender = Sender(channel, sender_id)
+    raw_time = ev.get("timestamp")
+    when = parse_timestamp(raw_time)
+    if message:
+        _message(parsed, sender, message, when, channel)
+    elif "postback" in ev:
+        _postback(parsed, sender, _dict(ev["postback"]), raw_time, when)
+    elif "reaction" in ev:
+        _reaction(parsed, sender, _dict(ev["reaction"]), raw_time)
+    elif "message_edit" in ev:
+        edit = _dict(ev["message_edit"])
+        mid, text = _str(edit.get("mid")), _str(edit.get("text"))
+        if mid and text is not None:
+            remote_id = f"{mid}:edit:{edit.get('num_edit')}"
+            parsed.envelopes.append(Envelope(sender, InboundEdit(remote_id, mid, text)))
+        else:
+            parsed.skip("malformed edit")
+    else:
+        other = sorted(set(ev) - {"sender", "recipient", "timestamp"})
+        parsed.skip(other[0] if other else "empty event")
+
+
+def _postback(
+    parsed: Parsed, sender: Sender, pb: dict[str, Any], raw_time: Any, when: datetime | None
+) -> None:
+    payload, title = _str(pb.get("payload")), _str(pb.get("title"))
+    remote_id = _str(pb.get("mid")) or f"postback:{sender.external_id}:{raw_time}"
+    data = {"id": payload or "", "title": title or payload or ""}
+    msg = InboundMessage(remote_id, "interactive", text=title, data=data, timestamp=when)
+    parsed.envelopes.append(Envelope(sender, msg))
+
+
+def _reaction(parsed: Parsed, sender: Sender, r: dict[str, Any], raw_time: Any) -> None:
+    target = _str(r.get("mid"))
+    if not target:
+        parsed.skip("malformed reaction")
+        return
+    action = _str(r.get("action")) or "react"
+    emoji = ""
+    if action == "react":
+        name = _str(r.get("reaction")) or ""
+        emoji = _str(r.get("emoji")) or _REACTION_EMOJI.get(name, "❓")
+    # Stable across redeliveries: the same event has the same time and action.
+    remote_id = f"{target}:{action}:{sender.external_id}:{raw_time}"
+    parsed.envelopes.append(Envelope(sender, InboundReaction(remote_id, target, emoji)))
+
+
+def _message(
+    parsed: Parsed, sender: Sender, msg: dict[str, Any], when: datetime | None, channel: str
+) -> None:
+    mid = _str(msg.get("mid"))
+    if not mid:
+        parsed.skip("message without mid")
+        return
+    if msg.get("is_deleted"):
+        parsed.skip("deleted message")  # Instagram: the customer unsent a message
+        return
+    text = _str(msg.get("text"))
+    reply_to = _dict(msg.get("reply_to"))
+    reply_mid = _str(reply_to.get("mid"))
+
+    def add(kind: MessageKind, n: int = 0, **kw: Any) -> None:
+        remote_id = mid if n == 0 else f"{mid}#{n}"
+        kw.setdefault("text", text if n == 0 else None)
+        event = InboundMessage(remote_id, kind, reply_to_remote_id=reply_mid, timestamp=when, **kw)
+        parsed.envelopes.append(Envelope(sender, event))
+
+    story = reply_to.get("story")
+    if isinstance(story, dict):  # Instagram: a reply to the shop's story
+        add("unsupported", data={"type": "story_reply", "link": _str(story.get("url"))})
+        return
+    if msg.get("is_unsupported"):
+        add("unsupported", data={"type": "unsupported"})
+        return
+    quick = msg.get("quick_reply")
+    if isinstance(quick, dict):
+        payload = _str(quick.get("payload")) or ""
+        add("interactive", data={"id": payload, "title": text or payload})
+        return
+    attachments = [a for a in _list(msg.get("attachments")) if isinstance(a, dict)]
+    if not attachments:
+        if text is None:
+            add("unsupported", data={"type": "empty"})
+        else:
+            add("text")
+        return
+    for n, att in enumerate(_drop_sticker_images(attachments)):
+        kind, kw = _attachment(att, channel)
+        if n == 0 and text and kind == "text":
+            kw["text"] = f"{text}\n{kw['text']}"
+        add(kind, n, **kw)
+
+
+def _drop_sticker_images(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """During Meta's sticker transition a sticker comes twice (as `sticker` and `image`)."""
+    if not any(a.get("type") == "sticker" for a in attachments):
+        return attachments
+    return [
+        a
+        for a in attachments
+        if not (a.get("type") == "image" and _dict(a.get("payload")).get("sticker_id"))
+    ]
+
+
+def _attachment(att: dict[str, Any], channel: str) -> tuple[MessageKind, dict[str, Any]]:
+    kind = str(att.get("type") or "unknown")
+    payload = _dict(att.get("payload"))
+    url = _str(payload.get("url")) or _str(att.get("url"))
+    if kind == "image" and payload.get("sticker_id"):
+        kind = "sticker"
+    if kind in _MEDIA_KINDS and url:
+        media = media_ref(_MEDIA_KINDS[kind], url)
+        voice = kind == "audio" and (channel == "instagram" or media.filename.startswith("audio"))
+        return _MEDIA_KINDS[kind], {"media": media, "voice": voice}
+    if kind == "location":
+        coords = _dict(payload.get("coordinates"))
+        if "lat" in coords and "long" in coords:
+            data = {"latitude": coords["lat"], "longitude": coords["long"]}
+            data |= {k: v for k, v in (("name", _str(att.get("title"))), ("url", url)) if v}
+            return "location", {"data": data}
+    if kind == "story_mention":
+        return "unsupported", {"data": {"type": "story_mention", "link": url}}
+    if kind in _LINK_TYPES and url:
+        title = _str(payload.get("title")) or _str(att.get("title"))
+        return "text", {"text": "\n".join(x for x in (title, url) if x)}
+    if kind == "template":
+        product = _dict(payload.get("product"))
+        lines = [
+            f"🛍️ {e.get('title') or 'Product'} ({e.get('retailer_id') or e.get('id')})"
+            for e in _list(product.get("elements"))
+            if isinstance(e, dict)
+        ]
+        if lines:
+            return "text", {"text": "\n".join(lines)}
+    return "unsupported", {"data": {"type": kind}}
+
+
+def media_ref(kind: str, url: str) -> MediaRef:
+    """A file known only by its Meta CDN URL: named after the URL path, fetched later."""
+    default_type, default_ext = _DEFAULT_TYPES.get(kind, _DEFAULT_TYPES["file"])
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if not ext or len(name) > 120:
+        name, ext = f"{kind}.{default_ext}", default_ext
+    return MediaRef(name, _EXT_TYPES.get(ext, default_type), 0, remote_id=url)
+
+
+# --- outbound -----------------------------------------------------------------------------
+
+
+class _TextExtractor(HTMLParser):
+    """Matrix HTML → plain text for the customer: links keep their address."""
+
+    _BLOCKS = frozenset({"p", "div", "li", "ul", "ol", "blockquote", "pre", "tr", "table"})
+    _BLOCKS |= frozenset({f"h{n}" for n in range(1, 7)})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._links: list[tuple[str | None, int]] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "mx-reply":
+            self._skip += 1
+        elif tag == "br":
+            self.out.append("\n")
+        elif tag == "li":
+            self.out.append("\n• ")
+        elif tag in self._BLOCKS:
+            self.out.append("\n")
+        elif tag == "a":
+            self._links.append((dict(attrs).get("href"), len(self.out)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "mx-reply":
+            self._skip = max(0, self._skip - 1)
+        elif tag in self._BLOCKS:
+            self.out.append("\n")
+        elif tag == "a" and self._links:
+            href, start = self._links.pop()
+            label = "".join(self.out[start:]).strip()
+            target = (href or "").removeprefix("mailto:")
+            # Matrix pills (matrix.to) mean nothing to the customer: keep the name only.
+            if target and label != target and "matrix.to/#/" not in target:
+                self.out.append(f" ({target})" if label else target)
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = [line.rstrip() for line in "".join(parser.out).split("\n")]
+    text = "\n".join(lines).strip()
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def split_text(text: str, limit: int, measure: Callable[[str], int] = len) -> list[str]:
+    """Parts of at most `limit` (measured by `measure`), cut at line or word ends if possible."""
+    parts: list[str] = []
+    text = text.strip()
+    while measure(text) > limit:
+        lo, hi = 1, len(text)
+        while lo < hi:  # the longest prefix that fits
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if measure(text[:mid]) <= limit else (lo, mid - 1)
+        cut = text.rfind("\n", lo // 2, lo + 1)
+        if cut <= 0:
+            cut = text.rfind(" ", lo // 2, lo + 1)
+        if cut <= 0:
+            cut = lo
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return parts
+
+
+def quick_replies(buttons: Sequence[Button]) -> list[dict[str, str]]:
+    """Reply buttons as quick replies: at most 13, titles cut to Meta's 20 characters."""
+    return [
+        {
+            "content_type": "text",
+            "title": b.title[:QUICK_REPLY_TITLE_CHARS],
+            "payload": b.id[:QUICK_REPLY_PAYLOAD_CHARS],
+        }
+        for b in buttons[:MAX_QUICK_REPLIES]
+    ]
+
+
+def attachment_type(mimetype: str) -> str:
+    major = mimetype.split("/", 1)[0]
+    return major if major in ("image", "video", "audio") else "file"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def messaging_fields(
+    last_inbound_at: datetime | None, now: datetime, human_agent_tag: bool
+) -> dict[str, str] | None:
+    """`messaging_type` (and tag) for a reply now, or None when no reply is allowed.
+    Unknown last message time: answer as RESPONSE and let Meta's own check decide."""
+    if last_inbound_at is None:
+        return {"messaging_type": "RESPONSE"}
+    age = _aware(now) - _aware(last_inbound_at)
+    if age <= STANDARD_WINDOW:
+        return {"messaging_type": "RESPONSE"}
+    if human_agent_tag and age <= HUMAN_AGENT_WINDOW:
+        return {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"}
+    return None
+
+
+def window_closed_text(
+    last_inbound_at: datetime, now: datetime, human_agent_tag: bool, kind: str
+) -> str:
+    hours = int((_aware(now) - _aware(last_inbound_at)).total_seconds() // 3600)
+    ago = f"{hours} hours" if hours < 48 else f"{hours // 24} days"
+    if human_agent_tag:
+        why = "also beyond the 7 days the human agent tag allows"
+    else:
+        why = f"set channels.{kind}.human_agent_tag to answer up to 7 days"
+    return (
+        f"the 24-hour window has closed (the customer last wrote {ago} ago; {why}); "
+        "the customer has to write again first"
+    )

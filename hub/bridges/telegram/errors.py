@@ -1,0 +1,179 @@
+"""The one table of Telegram Bot API errors: what advisers read and whether a retry can help.
+
+The Bot API answers every failed call with `{"ok": false, "error_code": N, "description":
+"...", "parameters": {"retry_after": s}}` (https://core.telegram.org/bots/api#making-requests).
+The docs warn that `error_code` may change, so rows match on the code *and* a fragment of the
+description; the first matching row wins, the catch-all rows per code come last.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hub.bridges.base import ChannelError
+
+# ChannelError.code the core reacts to: the conversation is marked blocked (see sending.py).
+BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    status: int | None  # the Bot API's error_code; None matches any
+    fragment: str | None  # lower-case part of the description; None matches any
+    code: str  # our short machine code (ChannelError.code)
+    human: str  # shown to advisers; "{description}" is replaced by Telegram's text
+    permanent: bool
+
+
+ERRORS: tuple[ErrorRow, ...] = (
+    ErrorRow(
+        403,
+        "bot was blocked by the user",
+        BLOCKED,
+        "The customer has blocked the shop's Telegram bot, so nothing can reach them until "
+        "they unblock it (Restart in the bot's chat).",
+        True,
+    ),
+    ErrorRow(
+        403,
+        "user is deactivated",
+        "deactivated",
+        "The customer's Telegram account has been deleted.",
+        True,
+    ),
+    ErrorRow(
+        403,
+        "can't initiate conversation",
+        "not_started",
+        "The customer has never started a chat with the shop's Telegram bot.",
+        True,
+    ),
+    ErrorRow(403, None, "forbidden", "Telegram refused: {description}", True),
+    ErrorRow(
+        400,
+        "chat not found",
+        "chat_not_found",
+        "Telegram does not know this chat any more (the customer may have deleted it).",
+        True,
+    ),
+    ErrorRow(
+        400,
+        "can't parse entities",
+        "bad_formatting",
+        "Telegram could not read the message's formatting: {description}",
+        True,
+    ),
+    ErrorRow(
+        400,
+        "message is too long",
+        "too_long",
+        "The message is too long for Telegram.",
+        True,
+    ),
+    ErrorRow(
+        400,
+        "file is too big",
+        "file_too_big",
+        "The file is too big for the Telegram Bot API (downloads up to 20 MB).",
+        True,
+    ),
+    ErrorRow(
+        400,
+        "wrong file identifier",
+        "bad_file",
+        "Telegram no longer has this file.",
+        True,
+    ),
+    ErrorRow(
+        400,
+        "reaction_invalid",
+        "reaction_invalid",
+        "Telegram does not allow this emoji as a reaction.",
+        True,
+    ),
+    ErrorRow(400, None, "bad_request", "Telegram refused the message: {description}", True),
+    ErrorRow(
+        401,
+        None,
+        "unauthorized",
+        "Telegram rejects the bot token (check channels.telegram.bot_token).",
+        True,
+    ),
+    ErrorRow(
+        404,
+        None,
+        "not_found",
+        "Telegram does not know this bot token or method (check channels.telegram.bot_token "
+        "and api_base_url).",
+        True,
+    ),
+    ErrorRow(
+        409,
+        None,
+        "conflict",
+        "Telegram reports a conflict: {description}",
+        True,
+    ),
+    ErrorRow(
+        429,
+        None,
+        "rate_limited",
+        "Telegram asks the shop to slow down; the message will be sent shortly.",
+        False,
+    ),
+)
+
+_RETRY_AFTER_TEXT = re.compile(r"retry after (\d+)", re.IGNORECASE)
+
+
+def _retry_after(doc: dict[str, Any]) -> float | None:
+    params = doc.get("parameters")
+    if isinstance(params, dict) and isinstance(params.get("retry_after"), int | float):
+        return float(params["retry_after"])
+    # The description repeats it ("Too Many Requests: retry after 5"); use it if the
+    # parameters object is missing.
+    match = _RETRY_AFTER_TEXT.search(str(doc.get("description") or ""))
+    return float(match.group(1)) if match else None
+
+
+def classify(http_status: int, doc: dict[str, Any] | None) -> ChannelError:
+    """The ChannelError for a failed Bot API call (`doc` the JSON body, if there was one)."""
+    doc = doc or {}
+    raw_code = doc.get("error_code")
+    status = raw_code if isinstance(raw_code, int) else http_status
+    description = str(doc.get("description") or f"HTTP {http_status}")
+    lowered = description.lower()
+    retry_after = _retry_after(doc)
+    for row in ERRORS:
+        if row.status is not None and row.status != status:
+            continue
+        if row.fragment is not None and row.fragment not in lowered:
+            continue
+        return ChannelError(
+            row.human.replace("{description}", description),
+            permanent=row.permanent,
+            retry_after=retry_after if status == 429 else None,
+            code=row.code,
+        )
+    if status >= 500 or status in (420, 408):
+        # Telegram's servers are struggling (5xx) or a flood wait (420): try again later.
+        return ChannelError(
+            f"Telegram is not available right now ({description}); will retry.",
+            permanent=False,
+            retry_after=retry_after,
+            code="unavailable",
+        )
+    return ChannelError(
+        f"Telegram refused the request: {description}", permanent=True, code="refused"
+    )
+
+
+def network_error(kind: str) -> ChannelError:
+    """No answer at all (connection refused, timeout): always worth another try later."""
+    return ChannelError(
+        f"Telegram could not be reached ({kind}); will retry.",
+        permanent=False,
+        code="unreachable",
+    )

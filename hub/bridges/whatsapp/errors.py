@@ -1,0 +1,288 @@
+"""The one table of WhatsApp Cloud API error codes: human text for advisers, and whether the
+outbox should retry (temporary) or give up (permanent). Pure: no I/O, no aiohttp.
+
+Codes and meanings from Meta's error code reference
+(https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes) and the Graph
+API error handling guide; the same codes arrive synchronously in an error response body
+`{"error": {"message", "type", "code", "error_data": {"details"}, "error_subcode",
+"fbtrace_id"}}` and asynchronously in `statuses[].errors[]` / `messages[].errors[]` of a
+webhook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+WINDOW_CLOSED = 131047  # re-engagement message: outside the 24-hour customer service window
+TEMPLATE_HINT = "only an approved template can be sent now (use !template)"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    human: str
+    permanent: bool
+    retry_after: float | None = None  # default wait for temporary errors without a header
+
+
+# One entry per documented code the hub can meet when sending. Texts tell the adviser what
+# happened and, where they can, what to do; never Meta's jargon alone.
+ERRORS: dict[int, ErrorInfo] = {
+    0: ErrorInfo(
+        "WhatsApp could not authenticate the hub: renew the access token in the hub's config",
+        permanent=True,
+    ),
+    1: ErrorInfo("WhatsApp reported an unknown error; retrying", permanent=False, retry_after=30),
+    2: ErrorInfo("WhatsApp is temporarily unavailable; retrying", permanent=False, retry_after=30),
+    3: ErrorInfo(
+        "The WhatsApp app lacks a capability or permission for this (check the app's "
+        "permissions in Meta's developer console)",
+        permanent=True,
+    ),
+    4: ErrorInfo(
+        "The WhatsApp app made too many API calls; retrying later",
+        permanent=False,
+        retry_after=60,
+    ),
+    10: ErrorInfo(
+        "The WhatsApp app's permission was not granted or was removed (check the app in "
+        "Meta's developer console)",
+        permanent=True,
+    ),
+    33: ErrorInfo(
+        "The shop's WhatsApp business phone number no longer exists: check phone_number_id "
+        "in the hub's config",
+        permanent=True,
+    ),
+    100: ErrorInfo(
+        "WhatsApp refused the request as invalid (an unsupported or wrong parameter)",
+        permanent=True,
+    ),
+    190: ErrorInfo(
+        "The WhatsApp access token has expired or is invalid: create a new one and put it "
+        "into the hub's config",
+        permanent=True,
+    ),
+    368: ErrorInfo(
+        "The shop's WhatsApp account is temporarily blocked for a policy violation",
+        permanent=True,
+    ),
+    80007: ErrorInfo(
+        "The WhatsApp business account reached its rate limit; retrying later",
+        permanent=False,
+        retry_after=60,
+    ),
+    130429: ErrorInfo(
+        "WhatsApp's message throughput limit was reached; retrying shortly",
+        permanent=False,
+        retry_after=15,
+    ),
+    130472: ErrorInfo(
+        "WhatsApp did not send this message: the customer's number is part of a Meta "
+        "marketing experiment",
+        permanent=True,
+    ),
+    131000: ErrorInfo(
+        "WhatsApp failed to send the message for an unknown reason; retrying",
+        permanent=False,
+        retry_after=30,
+    ),
+    131005: ErrorInfo(
+        "The WhatsApp app's permission was not granted or was removed", permanent=True
+    ),
+    131008: ErrorInfo("WhatsApp refused the message: a required field is missing", True),
+    131009: ErrorInfo(
+        "WhatsApp refused the message: a value is not valid (e.g. reacting to a message "
+        "older than 30 days)",
+        permanent=True,
+    ),
+    131016: ErrorInfo(
+        "A WhatsApp service is temporarily unavailable; retrying",
+        permanent=False,
+        retry_after=30,
+    ),
+    131021: ErrorInfo("The customer's number is the shop's own number", permanent=True),
+    131026: ErrorInfo(
+        "The message could not be delivered: the number may not be on WhatsApp, may have "
+        "blocked the shop, or uses an old WhatsApp version",
+        permanent=True,
+    ),
+    131031: ErrorInfo(
+        "The shop's WhatsApp business account is locked (policy enforcement)", permanent=True
+    ),
+    131042: ErrorInfo(
+        "WhatsApp refused the message because of a payment problem of the business account "
+        "(check billing in WhatsApp Manager)",
+        permanent=True,
+    ),
+    131045: ErrorInfo(
+        "The shop's WhatsApp number is not registered correctly (register it again)",
+        permanent=True,
+    ),
+    WINDOW_CLOSED: ErrorInfo(
+        "More than 24 hours have passed since the customer last replied: " + TEMPLATE_HINT,
+        permanent=True,
+    ),
+    131048: ErrorInfo(
+        "WhatsApp limits how many messages this number may send (spam rate limit); check the "
+        "number's quality rating in WhatsApp Manager",
+        permanent=True,
+    ),
+    131049: ErrorInfo(
+        "WhatsApp did not deliver this message to keep engagement healthy (too many "
+        "marketing messages to this customer)",
+        permanent=True,
+    ),
+    131050: ErrorInfo(
+        "The customer has stopped marketing messages from the shop", permanent=True
+    ),
+    131051: ErrorInfo("WhatsApp does not support this kind of message", permanent=True),
+    131052: ErrorInfo(
+        "WhatsApp could not download the file the customer sent (ask them to send it another "
+        "way)",
+        permanent=True,
+    ),
+    131053: ErrorInfo(
+        "WhatsApp could not process the file (unsupported type or size for WhatsApp)",
+        permanent=True,
+    ),
+    131056: ErrorInfo(
+        "Too many messages to this customer in a short time; retrying shortly",
+        permanent=False,
+        retry_after=10,
+    ),
+    131057: ErrorInfo(
+        "The WhatsApp business account is in maintenance mode; retrying later",
+        permanent=False,
+        retry_after=60,
+    ),
+    132000: ErrorInfo(
+        "The template needs a different number of parameters than were given", permanent=True
+    ),
+    132001: ErrorInfo(
+        "The template does not exist in this language or is not approved (check WhatsApp "
+        "Manager and the hub's template list)",
+        permanent=True,
+    ),
+    132005: ErrorInfo("The template text is too long once filled in", permanent=True),
+    132007: ErrorInfo("The template content violates a WhatsApp policy", permanent=True),
+    132012: ErrorInfo(
+        "The template parameters are not in the format the template expects", permanent=True
+    ),
+    132015: ErrorInfo("The template is paused by WhatsApp for low quality", permanent=True),
+    132016: ErrorInfo("The template is disabled by WhatsApp for low quality", permanent=True),
+    133010: ErrorInfo(
+        "The shop's phone number is not registered on the WhatsApp Cloud API", permanent=True
+    ),
+}
+RATE_LIMITED = frozenset({4, 80007, 130429, 131056})
+
+
+def is_permission_code(code: int) -> bool:
+    """200-299: Graph API permission errors (one code per permission)."""
+    return 200 <= code <= 299
+
+
+@dataclass(frozen=True)
+class GraphError:
+    """The documented Graph API error object, as far as it was present."""
+
+    code: int | None
+    message: str = ""
+    type: str | None = None
+    details: str | None = None
+    subcode: int | None = None
+    fbtrace_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Classified:
+    human: str
+    permanent: bool
+    retry_after: float | None
+    code: str | None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def parse_error_body(body: object) -> GraphError | None:
+    """The `error` object of a Graph API error response, or None if there is none."""
+    if not isinstance(body, Mapping):
+        return None
+    err = body.get("error")
+    if not isinstance(err, Mapping):
+        return None
+    data = err.get("error_data")
+    details = data.get("details") if isinstance(data, Mapping) else None
+    return GraphError(
+        code=_int(err.get("code")),
+        message=str(err.get("message") or ""),
+        type=str(err["type"]) if err.get("type") else None,
+        details=str(details) if details else None,
+        subcode=_int(err.get("error_subcode")),
+        fbtrace_id=str(err["fbtrace_id"]) if err.get("fbtrace_id") else None,
+    )
+
+
+def info_for(code: int | None) -> ErrorInfo | None:
+    if code is None:
+        return None
+    if code in ERRORS:
+        return ERRORS[code]
+    if is_permission_code(code):
+        return ERRORS[10]
+    return None
+
+
+def human_text(code: int | None, details: str | None = None, title: str | None = None) -> str:
+    """What advisers read about a failed message (also used for webhook `failed` statuses)."""
+    info = info_for(code)
+    if info is not None:
+        return info.human
+    said = details or title
+    return f"WhatsApp refused the message: {said}" if said else "WhatsApp refused the message"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form; dates are not used by Meta)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 24 * 3600 else None
+
+
+def classify(status: int, body: object, retry_after_header: str | None = None) -> Classified:
+    """An HTTP error response of the Graph API as permanent or temporary, with human text."""
+    err = parse_error_body(body)
+    code = err.code if err else None
+    header_wait = parse_retry_after(retry_after_header)
+    info = info_for(code)
+    if info is not None:
+        permanent = info.permanent
+        human = info.human
+        default_wait = info.retry_after
+    elif status == 429:
+        permanent, human, default_wait = False, "WhatsApp asked the hub to slow down; retrying", 30.0
+    elif status >= 500 or status in (408, 425):
+        permanent, human, default_wait = False, "WhatsApp is temporarily unavailable; retrying", None
+    elif status == 401:
+        permanent, human, default_wait = True, ERRORS[190].human, None
+    else:
+        permanent = True
+        human = human_text(code, err.details if err else None, err.message if err else None)
+        default_wait = None
+    if status == 429 or (code in RATE_LIMITED):
+        permanent = False
+    retry_after = None if permanent else (header_wait if header_wait is not None else default_wait)
+    return Classified(human, permanent, retry_after, str(code) if code is not None else None)

@@ -1,0 +1,190 @@
+"""Store what a channel's webhook parsed — messages, reactions, edits, statuses — in one
+transaction with the outbox jobs it causes, so the webhook can be acknowledged at once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.core.bot import enqueue_notice
+from hub.core.outbox import enqueue
+from hub.core.router import (
+    DELIVER_TO_MATRIX,
+    conversation_key,
+    queue_outbound,
+    record_inbound,
+)
+from hub.core.types import (
+    Envelope,
+    InboundEdit,
+    InboundMessage,
+    InboundReaction,
+    Sender,
+    StatusUpdate,
+)
+from hub.db import repo
+from hub.db.models import Conversation, Message, utcnow
+
+if TYPE_CHECKING:
+    from hub.bridges.base import Channel
+    from hub.hub import Hub
+
+log = logging.getLogger(__name__)
+
+_STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
+VOICE_REPLY_INTERVAL = timedelta(hours=24)
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    statuses: int = 0
+    ignored: int = 0
+
+
+async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> IngestResult:
+    """One transaction for a whole webhook batch; then wake the worker."""
+    result = IngestResult()
+    async with hub.sessions.begin() as s:
+        for env in envelopes:
+            event = env.event
+            if isinstance(event, StatusUpdate):
+                result.statuses += await _status(hub, s, channel, event)
+            elif env.sender is None:
+                result.ignored += 1
+            elif isinstance(event, InboundMessage):
+                message = await record_inbound(
+                    s,
+                    env.sender,
+                    event,
+                    ghost_prefix=hub.config.appservice.ghost_prefix,
+                    channel_code=channel.code,
+                )
+                if message is None:
+                    result.duplicates += 1
+                    continue
+                result.stored += 1
+                if event.voice:
+                    await _voice_note_reply(hub, s, channel, message)
+            else:
+                stored = await _related(hub, s, channel, env.sender, event)
+                result.stored += stored
+                result.duplicates += 1 - stored
+    if result.stored or result.statuses:
+        hub.worker.wake()
+    if result.duplicates:
+        log.info("%s: %d redelivered event(s) ignored", channel.kind, result.duplicates)
+    return result
+
+
+async def _related(
+    hub: Hub,
+    s: AsyncSession,
+    channel: Channel,
+    sender: Sender,
+    event: InboundReaction | InboundEdit,
+) -> int:
+    """A reaction or an edit: a message row pointing at its target, delivered to Matrix."""
+    identity = await repo.get_or_create_identity(
+        s,
+        sender.channel,
+        sender.external_id,
+        sender.display_name,
+        repo.opaque_localpart(hub.config.appservice.ghost_prefix, channel.code),
+    )
+    conversation = await repo.get_or_create_conversation(s, identity.id)
+    target = await repo.message_by_remote_id(s, sender.channel, event.target_remote_id)
+    if target is None:
+        log.info("%s: %s for an unknown message ignored", channel.kind, type(event).__name__)
+        return 0
+    kind = "reaction" if isinstance(event, InboundReaction) else "edit"
+    text = event.emoji if isinstance(event, InboundReaction) else event.text
+    message = await repo.insert_message(
+        s,
+        {
+            "conversation_id": conversation.id,
+            "channel": sender.channel,
+            "direction": "in",
+            "kind": kind,
+            "text": text,
+            "remote_id": event.remote_id,
+            "reply_to_message_id": target.id,
+            "sender_name": sender.display_name,
+            "status": "received",
+        },
+    )
+    if message is None:
+        return 0
+    await enqueue(
+        s,
+        DELIVER_TO_MATRIX,
+        conversation_key(conversation.id),
+        {"message_id": message.id},
+        f"deliver:{message.id}",
+    )
+    return 1
+
+
+async def _status(hub: Hub, s: AsyncSession, channel: Channel, update: StatusUpdate) -> int:
+    message = await repo.message_by_remote_id(s, channel.kind, update.remote_id)
+    if message is None or message.direction != "out":
+        log.info("%s: status %s for unknown message ignored", channel.kind, update.status)
+        return 0
+    conversation = await s.get(Conversation, message.conversation_id)
+    assert conversation is not None
+    if update.status == "failed":
+        if message.status == "failed":
+            return 0
+        message.status = "failed"
+        if conversation.room_id:
+            reason = update.error_text or "the messenger refused the message"
+            await enqueue_notice(
+                s,
+                conversation.room_id,
+                f"⚠️ Not delivered to the customer: {reason}"
+                + (f" (code {update.error_code})" if update.error_code else ""),
+                f"failed:{message.id}",
+                reply_to=message.matrix_event_id,
+            )
+        return 1
+    if _STATUS_RANK.get(update.status, 0) <= _STATUS_RANK.get(message.status, 0):
+        return 0  # statuses arrive out of order; never go back from read to delivered
+    message.status = update.status
+    if update.status == "read" and conversation.room_id and message.matrix_event_id:
+        await hub.receipts.queue_ghost_receipt(s, conversation, message)
+    return 1
+
+
+async def _voice_note_reply(hub: Hub, s: AsyncSession, channel: Channel, message: Message) -> None:
+    """Ask the customer once a day to write instead, where the channel has such a text."""
+    text = getattr(channel, "voice_note_reply", None)
+    if not text:
+        return
+    conversation = await s.get(Conversation, message.conversation_id)
+    assert conversation is not None
+    meta = dict(conversation.meta or {})
+    last = meta.get("voice_reply_at")
+    now = utcnow()
+    if last and now - datetime.fromisoformat(last) < VOICE_REPLY_INTERVAL:
+        return
+    meta["voice_reply_at"] = now.isoformat()
+    conversation.meta = meta
+    await queue_outbound(
+        s,
+        conversation,
+        channel.kind,
+        {"kind": "text", "text": text, "sender_name": hub.config.shop.name},
+        idempotency=f"voice-reply:{message.id}",
+    )
+    if conversation.room_id:
+        await enqueue_notice(
+            s,
+            conversation.room_id,
+            f"🤖 Sent to the customer (voice note reply): {text}",
+            f"voice-reply-notice:{message.id}",
+        )
