@@ -51,7 +51,8 @@ def fill_token_placeholders(config_path: Path) -> bool:
     def fill(match: re.Match[str]) -> str:
         nonlocal changed
         changed = True
-        return f"{match.group(1)}{secrets.token_hex(32)}"
+        # Quoted: an all-digit hex token (or one like "1e5…") would load as a number.
+        return f'{match.group(1)}"{secrets.token_hex(32)}"'
 
     pattern = rf"^(\s*(?:as_token|hs_token):\s*)[\"']?{PLACEHOLDER_MARKER}[^\s#\"']*[\"']?"
     text = re.sub(pattern, fill, text, flags=re.MULTILINE)
