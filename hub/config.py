@@ -355,8 +355,10 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         )
     data = dict(data)
     base = base_dir or Path.cwd()
-    data_dir = Path(str(data.get("data_dir", ".")))
-    data["data_dir"] = data_dir if data_dir.is_absolute() else (base / data_dir).resolve()
+    raw_dir = data.get("data_dir", ".")
+    if isinstance(raw_dir, str):  # anything else is left to validation, which refuses it
+        data_dir = Path(raw_dir)
+        data["data_dir"] = data_dir if data_dir.is_absolute() else (base / data_dir).resolve()
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -17,10 +17,10 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -71,7 +71,7 @@ class PermanentFailure(Exception):
 def backoff_delay(attempts: int, base: float, cap: float, jitter: float = 0.2) -> float:
     """Exponential backoff with jitter, so jobs failing together do not retry together."""
     delay = min(cap, base * (2 ** max(0, attempts - 1)))
-    return delay * (1 + random.uniform(-jitter, jitter))
+    return min(cap, delay * (1 + random.uniform(-jitter, jitter)))
 
 
 async def enqueue(
@@ -195,25 +195,21 @@ class OutboxWorker:
             log.exception("outbox: purging old jobs failed")
 
     async def _has_due(self) -> bool:
+        """A job some worker could claim now (not leased, first of its ordering key)."""
+        now = utcnow()
         async with self.sessions() as s:
             row = await s.execute(
                 select(OutboxItem.id)
-                .where(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= utcnow())
+                .where(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now)
+                .where(_lease_free(now), _head_of_key())
                 .limit(1)
             )
             return row.first() is not None
 
     async def _claim(self, limit: int) -> list[Job]:
         now = utcnow()
-        earlier = aliased(OutboxItem)
-        head_of_key = ~exists().where(
-            and_(
-                earlier.ordering_key == OutboxItem.ordering_key,
-                earlier.status == "pending",
-                earlier.id < OutboxItem.id,
-            )
-        )
-        lease_free = or_(OutboxItem.leased_until.is_(None), OutboxItem.leased_until < now)
+        head_of_key = _head_of_key()
+        lease_free = _lease_free(now)
         query = (
             select(OutboxItem)
             .where(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now)
@@ -264,7 +260,13 @@ class OutboxWorker:
                     permanent, delay = classified
                     await self._fail(job, str(exc), permanent=permanent, delay=delay)
             else:
-                await self._complete(job, finish)
+                try:
+                    await self._complete(job, finish)
+                except Exception as exc:
+                    # Rolled back: counted like a handler failure, so it backs off and is
+                    # dead-lettered after max_attempts instead of looping on lease expiry.
+                    log.exception("outbox: finishing job %s (%s) failed", job.id, job.kind)
+                    await self._fail(job, f"internal error while finishing: {exc!r}")
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -331,6 +333,22 @@ class OutboxWorker:
                 await self.dead_handlers[job.kind](job, reason, code)
             except Exception:
                 log.exception("outbox: dead-letter handler for job %s failed", job.id)
+
+
+def _head_of_key() -> ColumnElement[bool]:
+    """No older pending job shares this job's ordering key."""
+    earlier = aliased(OutboxItem)
+    return ~exists().where(
+        and_(
+            earlier.ordering_key == OutboxItem.ordering_key,
+            earlier.status == "pending",
+            earlier.id < OutboxItem.id,
+        )
+    )
+
+
+def _lease_free(now: datetime) -> ColumnElement[bool]:
+    return or_(OutboxItem.leased_until.is_(None), OutboxItem.leased_until < now)
 
 
 def _classify(exc: Exception) -> tuple[bool, float | None] | None:

@@ -72,7 +72,8 @@ class AppserviceApi:
             if not token:
                 log.warning("appservice: request without token from %s", request.remote)
                 return _matrix_error(401, "M_UNAUTHORIZED", "missing hs_token")
-            if not hmac.compare_digest(token.encode(), self._hs_token):
+            # Undecodable header bytes arrive as lone surrogates: encode them back, no crash.
+            if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), self._hs_token):
                 log.warning("appservice: wrong hs_token from %s", request.remote)
                 return _matrix_error(403, "M_FORBIDDEN", "wrong hs_token")
             return await handler(request)
@@ -156,17 +157,28 @@ class AppserviceApi:
             body = await request.json()
         except ValueError:
             body = {}
-        log.info("appservice: pinged by the homeserver (%s)", (body or {}).get("transaction_id"))
+        txn = body.get("transaction_id") if isinstance(body, dict) else None
+        log.info("appservice: pinged by the homeserver (%s)", txn)
         return web.json_response({})
 
 
 def _is_event(event: object) -> bool:
     return (
         isinstance(event, dict)
-        and isinstance(event.get("event_id"), str)
-        and isinstance(event.get("room_id"), str)
+        # The event id also goes into the idempotency key "event:<id>" (255 characters).
+        and _storable(event.get("event_id"), 255 - len("event:"))
+        and _storable(event.get("room_id"), 255)
         and isinstance(event.get("type"), str)
         and isinstance(event.get("sender"), str)
-        and len(event["event_id"]) <= 255
-        and len(event["room_id"]) <= 255
     )
+
+
+def _storable(value: object, max_len: int) -> bool:
+    """A string a database column can hold: valid UTF-8 (no lone surrogate), no NUL."""
+    if not isinstance(value, str) or len(value) > max_len or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -27,8 +27,10 @@ def registration(config: Config) -> dict[str, Any]:
         "receive_ephemeral": True,
         "namespaces": {
             # Regexes must match the whole MXID, dots of the server name escaped.
-            "users": [{"exclusive": True, "regex": f"@{re.escape(app.ghost_prefix)}.*:{domain}"}],
-            "aliases": [{"exclusive": True, "regex": f"#{re.escape(app.alias_prefix)}.*:{domain}"}],
+            "users": [{"exclusive": True, "regex": f"@{re.escape(app.ghost_prefix)}.*:{domain}$"}],
+            "aliases": [
+                {"exclusive": True, "regex": f"#{re.escape(app.alias_prefix)}.*:{domain}$"}
+            ],
             "rooms": [],
         },
     }
