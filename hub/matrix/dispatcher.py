@@ -17,6 +17,7 @@ from hub.core.bot import CommandContext, run_command
 from hub.core.commands import NotACommand, parse
 from hub.core.outbox import Finish, Job, enqueue
 from hub.core.router import SEND_TO_CHANNEL, conversation_key
+from hub.core.text import storable
 from hub.db import repo
 from hub.db.models import Conversation, utcnow
 
@@ -61,7 +62,9 @@ def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[s
     html = (
         content.get("formatted_body") if content.get("format") == "org.matrix.custom.html" else None
     )
-    body, html = strip_reply_fallback(body, html if isinstance(html, str) else None)
+    body, html = strip_reply_fallback(
+        storable(body), storable(html) if isinstance(html, str) else None
+    )
     values: dict[str, Any] = {
         "conversation_id": conversation.id,
         "direction": "out",
