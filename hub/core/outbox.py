@@ -353,7 +353,11 @@ def _lease_free(now: datetime) -> ColumnElement[bool]:
 
 def _classify(exc: Exception) -> tuple[bool, float | None] | None:
     """(permanent, delay) for errors of known clients, None for unexpected ones."""
+    from hub.bridges.base import ChannelError
     from hub.matrix.client import MatrixError, MatrixUnavailable
+
+    if isinstance(exc, ChannelError):
+        return exc.permanent, exc.retry_after
 
     if isinstance(exc, MatrixError):
         delay = exc.retry_after_ms / 1000 if exc.retry_after_ms else None

@@ -82,12 +82,14 @@ def _order(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _unsupported(data: dict[str, Any]) -> dict[str, Any]:
+def _unsupported(data: dict[str, Any], text: str | None) -> dict[str, Any]:
     kind = str(data.get("type") or "unknown").replace("_", " ")
     link = data.get("link")
     body = f"The customer sent a {kind} message, which cannot be shown here."
     if link:
         body += f" Link: {link}"
+    if text:  # e.g. the words of an Instagram story reply
+        body = f"{text}\n\n{body}"
     return _notice(body)
 
 
@@ -109,7 +111,7 @@ def message_contents(
     if kind == "interactive":
         return [{"msgtype": "m.text", "body": f"↩️ {data.get('title') or text or ''}".strip()}]
     if kind == "unsupported":
-        return [_unsupported(data)]
+        return [_unsupported(data, text)]
     if kind in _MSGTYPES and media and mxc:
         content: dict[str, Any] = {
             "msgtype": _MSGTYPES[kind],

@@ -120,8 +120,7 @@ def classify(status: int, body: Any, retry_after: str | None = None) -> ChannelE
         )
     detail = str(error.get("message") or f"HTTP {status}")[:200]
     return ChannelError(
-        f"Meta refused the message: {detail}"
-        + (f" (Meta error {code_text})" if code_text else ""),
+        f"Meta refused the message: {detail}" + (f" (Meta error {code_text})" if code_text else ""),
         permanent=True,
         code=code_text,
     )

@@ -35,50 +35,21 @@ QUICK_REPLY_TITLE_CHARS = 20
 QUICK_REPLY_PAYLOAD_CHARS = 1000
 
 # Reactions arrive with a name; the emoji field is there on recent API versions only.
-_REACTION_EMOJI = {
-    "smile": "😆",
-    "angry": "😠",
-    "sad": "😢",
-    "wow": "😮",
-    "love": "❤️",
-    "like": "👍",
-    "dislike": "👎",
-}
-_MEDIA_KINDS: dict[str, MessageKind] = {
-    "image": "image",
-    "video": "video",
-    "audio": "audio",
-    "file": "file",
-    "sticker": "sticker",
-}
+_REACTION_EMOJI = {"smile": "😆", "angry": "😠", "sad": "😢", "wow": "😮", "love": "❤️"}
+_REACTION_EMOJI |= {"like": "👍", "dislike": "👎"}
+_MEDIA_KINDS: dict[str, MessageKind] = {"image": "image", "video": "video", "audio": "audio"}
+_MEDIA_KINDS |= {"file": "file", "sticker": "sticker"}
 _LINK_TYPES = {"fallback", "share", "reel", "ig_reel", "post", "ig_post"}
 # A small table instead of `mimetypes` (which reads system files): the real type comes from
 # the download's Content-Type later; this only names the file sensibly until then.
-_EXT_TYPES = {
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "mp4": "video/mp4",
-    "mov": "video/quicktime",
-    "webm": "video/webm",
-    "m4a": "audio/mp4",
-    "aac": "audio/aac",
-    "mp3": "audio/mpeg",
-    "ogg": "audio/ogg",
-    "wav": "audio/wav",
-    "pdf": "application/pdf",
-    "txt": "text/plain",
-    "zip": "application/zip",
-}
-_DEFAULT_TYPES = {
-    "image": ("image/jpeg", "jpg"),
-    "sticker": ("image/png", "png"),
-    "video": ("video/mp4", "mp4"),
-    "audio": ("audio/mp4", "m4a"),
-    "file": ("application/octet-stream", "bin"),
-}
+_EXT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif"}
+_EXT_TYPES |= {"webp": "image/webp", "mp4": "video/mp4", "mov": "video/quicktime"}
+_EXT_TYPES |= {"webm": "video/webm", "m4a": "audio/mp4", "aac": "audio/aac", "mp3": "audio/mpeg"}
+_EXT_TYPES |= {"ogg": "audio/ogg", "wav": "audio/wav", "pdf": "application/pdf"}
+_EXT_TYPES |= {"txt": "text/plain", "zip": "application/zip"}
+_DEFAULT_TYPES = {"image": ("image/jpeg", "jpg"), "sticker": ("image/png", "png")}
+_DEFAULT_TYPES |= {"video": ("video/mp4", "mp4"), "audio": ("audio/mp4", "m4a")}
+_DEFAULT_TYPES |= {"file": ("application/octet-stream", "bin")}
 
 
 @dataclass
@@ -317,7 +288,7 @@ def media_ref(kind: str, url: str) -> MediaRef:
 class _TextExtractor(HTMLParser):
     """Matrix HTML → plain text for the customer: links keep their address."""
 
-    _BLOCKS = frozenset({"p", "div", "li", "ul", "ol", "blockquote", "pre", "tr", "table"})
+    _BLOCKS = frozenset({"p", "div", "ul", "ol", "blockquote", "pre", "tr", "table"})
     _BLOCKS |= frozenset({f"h{n}" for n in range(1, 7)})
 
     def __init__(self) -> None:
