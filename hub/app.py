@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import secrets
@@ -17,6 +18,7 @@ from hub.bridges.sending import SEND_REACTION, ChannelSender
 from hub.bridges.webchat.channel import WebchatChannel
 from hub.config import Config
 from hub.core.bot import MATRIX_SEND, register_core_commands
+from hub.core.ingest import FETCH_PROFILE, fetch_profile
 from hub.core.media import MediaStore
 from hub.core.outbox import OutboxWorker
 from hub.core.router import DELIVER_TO_MATRIX, SEND_TO_CHANNEL
@@ -69,6 +71,17 @@ async def build_hub(config: Config) -> Hub:
         worker=OutboxWorker(sessions, config.outbox),
         media=MediaStore(config.media_dir),
     )
+    try:
+        _assemble(hub)
+    except BaseException:
+        await close_hub(hub)
+        raise
+    return hub
+
+
+def _assemble(hub: Hub) -> None:
+    """Channels, commands and outbox handlers of a freshly constructed hub."""
+    config = hub.config
     hub.receipts = Receipts(hub)
     register_core_commands(hub)
     if config.channels.webchat.enabled:
@@ -86,10 +99,10 @@ async def build_hub(config: Config) -> Hub:
     hub.worker.register(MATRIX_SEND, delivery.send_room_event)
     hub.worker.register(SEND_TO_CHANNEL, sender.send, sender.on_dead)
     hub.worker.register(SEND_REACTION, sender.react)
+    hub.worker.register(FETCH_PROFILE, functools.partial(fetch_profile, hub))
     hub.worker.register(MATRIX_EVENT, dispatcher.handle)
     hub.worker.register(MATRIX_RECEIPT, hub.receipts.adviser_read)
     hub.worker.register(SEND_RECEIPT, hub.receipts.send)
-    return hub
 
 
 async def close_hub(hub: Hub) -> None:

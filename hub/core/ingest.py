@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.bot import enqueue_notice
-from hub.core.outbox import enqueue
+from hub.core.outbox import Finish, Job, enqueue
 from hub.core.router import (
     DELIVER_TO_MATRIX,
     conversation_key,
     queue_outbound,
     record_inbound,
 )
+from hub.core.text import storable
 from hub.core.types import (
     Envelope,
     InboundEdit,
@@ -27,7 +28,7 @@ from hub.core.types import (
     StatusUpdate,
 )
 from hub.db import repo
-from hub.db.models import Conversation, Message, utcnow
+from hub.db.models import ChannelIdentity, Conversation, Message, utcnow
 
 if TYPE_CHECKING:
     from hub.bridges.base import Channel
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
 VOICE_REPLY_INTERVAL = timedelta(hours=24)
+FETCH_PROFILE = "channel.profile"
 
 
 @dataclass
@@ -58,6 +60,7 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
             elif env.sender is None:
                 result.ignored += 1
             elif isinstance(event, InboundMessage):
+                await _ask_profile(hub, s, channel, env.sender)
                 message = await record_inbound(
                     s,
                     env.sender,
@@ -80,6 +83,48 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
     if result.duplicates:
         log.info("%s: %d redelivered event(s) ignored", channel.kind, result.duplicates)
     return result
+
+
+async def _ask_profile(hub: Hub, s: AsyncSession, channel: Channel, sender: Sender) -> None:
+    """Channels whose webhooks carry no name (Messenger, Instagram) can look it up; queued
+    before the message's delivery so the room is created with the name."""
+    if sender.display_name or not hasattr(channel, "fetch_display_name"):
+        return
+    identity = await repo.get_or_create_identity(
+        s,
+        sender.channel,
+        sender.external_id,
+        None,
+        repo.opaque_localpart(hub.config.appservice.ghost_prefix, channel.code),
+    )
+    if identity.display_name:
+        return
+    conversation = await repo.get_or_create_conversation(s, identity.id)
+    await enqueue(
+        s,
+        FETCH_PROFILE,
+        conversation_key(conversation.id),
+        {"identity_id": identity.id},
+        f"profile:{identity.id}",
+    )
+
+
+async def fetch_profile(hub: Hub, job: Job) -> Finish | None:
+    """channel.profile: ask the channel for the customer's name, once per identity."""
+    async with hub.sessions() as s:
+        identity = await s.get(ChannelIdentity, job.payload["identity_id"])
+    if identity is None or identity.display_name:
+        return None
+    name = await hub.channel(identity.channel).fetch_display_name(identity.external_id)  # type: ignore[attr-defined]
+    if not name:
+        return None
+
+    async def finish(s: AsyncSession) -> None:
+        row = await s.get(ChannelIdentity, identity.id)
+        if row is not None and not row.display_name:
+            row.display_name = storable(str(name))[:255]
+
+    return finish
 
 
 async def _related(
