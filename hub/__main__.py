@@ -1,4 +1,5 @@
-"""Command line: hub run | demo | generate-registration | check-config | migrate."""
+"""Command line: hub run | demo | generate-registration | check-config | migrate |
+telegram set-webhook."""
 
 from __future__ import annotations
 
@@ -96,6 +97,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
+    from hub.bridges.base import ChannelError
+    from hub.bridges.telegram.cli import set_webhook
+
+    config = load_config(args.config)
+    try:
+        print(asyncio.run(set_webhook(config)))
+    except ChannelError as exc:
+        print(f"setWebhook failed: {exc.human}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Matrix commerce hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="demo-data")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("telegram", help="Telegram channel tools")
+    telegram = p.add_subparsers(dest="telegram_command", required=True)
+    p = telegram.add_parser("set-webhook", help="register the hub's webhook with Telegram")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_telegram_set_webhook)
     return parser
 
 

@@ -209,10 +209,18 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     log.info("hub listening on %s", config.http.public_base)
     hub = app[HUB]
     ping = asyncio.create_task(ping_homeserver(hub))
+    # Channels with start-up work (Telegram's setWebhook) do it once the webhook listens.
+    starting = [
+        asyncio.create_task(channel.on_start())
+        for channel in hub.channels.values()
+        if hasattr(channel, "on_start")
+    ]
     if ready is not None:
         ready.set()
     try:
         await asyncio.Event().wait()
     finally:
         ping.cancel()
+        for task in starting:
+            task.cancel()
         await runner.cleanup()

@@ -74,6 +74,9 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
                 result.stored += 1
                 if event.voice:
                     await _voice_note_reply(hub, s, channel, message)
+                if (event.data or {}).get("command") == "start":
+                    await _start_greeting(hub, s, channel, message)
+                await set_blocked(s, message.conversation_id, False)
             else:
                 stored = await _related(hub, s, channel, env.sender, event)
                 result.stored += stored
@@ -203,6 +206,59 @@ async def _status(hub: Hub, s: AsyncSession, channel: Channel, update: StatusUpd
     if update.status == "read" and conversation.room_id and message.matrix_event_id:
         await hub.receipts.queue_ghost_receipt(s, conversation, message)
     return 1
+
+
+async def _start_greeting(hub: Hub, s: AsyncSession, channel: Channel, message: Message) -> None:
+    """Answer a messenger's start command (Telegram's /start) with the channel's greeting."""
+    text = getattr(channel, "start_greeting", None)
+    if not text:
+        return
+    conversation = await s.get(Conversation, message.conversation_id)
+    assert conversation is not None
+    await queue_outbound(
+        s,
+        conversation,
+        channel.kind,
+        {"kind": "text", "text": text, "sender_name": hub.config.shop.name},
+        idempotency=f"start-greeting:{message.id}",
+    )
+
+
+async def set_blocked(
+    s: AsyncSession, conversation_id: int, blocked: bool, room_notice: str | None = None
+) -> None:
+    """Mark or clear "the customer blocked the shop on this channel"; a new message from
+    the customer clears it."""
+    conversation = await s.get(Conversation, conversation_id)
+    assert conversation is not None
+    meta = dict(conversation.meta or {})
+    if bool(meta.get("blocked")) == blocked:
+        return
+    meta["blocked"] = blocked
+    conversation.meta = meta
+    if room_notice and conversation.room_id:
+        await enqueue_notice(
+            s,
+            conversation.room_id,
+            room_notice,
+            f"blocked:{conversation_id}:{utcnow().isoformat()}",
+        )
+
+
+async def mark_blocked(hub: Hub, channel: Channel, external_id: str, blocked: bool) -> None:
+    """A channel learnt that the customer blocked (or unblocked) the shop's account."""
+    async with hub.sessions.begin() as s:
+        identity = await repo.identity_by_external_id(s, channel.kind, external_id)
+        conversation = identity and await repo.conversation_by_identity(s, identity.id)
+        if conversation is None:
+            return
+        notice = (
+            f"⛔ The customer blocked the shop on {channel.label}: messages cannot reach them."
+            if blocked
+            else f"✅ The customer unblocked the shop on {channel.label}."
+        )
+        await set_blocked(s, conversation.id, blocked, notice)
+    hub.worker.wake()
 
 
 async def _voice_note_reply(hub: Hub, s: AsyncSession, channel: Channel, message: Message) -> None:

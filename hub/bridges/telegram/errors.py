@@ -81,6 +81,13 @@ ERRORS: tuple[ErrorRow, ...] = (
     ),
     ErrorRow(
         400,
+        "invalid file_id",
+        "bad_file",
+        "Telegram no longer has this file.",
+        True,
+    ),
+    ErrorRow(
+        400,
         "wrong file identifier",
         "bad_file",
         "Telegram no longer has this file.",

@@ -44,6 +44,7 @@ class _Converter(HTMLParser):
         self.pending = 0  # newlines wanted before the next visible text
         self.trailing_nl = 0  # newlines at the end of the visible text so far
         self.has_text = False
+        self.ends_space = False
 
     # -- state helpers
     def _inside(self, *tags: str) -> bool:
@@ -61,13 +62,14 @@ class _Converter(HTMLParser):
     def _text(self, text: str, *, verbatim: bool = False) -> None:
         if not verbatim:
             text = _SPACE.sub(" ", text)
-            if self.pending or self.trailing_nl or not self.has_text:
+            if self.pending or self.trailing_nl or self.ends_space or not self.has_text:
                 text = text.lstrip(" ")
         if not text:
             return
         self._flush_newlines()
         self.out.append(escape_text(text))
         self.has_text = True
+        self.ends_space = text.endswith(" ")
         stripped = text.rstrip("\n")
         nl = len(text) - len(stripped)
         self.trailing_nl = nl if stripped else self.trailing_nl + nl
@@ -196,6 +198,11 @@ class _Converter(HTMLParser):
         return re.sub(r" +\n", "\n", text).strip()
 
 
+def plain_text(telegram_html: str) -> str:
+    """The words of Telegram HTML without any formatting (for parse_mode none)."""
+    return unescape(re.sub(r"<[^>]*>", "", telegram_html))
+
+
 def to_telegram_html(matrix_html: str) -> str:
     """Telegram HTML for a Matrix formatted_body (never raises; worst case: plain text)."""
     parser = _Converter()
@@ -230,6 +237,7 @@ def _cut_points(units: list[str], limit: int) -> set[int]:
         while end < total and used + _width(units[text_idx[end]]) <= limit:
             used += _width(units[text_idx[end]])
             end += 1
+        end = max(end, start + 1)  # a limit below one character still makes progress
         if end >= total:
             break
         cut = None

@@ -1,0 +1,1 @@
+"""Telegram Bot API channel: webhook in, Bot API out (see channel.py)."""

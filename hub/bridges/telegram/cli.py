@@ -1,0 +1,34 @@
+"""`hub telegram set-webhook -c CONFIG`: tell Telegram where to deliver the bot's updates."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from hub.bridges.base import ChannelError
+from hub.bridges.telegram.channel import checked_webhook_url, webhook_parameters
+from hub.bridges.telegram.client import TelegramClient
+from hub.config import Config
+
+
+async def set_webhook(config: Config) -> str:
+    """Call setWebhook (URL, secret token, allowed updates) and read the result back with
+    getWebhookInfo. Returns a line for the admin; raises ChannelError with a human text."""
+    tg = config.channels.telegram
+    if not tg.enabled:
+        raise ChannelError("channels.telegram is not enabled in this configuration", permanent=True)
+    url = checked_webhook_url(config)
+    async with aiohttp.ClientSession() as http:
+        client = TelegramClient(
+            http,
+            str(tg.api_base_url),
+            tg.bot_token,
+            timeout=tg.request_timeout_seconds,
+            max_download_bytes=tg.max_media_bytes,
+        )
+        await client.call("setWebhook", webhook_parameters(config, url))
+        info = await client.call("getWebhookInfo")
+    pending = info.get("pending_update_count", 0) if isinstance(info, dict) else 0
+    return (
+        f"Telegram will deliver the bot's updates to {url} "
+        f"({pending} update(s) waiting to be delivered)"
+    )
