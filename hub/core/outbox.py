@@ -315,7 +315,16 @@ class OutboxWorker:
         }
         if dead:
             values |= {"status": "dead", "done_at": utcnow()}
-            log.error("outbox: job %s (%s) dead-lettered: %s", job.id, job.kind, reason)
+            # A permanent refusal (window closed, blocked) is expected and explained in the
+            # room; running out of attempts means something is wrong.
+            log.log(
+                logging.WARNING if permanent else logging.ERROR,
+                "outbox: job %s (%s) dead-lettered after %d attempt(s): %s",
+                job.id,
+                job.kind,
+                attempts,
+                reason,
+            )
         else:
             values["next_attempt_at"] = utcnow() + timedelta(seconds=delay)
             log.warning(

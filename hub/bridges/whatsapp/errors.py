@@ -133,13 +133,10 @@ ERRORS: dict[int, ErrorInfo] = {
         "marketing messages to this customer)",
         permanent=True,
     ),
-    131050: ErrorInfo(
-        "The customer has stopped marketing messages from the shop", permanent=True
-    ),
+    131050: ErrorInfo("The customer has stopped marketing messages from the shop", permanent=True),
     131051: ErrorInfo("WhatsApp does not support this kind of message", permanent=True),
     131052: ErrorInfo(
-        "WhatsApp could not download the file the customer sent (ask them to send it another "
-        "way)",
+        "WhatsApp could not download the file the customer sent (ask them to send it another way)",
         permanent=True,
     ),
     131053: ErrorInfo(
@@ -176,6 +173,7 @@ ERRORS: dict[int, ErrorInfo] = {
     ),
 }
 RATE_LIMITED = frozenset({4, 80007, 130429, 131056})
+_SLOW_DOWN = "WhatsApp asked the hub to slow down; retrying"
 
 
 def is_permission_code(code: int) -> bool:
@@ -273,9 +271,9 @@ def classify(status: int, body: object, retry_after_header: str | None = None) -
         human = info.human
         default_wait = info.retry_after
     elif status == 429:
-        permanent, human, default_wait = False, "WhatsApp asked the hub to slow down; retrying", 30.0
+        permanent, human, default_wait = False, _SLOW_DOWN, 30.0
     elif status >= 500 or status in (408, 425):
-        permanent, human, default_wait = False, "WhatsApp is temporarily unavailable; retrying", None
+        permanent, human, default_wait = False, ERRORS[2].human, None
     elif status == 401:
         permanent, human, default_wait = True, ERRORS[190].human, None
     else:
