@@ -97,6 +97,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog_import(args: argparse.Namespace) -> int:
+    from hub.commerce.catalogue import CatalogueError
+    from hub.commerce.catalogue_import import read_catalogue, store_catalogue
+    from hub.db.engine import create_engine, migrate, session_factory
+
+    config = load_config(args.config)
+    try:
+        products = read_catalogue(config, Path(args.file))
+    except CatalogueError as exc:
+        print(f"{args.file}: not imported, nothing changed:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        engine = create_engine(config.database_url)
+        try:
+            await migrate(engine)
+            return await store_catalogue(session_factory(engine), products, progress=True)
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(go())
+    print(f"{args.file}: {count} products imported (the running hub picks them up)")
+    return 0
+
+
 def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
     from hub.bridges.base import ChannelError
     from hub.bridges.telegram.cli import set_webhook
@@ -130,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="demo-data")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("catalog", help="product catalogue tools")
+    catalog = p.add_subparsers(dest="catalog_command", required=True)
+    p = catalog.add_parser("import", help="validate a CSV/YAML catalogue and load it")
+    p.add_argument("file")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_catalog_import)
     p = sub.add_parser("telegram", help="Telegram channel tools")
     telegram = p.add_subparsers(dest="telegram_command", required=True)
     p = telegram.add_parser("set-webhook", help="register the hub's webhook with Telegram")

@@ -16,6 +16,10 @@ from aiohttp import web
 
 from hub.bridges.sending import SEND_REACTION, ChannelSender
 from hub.bridges.webchat.channel import WebchatChannel
+from hub.commerce.catalogue import CatalogueError
+from hub.commerce.catalogue_import import load_configured_catalogue
+from hub.commerce.commands import register_commands as register_commerce_commands
+from hub.commerce.service import Shop
 from hub.config import Config
 from hub.core.bot import MATRIX_SEND, register_core_commands
 from hub.core.ingest import FETCH_PROFILE, fetch_profile
@@ -83,7 +87,9 @@ def _assemble(hub: Hub) -> None:
     """Channels, commands and outbox handlers of a freshly constructed hub."""
     config = hub.config
     hub.receipts = Receipts(hub)
+    hub.shop = Shop(hub)
     register_core_commands(hub)
+    register_commerce_commands(hub)
     if config.channels.webchat.enabled:
         hub.channels["webchat"] = WebchatChannel(hub)
     for name, target in PROVIDER_CHANNELS.items():
@@ -164,6 +170,13 @@ async def create_app(config: Config) -> web.Application:
     hub = await build_hub(config)
     try:
         await check_homeserver(hub)
+        await load_configured_catalogue(config, hub.sessions)
+    except CatalogueError as exc:
+        await close_hub(hub)
+        raise StartupError(
+            f"commerce.catalogue_file {config.commerce.catalogue_file}: "
+            + "; ".join(exc.problems[:10])
+        ) from None
     except BaseException:
         await close_hub(hub)
         raise

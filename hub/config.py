@@ -7,6 +7,7 @@ with a message that names the key and says what to do (never a traceback).
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -270,6 +271,44 @@ class ChannelsConfig(_Section):
     instagram: MetaPageConfig = Field(default_factory=MetaPageConfig)
 
 
+class CommerceTexts(_Section):
+    """Messages to the customer; {number}, {amount}, {tracking_url}, {reason}, {link} are
+    filled in."""
+
+    checkout_link: str = "Here is your checkout link for {amount}: {link}"
+    thank_you: str = "Thank you! We received the payment for order {number} ({amount})."
+    shipped: str = "Good news: order {number} is on its way. {tracking_url}"
+    delivered: str = "Order {number} has been delivered. Enjoy!"
+    cancelled: str = "Order {number} has been cancelled. {reason}"
+    order_placed: str = "Thank you! We received order {number} ({amount}). {instructions}"
+
+
+class BuiltinCheckoutConfig(_Section):
+    # Offline payment methods offered on the hub's own checkout page.
+    payment_methods: list[Literal["invoice", "prepayment"]] = Field(
+        default_factory=lambda: ["invoice", "prepayment"], min_length=1
+    )
+    # Shown after ordering with prepayment (bank account, reference to use...).
+    prepayment_instructions: str = "Please transfer the amount within 7 days."
+    invoice_instructions: str = "You will receive the invoice with the delivery."
+
+
+class CommerceConfig(_Section):
+    # A CSV or YAML product file loaded at start (relative to data_dir); `hub catalog import`
+    # loads one into the database at any time.
+    catalogue_file: Path | None = None
+    default_vat_rate: Decimal | None = Field(None, ge=0, lt=100)
+    max_quantity: int = Field(99, ge=1, le=100_000)
+    provider: Literal["builtin", "shopify", "woocommerce", "stripe", "mollie"] = "builtin"
+    order_number_prefix: str = Field("", max_length=8)
+    # WhatsApp template for order updates once the 24-hour window has closed; it gets two
+    # body parameters: the order number and the update text.
+    order_update_template: str | None = None
+    short_link_base: AnyHttpUrl | None = None  # default: http.public_url
+    texts: CommerceTexts = Field(default_factory=CommerceTexts)
+    builtin: BuiltinCheckoutConfig = Field(default_factory=BuiltinCheckoutConfig)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -286,6 +325,7 @@ class Config(_Section):
     bot: BotConfig = Field(default_factory=BotConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
+    commerce: CommerceConfig = Field(default_factory=CommerceConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

@@ -17,6 +17,8 @@ from hub.matrix.portal import Portals
 
 if TYPE_CHECKING:
     from hub.bridges.base import Channel
+    from hub.commerce.checkout import Checkout
+    from hub.commerce.service import Shop
     from hub.core.bot import CommandHandler
     from hub.matrix.receipts import Receipts
 
@@ -34,6 +36,8 @@ class Hub:
     commands: CommandRegistry[CommandHandler] = field(default_factory=CommandRegistry)
     channels: dict[str, Channel] = field(default_factory=dict)
     receipts: Receipts = field(init=False)
+    shop: Shop = field(init=False)
+    checkout: Checkout = field(init=False)
 
     def channel(self, kind: str) -> Channel:
         try:

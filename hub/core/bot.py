@@ -62,15 +62,18 @@ async def enqueue_room_event(
     content: dict[str, Any],
     idempotency_key: str,
     as_user: str | None = None,
+    state_key: str | None = None,
 ) -> None:
-    """Queue an event the bot (or a ghost) sends to a room."""
-    await enqueue(
-        s,
-        MATRIX_SEND,
-        room_out_key(room_id),
-        {"room_id": room_id, "event_type": event_type, "content": content, "as_user": as_user},
-        idempotency_key,
-    )
+    """Queue an event the bot (or a ghost) sends to a room (a state event with state_key)."""
+    payload: dict[str, Any] = {
+        "room_id": room_id,
+        "event_type": event_type,
+        "content": content,
+        "as_user": as_user,
+    }
+    if state_key is not None:
+        payload["state_key"] = state_key
+    await enqueue(s, MATRIX_SEND, room_out_key(room_id), payload, idempotency_key)
 
 
 async def enqueue_notice(

@@ -175,3 +175,83 @@ class MediaFile(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     mxc_uri: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Product(Base):
+    """The catalogue, as imported (`hub catalog import` or commerce.catalogue_file)."""
+
+    __tablename__ = "products"
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    price_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    vat_rate: Mapped[str] = mapped_column(String(16))  # a Decimal percentage, as text
+    variant_id: Mapped[str | None] = mapped_column(String(64))
+    image_url: Mapped[str | None] = mapped_column(Text)
+    product_url: Mapped[str | None] = mapped_column(Text)
+    in_stock: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CartRow(Base):
+    """The cart of a conversation (hub.commerce.cart.Cart as JSON)."""
+
+    __tablename__ = "carts"
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    # Who sent the checkout link: the KPIs attribute the sale to them.
+    adviser_mxid: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    provider: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[str] = mapped_column(String(64), unique=True)
+    provider_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    provider_order_id: Mapped[str | None] = mapped_column(String(255))
+    cart: Mapped[dict[str, Any]] = mapped_column()
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    checkout_url: Mapped[str | None] = mapped_column(Text)
+    short_code: Mapped[str | None] = mapped_column(String(32))
+    details: Mapped[dict[str, Any] | None] = mapped_column()  # name, address, method...
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PaymentEventRow(Base):
+    """Provider events already processed: a redelivered webhook is recognised here."""
+
+    __tablename__ = "payment_events"
+    __table_args__ = (UniqueConstraint("provider", "provider_event_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(255))
+    order_id: Mapped[int | None] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ShortLink(Base):
+    """Every link sent to a customer goes through one of these: it counts the clicks."""
+
+    __tablename__ = "short_links"
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    order_id: Mapped[int | None] = mapped_column(BigId)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    first_click_at: Mapped[datetime | None] = mapped_column()
+    last_click_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -210,6 +210,13 @@ class MatrixClient:
         doc = await self.request(method, path, body, user_id=as_user)
         return str(doc["event_id"])
 
+    async def put_state(
+        self, room_id: str, event_type: str, content: dict[str, Any], state_key: str = ""
+    ) -> str:
+        method, path, body = Api.room_put_state("", room_id, event_type, content, state_key)
+        doc = await self.request(method, path, body)
+        return str(doc["event_id"])
+
     async def send_receipt(self, room_id: str, event_id: str, as_user: str) -> None:
         method, path, body = Api.update_receipt_marker("", room_id, event_id)
         await self.request(method, path, body, user_id=as_user)

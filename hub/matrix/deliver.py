@@ -173,6 +173,11 @@ class MatrixDelivery:
     async def send_room_event(self, job: Job) -> Finish | None:
         """matrix.send: an event from the bot (or a ghost); the job id makes the txn id."""
         p = job.payload
+        if "state_key" in p:
+            await self.hub.matrix.put_state(
+                p["room_id"], p["event_type"], p["content"], p["state_key"]
+            )
+            return None
         await self.hub.matrix.send_event(
             p["room_id"], p["event_type"], p["content"], f"hub-job-{job.id}", as_user=p["as_user"]
         )

@@ -75,10 +75,19 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
-        "shop": {"name": "Farbenhaus Test", "advisers": [f"@anna:{DOMAIN}"]},
+        "shop": {
+            "name": "Farbenhaus Test",
+            "advisers": [f"@anna:{DOMAIN}"],
+            "locale": "de_DE",
+            "currency": "EUR",
+        },
         "outbox": {"base_delay_seconds": 0.2, "max_delay_seconds": 2},
         "channels": {
             "webchat": {"max_upload_bytes": 200_000, "allowed_origins": ["http://shop.test"]}
+        },
+        "commerce": {
+            "catalogue_file": str(REPO / "tests" / "fixtures" / "catalogue" / "paint.csv"),
+            "max_quantity": 50,
         },
         "logging": {"level": "INFO"},
     }

@@ -1,0 +1,80 @@
+"""Catalogue and cart commands in a portal room, on the real Synapse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal
+
+pytestmark = pytest.mark.e2e
+
+CART_STATE = "org.matrix_commerce_hub.cart"
+
+
+async def command(stack: Stack, adviser: Adviser, room_id: str, text: str) -> tuple[str, str]:
+    """Send a command; return (reaction key, the bot's notice replying to it)."""
+    event_id = await adviser.send_text(room_id, text)
+
+    def reply(ev: dict[str, Any]) -> bool:
+        rel = ev.get("content", {}).get("m.relates_to", {})
+        return (
+            is_message(sender=stack.bot_mxid, msgtype="m.notice")(ev)
+            and rel.get("m.in_reply_to", {}).get("event_id") == event_id
+        )
+
+    def reaction(ev: dict[str, Any]) -> bool:
+        rel = ev.get("content", {}).get("m.relates_to", {})
+        return ev.get("type") == "m.reaction" and rel.get("event_id") == event_id
+
+    notice = await adviser.wait_event(room_id, reply)
+    react = await adviser.wait_event(room_id, reaction)
+    return react["content"]["m.relates_to"]["key"], notice["content"]["body"]
+
+
+async def test_catalogue_search(stack: Stack, adviser: Adviser, visitor: Visitor) -> None:
+    room_id = await open_portal(adviser, visitor, "Katalog Kunde", "Ich suche weiße Farbe")
+    key, body = await command(stack, adviser, room_id, "!catalog wandfarbe weiss")
+    assert key == "✅"
+    assert "WF-W-10" in body and "59,90\u00a0€" in body
+    key, body = await command(stack, adviser, room_id, "!p xyzzy-nothing")
+    assert key == "⛔" and "xyzzy-nothing" in body
+
+
+async def test_cart_add_remove_show_clear(stack: Stack, adviser: Adviser, visitor: Visitor) -> None:
+    room_id = await open_portal(adviser, visitor, "Warenkorb Kunde", "Bitte 2 Eimer")
+    key, body = await command(stack, adviser, room_id, "!cart add WF-W-10 2")
+    assert key == "✅"
+    assert "2 × Wandfarbe Weiß matt 10 l" in body and "119,80\u00a0€" in body
+    key, body = await command(stack, adviser, room_id, "!cart add WF-W-5")
+    assert key == "✅" and "154,70\u00a0€" in body  # 119,80 + 34,90
+    assert "19" in body  # VAT included is shown
+
+    # The cart is mirrored as room state for every client and the dashboard.
+    state = await adviser.wait_event(
+        room_id,
+        lambda ev: ev.get("type") == CART_STATE and len(ev["content"].get("lines", [])) == 2,
+    )
+    assert {line["sku"] for line in state["content"]["lines"]} == {"WF-W-10", "WF-W-5"}
+
+    key, body = await command(stack, adviser, room_id, "!cart remove WF-W-10 1")
+    assert key == "✅" and "1 × Wandfarbe Weiß matt 10 l" in body and "94,80\u00a0€" in body
+
+    # Mistakes are refused with a clear message and leave the cart as it was.
+    key, body = await command(stack, adviser, room_id, "!cart add NOPE-1 1")
+    assert key == "⛔" and "Unknown SKU NOPE-1" in body
+    key, body = await command(stack, adviser, room_id, "!cart add WF-W-5 0")
+    assert key == "⛔" and "QTY" in body and "!cart add SKU [QTY]" in body
+    key, body = await command(stack, adviser, room_id, "!cart add WF-W-5 51")
+    assert key == "⛔" and "50" in body
+    key, body = await command(stack, adviser, room_id, "!cart")
+    assert key == "✅" and "94,80\u00a0€" in body
+
+    key, body = await command(stack, adviser, room_id, "!cart clear")
+    assert key == "✅"
+    key, body = await command(stack, adviser, room_id, "!pay")
+    assert key == "⛔" and "empty" in body
+    # None of this reached the customer.
+    assert all(m["direction"] == "in" for m in await visitor.history())
