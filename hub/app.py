@@ -22,7 +22,7 @@ from hub.commerce.commands import register_commands as register_commerce_command
 from hub.commerce.service import Shop
 from hub.config import Config
 from hub.core.bot import MATRIX_SEND, register_core_commands
-from hub.core.ingest import FETCH_PROFILE, fetch_profile
+from hub.core.ingest import FETCH_PROFILE, ORDER_TO_CART, fetch_profile
 from hub.core.media import MediaStore
 from hub.core.outbox import OutboxWorker
 from hub.core.router import DELIVER_TO_MATRIX, SEND_TO_CHANNEL
@@ -109,6 +109,7 @@ def _assemble(hub: Hub) -> None:
     hub.worker.register(MATRIX_EVENT, dispatcher.handle)
     hub.worker.register(MATRIX_RECEIPT, hub.receipts.adviser_read)
     hub.worker.register(SEND_RECEIPT, hub.receipts.send)
+    hub.worker.register(ORDER_TO_CART, hub.shop.order_to_cart)
 
 
 async def close_hub(hub: Hub) -> None:

@@ -9,18 +9,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.commerce.cart import Cart
+from hub.commerce.cart import Cart, CartError
 from hub.commerce.catalogue import CatalogueIndex
 from hub.commerce.money import Money, format_money
 from hub.commerce.orders import OrderEvent, OrderStatus, format_order_number, transition
+from hub.commerce.render import cart_notice
 from hub.core.bot import enqueue_notice, enqueue_room_event
+from hub.core.outbox import Finish, Job
 from hub.core.router import queue_outbound
 from hub.db import commerce_repo
-from hub.db.models import ChannelIdentity, Conversation, Order, utcnow
+from hub.db.models import ChannelIdentity, Conversation, Message, Order, utcnow
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -196,3 +199,41 @@ class Shop:
                 note += f" — {detail}"
             await enqueue_notice(s, conversation.room_id, note, f"{key}:room")
         return True
+
+    async def order_to_cart(self, job: Job) -> Finish | None:
+        """commerce.order_to_cart: a WhatsApp catalogue order becomes the conversation's cart.
+        Queued behind the order's own delivery (same conversation), so the room exists."""
+
+        async def finish(s: AsyncSession) -> None:
+            message = await s.get(Message, job.payload["message_id"])
+            if message is None:
+                return
+            conversation = await s.get(Conversation, message.conversation_id)
+            assert conversation is not None
+            index = await self.index(s)
+            cart, problems = Cart(self.currency, ()), []
+            for item in (message.data or {}).get("items", []):
+                product = index.get(str(item.get("sku") or ""))
+                qty = item.get("quantity")
+                if product is None:
+                    problems.append(f"{item.get('sku')}: not in the catalogue")
+                    continue
+                try:
+                    cart = cart.add(product, int(qty), self.hub.config.commerce.max_quantity)
+                except (CartError, TypeError, ValueError) as exc:
+                    problems.append(f"{product.sku}: {exc}")
+            await self.save_cart(s, conversation, cart)
+            if conversation.room_id:
+                text, html = cart_notice(cart, self.locale)
+                intro = "🛒 The customer's WhatsApp order is now the cart."
+                if problems:
+                    intro += " Not taken over: " + "; ".join(problems)
+                await enqueue_notice(
+                    s,
+                    conversation.room_id,
+                    f"{intro}\n{text}",
+                    f"order-cart-notice:{message.id}",
+                    html=f"<p>{escape(intro)}</p>{html}",
+                )
+
+        return finish

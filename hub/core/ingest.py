@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
 VOICE_REPLY_INTERVAL = timedelta(hours=24)
 FETCH_PROFILE = "channel.profile"
+ORDER_TO_CART = "commerce.order_to_cart"  # handled by hub.commerce.service.Shop
 
 
 @dataclass
@@ -74,6 +75,14 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
                 result.stored += 1
                 if event.voice:
                     await _voice_note_reply(hub, s, channel, message)
+                if event.kind == "order":
+                    await enqueue(
+                        s,
+                        ORDER_TO_CART,
+                        conversation_key(message.conversation_id),
+                        {"message_id": message.id},
+                        f"order-cart:{message.id}",
+                    )
                 if (event.data or {}).get("command") == "start":
                     await _start_greeting(hub, s, channel, message)
                 await set_blocked(s, message.conversation_id, False)

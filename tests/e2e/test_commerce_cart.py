@@ -78,3 +78,41 @@ async def test_cart_add_remove_show_clear(stack: Stack, adviser: Adviser, visito
     assert key == "⛔" and "empty" in body
     # None of this reached the customer.
     assert all(m["direction"] == "in" for m in await visitor.history())
+
+
+async def test_whatsapp_catalogue_order_becomes_the_cart(stack: Stack, adviser: Adviser) -> None:
+    from tests.e2e.test_whatsapp import new_wa_id, open_room, post, standin
+
+    wa = standin(stack)
+    wa_id, name = new_wa_id(), "Bestellung per Katalog"
+    room_id = await open_room(stack, adviser, wa_id, name, "Hallo")
+    order = wa.message(
+        wa_id,
+        "order",
+        {
+            "catalog_id": "194836987003835",
+            "product_items": [
+                {
+                    "product_retailer_id": "WF-W-10",
+                    "quantity": 2,
+                    "item_price": 59.9,
+                    "currency": "EUR",
+                },
+                {
+                    "product_retailer_id": "GIBT-ES-NICHT",
+                    "quantity": 1,
+                    "item_price": 1,
+                    "currency": "EUR",
+                },
+            ],
+        },
+    )
+    assert await post(stack, wa.webhook([wa.value([(wa_id, name)], [order])])) == 200
+    notice = await adviser.wait_event(
+        room_id, lambda e: "is now the cart" in e.get("content", {}).get("body", "")
+    )
+    body = notice["content"]["body"]
+    assert "2 × Wandfarbe Weiß matt 10 l" in body and "119,80\u00a0€" in body
+    assert "GIBT-ES-NICHT: not in the catalogue" in body
+    key, shown = await command(stack, adviser, room_id, "!cart")
+    assert key == "✅" and "119,80\u00a0€" in shown
