@@ -18,8 +18,10 @@ from hub.bridges.sending import SEND_REACTION, ChannelSender
 from hub.bridges.webchat.channel import WebchatChannel
 from hub.commerce.catalogue import CatalogueError
 from hub.commerce.catalogue_import import load_configured_catalogue
+from hub.commerce.checkout import Checkout
 from hub.commerce.commands import register_commands as register_commerce_commands
-from hub.commerce.service import Shop
+from hub.commerce.http import CommerceHttp
+from hub.commerce.service import CREATE_CHECKOUT, Shop
 from hub.config import Config
 from hub.core.bot import MATRIX_SEND, register_core_commands
 from hub.core.ingest import FETCH_PROFILE, ORDER_TO_CART, fetch_profile
@@ -88,6 +90,7 @@ def _assemble(hub: Hub) -> None:
     config = hub.config
     hub.receipts = Receipts(hub)
     hub.shop = Shop(hub)
+    hub.checkout = Checkout(hub)
     register_core_commands(hub)
     register_commerce_commands(hub)
     if config.channels.webchat.enabled:
@@ -110,10 +113,13 @@ def _assemble(hub: Hub) -> None:
     hub.worker.register(MATRIX_RECEIPT, hub.receipts.adviser_read)
     hub.worker.register(SEND_RECEIPT, hub.receipts.send)
     hub.worker.register(ORDER_TO_CART, hub.shop.order_to_cart)
+    hub.worker.register(CREATE_CHECKOUT, hub.checkout.create, hub.checkout.on_dead)
 
 
 async def close_hub(hub: Hub) -> None:
     await hub.worker.stop()
+    if hasattr(hub, "checkout"):
+        await hub.checkout.close()
     await hub.http.close()
     await hub.engine.dispose()
 
@@ -193,6 +199,7 @@ async def create_app(config: Config) -> web.Application:
     for channel in hub.channels.values():
         channel.add_routes(app)
     add_page_routes(app, hub)
+    CommerceHttp(hub).add_routes(app)
 
     async def worker(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(hub.worker.run(), name="outbox-worker")

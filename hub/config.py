@@ -22,6 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from hub.commerce.providers.settings import (
+    MollieSettings,
+    ShopifySettings,
+    StripeSettings,
+    WooCommerceSettings,
+)
+
 PLACEHOLDER_MARKER = "CHANGE_ME"
 MXID_RE = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/]+$")
@@ -291,6 +298,25 @@ class BuiltinCheckoutConfig(_Section):
     # Shown after ordering with prepayment (bank account, reference to use...).
     prepayment_instructions: str = "Please transfer the amount within 7 days."
     invoice_instructions: str = "You will receive the invoice with the delivery."
+    # Countries offered in the address form (ISO 3166 alpha-2).
+    countries: list[str] = Field(
+        default_factory=lambda: [
+            "DE",
+            "AT",
+            "CH",
+            "NL",
+            "BE",
+            "LU",
+            "FR",
+            "IT",
+            "ES",
+            "DK",
+            "PL",
+            "GB",
+            "US",
+        ],
+        min_length=1,
+    )
 
 
 class CommerceConfig(_Section):
@@ -307,6 +333,19 @@ class CommerceConfig(_Section):
     short_link_base: AnyHttpUrl | None = None  # default: http.public_url
     texts: CommerceTexts = Field(default_factory=CommerceTexts)
     builtin: BuiltinCheckoutConfig = Field(default_factory=BuiltinCheckoutConfig)
+    shopify: ShopifySettings | None = None
+    woocommerce: WooCommerceSettings | None = None
+    stripe: StripeSettings | None = None
+    mollie: MollieSettings | None = None
+
+    @model_validator(mode="after")
+    def _provider_configured(self) -> CommerceConfig:
+        if self.provider != "builtin" and getattr(self, self.provider) is None:
+            raise ValueError(
+                f"provider is {self.provider}, but the commerce.{self.provider} section is "
+                "missing (see config.example.yaml)"
+            )
+        return self
 
 
 class LoggingConfig(_Section):

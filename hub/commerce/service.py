@@ -7,6 +7,7 @@ Command handlers and webhooks call these functions inside a DB transaction; exte
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from html import escape
@@ -42,7 +43,9 @@ class _Blank(dict[str, str]):
 
 def fill(template: str, **values: Any) -> str:
     """Fill {placeholders} of a configured text; unknown ones become empty, never an error."""
-    return " ".join(template.format_map(_Blank({k: str(v) for k, v in values.items()})).split())
+    text = template.format_map(_Blank({k: str(v) for k, v in values.items()}))
+    # Tidy the gaps an empty placeholder leaves; never touch the no-break space in "84,50 €".
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
 @dataclass

@@ -1,0 +1,187 @@
+"""Commerce pages and endpoints: short links, payment webhooks, the built-in checkout."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from hub.commerce.cart import Cart
+from hub.commerce.money import Money
+from hub.commerce.orders import OrderStatus
+from hub.commerce.service import fill
+from hub.core.bot import enqueue_notice
+from hub.db import commerce_repo
+from hub.db.models import Conversation, Order, utcnow
+from hub.http.pages import templates
+
+if TYPE_CHECKING:
+    from hub.hub import Hub
+
+log = logging.getLogger(__name__)
+
+_CODE = re.compile(r"^[A-Za-z0-9]{6,32}$")
+_REFERENCE = re.compile(r"^hub-[0-9a-f]{20}$")
+
+
+class CommerceHttp:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.env = templates()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/l/{code}", self.short_link)
+        app.router.add_post("/webhooks/payments/{provider}", self.hub.checkout.webhook)
+        if self.hub.config.commerce.provider == "builtin":
+            app.router.add_get("/checkout/{reference}", self.checkout_page)
+            app.router.add_post("/checkout/{reference}", self.checkout_submit)
+        app.router.add_get("/checkout/{reference}/{outcome:done|cancelled}", self.after_provider)
+
+    async def short_link(self, request: web.Request) -> web.StreamResponse:
+        code = request.match_info["code"]
+        if not _CODE.fullmatch(code):
+            raise web.HTTPNotFound()
+        async with self.hub.sessions.begin() as s:
+            url = await commerce_repo.click_short_link(s, code)
+        if url is None:
+            raise web.HTTPNotFound(text="This link does not exist (any more).")
+        raise web.HTTPFound(
+            url, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        )
+
+    async def _order(self, reference: str) -> Order:
+        if not _REFERENCE.fullmatch(reference):
+            raise web.HTTPNotFound()
+        async with self.hub.sessions() as s:
+            order = await commerce_repo.order_by_reference(s, reference)
+        if order is None:
+            raise web.HTTPNotFound(text="Unknown order.")
+        return order
+
+    def _csrf(self, reference: str) -> str:
+        # Bound to the order: a form posted from elsewhere lacks it.
+        key = self.hub.config.appservice.hs_token.encode()
+        return hmac.new(key, f"checkout:{reference}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def _render(self, name: str, **values: Any) -> web.Response:
+        shop = self.hub.shop
+        page = await self.env.get_template(name).render_async(
+            shop_name=self.hub.config.shop.name, locale=shop.locale, **values
+        )
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",
+            },
+        )
+
+    def _page_values(self, order: Order) -> dict[str, Any]:
+        shop = self.hub.shop
+        from hub.commerce.providers.builtin import checkout_page_context
+
+        return checkout_page_context(
+            cart=Cart.from_json(order.cart),
+            locale=shop.locale,
+            order_number=shop.order_number(order),
+            methods=self.hub.config.commerce.builtin.payment_methods,
+            settings=self.hub.config.commerce.builtin,
+        )
+
+    async def checkout_page(self, request: web.Request) -> web.Response:
+        order = await self._order(request.match_info["reference"])
+        if order.status != OrderStatus.PENDING or (order.details or {}).get("placed"):
+            return await self._render("checkout_done.html", **self._done_values(order))
+        return await self._render(
+            "checkout.html",
+            csrf=self._csrf(order.reference),
+            form={},
+            errors={},
+            **self._page_values(order),
+        )
+
+    def _done_values(self, order: Order, outcome: str = "done") -> dict[str, Any]:
+        from hub.commerce.providers.builtin import done_page_context
+
+        shop = self.hub.shop
+        method = (order.details or {}).get("payment_method")
+        return done_page_context(locale=shop.locale, payment_method=method) | {
+            "outcome": outcome,
+            "order_number": shop.order_number(order),
+            "amount": shop.money(Money(order.total_minor, order.currency)),
+            "payment_method": method,
+            "instructions": self._instructions(method),
+            "status": order.status,
+        }
+
+    def _instructions(self, method: str | None) -> str:
+        b = self.hub.config.commerce.builtin
+        return {"prepayment": b.prepayment_instructions, "invoice": b.invoice_instructions}.get(
+            method or "", ""
+        )
+
+    async def checkout_submit(self, request: web.Request) -> web.Response:
+        from hub.commerce.providers.builtin import validate_checkout_form
+
+        order = await self._order(request.match_info["reference"])
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        if not hmac.compare_digest(form.get("csrf", ""), self._csrf(order.reference)):
+            log.warning("checkout form for %s without a valid CSRF token", order.reference)
+            raise web.HTTPForbidden(text="This form has expired; reload the page.")
+        details, errors = validate_checkout_form(
+            form, self.hub.config.commerce.builtin.payment_methods
+        )
+        if details is None:
+            return await self._render(
+                "checkout.html",
+                csrf=self._csrf(order.reference),
+                form=form,
+                errors=errors,
+                **self._page_values(order),
+            )
+        async with self.hub.sessions.begin() as s:
+            row = await s.get(Order, order.id)
+            assert row is not None
+            if not (row.details or {}).get("placed") and row.status == OrderStatus.PENDING:
+                row.details = {**details.as_dict(), "placed": utcnow().isoformat()}
+                row.updated_at = utcnow()
+                await self._announce(s, row)
+            order = row
+        self.hub.worker.wake()
+        return await self._render("checkout_done.html", **self._done_values(order))
+
+    async def _announce(self, s: Any, order: Order) -> None:
+        shop = self.hub.shop
+        conversation = await s.get(Conversation, order.conversation_id)
+        assert conversation is not None
+        number = shop.order_number(order)
+        amount = shop.money(Money(order.total_minor, order.currency))
+        method = (order.details or {}).get("payment_method", "")
+        text = fill(
+            self.hub.config.commerce.texts.order_placed,
+            number=number,
+            amount=amount,
+            instructions=self._instructions(method),
+        )
+        await shop.tell_customer(
+            s, conversation, text, f"order-placed:{order.id}", template_params=[number, text]
+        )
+        if conversation.room_id:
+            name = (order.details or {}).get("name", "")
+            await enqueue_notice(
+                s,
+                conversation.room_id,
+                f"🧾 Order {number} placed on the checkout page: {amount}, {method}, {name}",
+                f"order-placed-notice:{order.id}",
+            )
+
+    async def after_provider(self, request: web.Request) -> web.Response:
+        order = await self._order(request.match_info["reference"])
+        outcome = request.match_info["outcome"]
+        return await self._render("checkout_done.html", **self._done_values(order, outcome))
