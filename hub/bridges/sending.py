@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.bridges.base import ChannelError
 from hub.core.bot import enqueue_notice
+from hub.core.media import image_type
 from hub.core.outbox import Finish, Job, PermanentFailure, RetryLater
 from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.db import repo
@@ -48,11 +50,12 @@ class ChannelSender:
                 target = await s.get(Message, msg.reply_to_message_id)
                 reply_remote = target.remote_id if target else None
         media = await self._local_media(msg)
+        kind = msg.kind if media or not msg.media else "text"  # a product image that failed
         out = OutboundMessage(
             message_id=msg.id,
             conversation_id=msg.conversation_id,
             external_id=identity.external_id,
-            kind=msg.kind,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
             text=msg.text,
             html=msg.html,
             media=media,
@@ -87,15 +90,45 @@ class ChannelSender:
         m = dict(msg.media)
         if not m.get("media_id"):
             cap = self.hub.config.channels.webchat.max_upload_bytes * 5
-            data, ctype = await self.hub.matrix.download(m["mxc"], max_bytes=cap)
+            if m.get("url"):
+                fetched = await self._fetch_image(m["url"], cap)
+                if fetched is None:
+                    # Sent as text: a product card without its picture beats no card.
+                    async with self.hub.sessions.begin() as s:
+                        await s.execute(
+                            update(Message)
+                            .where(Message.id == msg.id)
+                            .values(kind="text", media=None)
+                        )
+                    return None
+                data, ctype = fetched
+            else:
+                data, ctype = await self.hub.matrix.download(m["mxc"], max_bytes=cap)
             mimetype = m.get("mimetype") or ctype
             async with self.hub.sessions.begin() as s:
                 row = await self.hub.media.save(
-                    s, data, m["filename"], mimetype, msg.conversation_id, mxc=m["mxc"]
+                    s, data, m["filename"], mimetype, msg.conversation_id, mxc=m.get("mxc")
                 )
                 m |= {"media_id": row.id, "size": row.size, "mimetype": mimetype}
                 await s.execute(update(Message).where(Message.id == msg.id).values(media=m))
         return MediaRef(m["filename"], m["mimetype"], int(m["size"]), m["media_id"], m.get("mxc"))
+
+    async def _fetch_image(self, url: str, cap: int) -> tuple[bytes, str] | None:
+        """A product picture from the shop's site; None when it cannot be had (logged)."""
+        try:
+            async with self.hub.http.get(url, timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                data = await resp.content.read(cap + 1)
+                if resp.status != 200 or len(data) > cap:
+                    log.warning("product image %s: HTTP %s, %d bytes", url, resp.status, len(data))
+                    return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("product image %s could not be fetched: %r", url, exc)
+            return None
+        mimetype = image_type(data)
+        if mimetype is None:
+            log.warning("product image %s is not a PNG/JPEG/GIF/WebP image", url)
+            return None
+        return data, mimetype
 
     async def on_dead(self, job: Job, reason: str, code: str | None) -> None:
         """Tell the advisers in plain words; mark a conversation whose customer blocked us."""

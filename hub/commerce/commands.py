@@ -60,7 +60,13 @@ async def send_product(ctx: CommandContext, parsed: Parsed) -> None:
         )
         text = text.replace(product.product_url, shop.short_url(code))
     await shop.tell_customer(
-        ctx.session, conversation, text, f"product:{ctx.event_id}", sender_mxid=ctx.sender
+        ctx.session,
+        conversation,
+        text,
+        f"product:{ctx.event_id}",
+        sender_mxid=ctx.sender,
+        image_url=product.image_url,
+        image_name=f"{product.sku}.jpg",
     )
     ctx.reply(f"Sent {product.name} to the customer.")
 

@@ -111,6 +111,8 @@ class Shop:
         *,
         sender_mxid: str | None = None,
         template_params: list[str] | None = None,
+        image_url: str | None = None,
+        image_name: str = "image.jpg",
     ) -> None:
         """A message to the customer in their channel; where the reply window has closed and
         a template is configured, the template (WhatsApp) goes instead of free text."""
@@ -123,6 +125,12 @@ class Shop:
             "sender_mxid": sender_mxid,
             "sender_name": self.hub.config.shop.name,
         }
+        if image_url:
+            # Fetched from the shop's site when sent; the text becomes the caption.
+            values |= {
+                "kind": "image",
+                "media": {"url": image_url, "filename": image_name, "mimetype": "", "size": 0},
+            }
         template = self.hub.config.commerce.order_update_template
         window = channel.reply_window if channel else None
         closed = window is not None and (

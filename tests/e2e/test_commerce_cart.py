@@ -116,3 +116,19 @@ async def test_whatsapp_catalogue_order_becomes_the_cart(stack: Stack, adviser: 
     assert "GIBT-ES-NICHT: not in the catalogue" in body
     key, shown = await command(stack, adviser, room_id, "!cart")
     assert key == "✅" and "119,80\u00a0€" in shown
+
+
+async def test_send_product_card(stack: Stack, adviser: Adviser, visitor: Visitor) -> None:
+    room_id = await open_portal(adviser, visitor, "Produktkarte", "Was kostet der Eimer?")
+    key, body = await command(stack, adviser, room_id, "!send WF-W-10")
+    assert key == "✅"
+    card = await visitor.wait_message(lambda m: m["direction"] == "out")
+    # The catalogue's image host is not reachable here: the card arrives as text, whole.
+    assert card["kind"] == "text"
+    assert "Wandfarbe Weiß matt 10 l" in card["text"] and "59,90\u00a0€" in card["text"]
+    link = next(w for w in card["text"].split() if "/l/" in w)
+    async with visitor.http.get(link, allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "https://farbenhaus.example/p/wandfarbe-weiss-10l"
+    key, body = await command(stack, adviser, room_id, "!send NOPE")
+    assert key == "⛔" and "Unknown SKU" in body
