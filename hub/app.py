@@ -28,7 +28,7 @@ from hub.core.ingest import FETCH_PROFILE, ORDER_TO_CART, fetch_profile
 from hub.core.media import MediaStore
 from hub.core.outbox import OutboxWorker
 from hub.core.router import DELIVER_TO_MATRIX, SEND_TO_CHANNEL
-from hub.db.engine import create_engine, migrate, session_factory
+from hub.db.engine import create_engine, database_of, migrate, session_factory
 from hub.errors import StartupError
 from hub.http.pages import add_page_routes
 from hub.hub import Hub
@@ -121,6 +121,7 @@ async def close_hub(hub: Hub) -> None:
     if hasattr(hub, "checkout"):
         await hub.checkout.close()
     await hub.http.close()
+    database_of(hub.sessions).close()
     await hub.engine.dispose()
 
 

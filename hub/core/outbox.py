@@ -12,19 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import random
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from hub.config import OutboxConfig
+from hub.db import hot
+from hub.db.database import Database
+from hub.db.engine import database_of
 from hub.db.models import InboxTransaction, OutboxItem, utcnow
 from hub.db.upsert import insert_ignore
 
@@ -34,7 +42,11 @@ PURGE_INTERVAL_SECONDS = 3600
 DONE_RETENTION_DAYS = 7
 DEAD_RETENTION_DAYS = 30
 
-Finish = Callable[[AsyncSession], Awaitable[None]]
+# What must happen once the job's transaction committed (notify a widget, ...).
+AfterCommit = Callable[[], Awaitable[None]]
+# A handler's DB writes, run in the transaction that marks its job done; it may return an
+# AfterCommit (telling anyone about those writes before they commit would race readers).
+Finish = Callable[[AsyncSession], Awaitable[AfterCommit | None]]
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,7 @@ class Job:
     attempts: int  # attempts made before this one
 
 
-Handler = Callable[[Job], Awaitable[Finish | None]]
+Handler = Callable[[Job], Awaitable["Finish | SqlFinish | None"]]
 # Called once a job is dead-lettered: (job, human reason, machine code or None).
 DeadHandler = Callable[[Job, str, str | None], Awaitable[None]]
 
@@ -66,6 +78,37 @@ class PermanentFailure(Exception):
     def __init__(self, reason: str, code: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
+
+
+def _local_prefix() -> str:
+    """Host and PID namespace: workers whose id starts with this run on this machine, where
+    whether their process still lives can be checked."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pidns = 0
+    return f"{host}.{pidns}."
+
+
+def default_worker_id() -> str:
+    """ "<host>.<pid namespace>.<pid>.<random>": unique, and tells a restarted hub which
+    leases belong to a process of this machine that died (kill -9, power loss)."""
+    return f"{_local_prefix()}{os.getpid()}.{secrets.token_hex(3)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    try:  # a zombie (killed, not yet reaped by its parent) runs nothing any more
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :][:1] != "Z"
+    except (OSError, ValueError):
+        return True
 
 
 def backoff_delay(attempts: int, base: float, cap: float, jitter: float = 0.2) -> float:
@@ -101,17 +144,33 @@ async def enqueue(
     )
 
 
+@dataclass(frozen=True)
+class SqlFinish:
+    """A handler's DB writes as a synchronous Core function (hub.db.hot), run in the same
+    transaction that marks the job done; `after` runs once that committed (notifications)."""
+
+    run: Callable[[Connection], None]
+    after: AfterCommit | None = None
+
+
 @dataclass
 class OutboxWorker:
     sessions: async_sessionmaker[AsyncSession]
     config: OutboxConfig
     handlers: dict[str, Handler] = field(default_factory=dict)
     dead_handlers: dict[str, DeadHandler] = field(default_factory=dict)
-    worker_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    worker_id: str = field(default_factory=default_worker_id)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _inflight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
-    _inflight_keys: set[str] = field(default_factory=set)
+    _inflight: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by ordering key
+    # The last claim filled every free slot: more jobs may be due once one finishes.
+    _backlog: bool = True
+    _claiming: bool = False  # between a claim's commit and its tasks' start
+    _changes: int = 0  # counts claims and finished jobs (for drain)
     _stopping: bool = False
+
+    @property
+    def _inflight_keys(self) -> set[str]:
+        return set(self._inflight)
 
     def register(self, kind: str, handler: Handler, on_dead: DeadHandler | None = None) -> None:
         if kind in self.handlers:
@@ -127,22 +186,31 @@ class OutboxWorker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_purge = loop.time() + 60
+        await self._release_dead_leases()
         while not self._stopping:
             self._wake.clear()
             if loop.time() >= next_purge:
                 next_purge = loop.time() + PURGE_INTERVAL_SECONDS
                 await self._purge()
+                await self._release_dead_leases()
             free = self.config.concurrency - len(self._inflight)
             claimed: list[Job] = []
             if free > 0:
+                self._claiming = True
                 try:
                     claimed = await self._claim(free)
                 except Exception:
                     log.exception("outbox: claiming jobs failed; retrying shortly")
+                self._backlog = len(claimed) == free
+            else:
+                self._backlog = True
             for job in claimed:
-                self._inflight_keys.add(job.ordering_key)
-                task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
-                self._inflight[job.id] = task
+                self._inflight[job.ordering_key] = asyncio.create_task(
+                    self._run_chain(job), name=f"job-{job.id}"
+                )
+            self._claiming = False
+            if claimed:
+                self._changes += 1
             if claimed and len(claimed) == free:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -163,11 +231,35 @@ class OutboxWorker:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while loop.time() < end:
-            if not self._inflight and not await self._has_due():
+            # A job claimed or finished while the read ran makes its answer stale: read again.
+            seen = self._changes
+            due = await self._has_due()
+            if not due and not self._inflight and not self._claiming and seen == self._changes:
                 return
             self.wake()
             await asyncio.sleep(0.05)
         raise TimeoutError("outbox did not drain")
+
+    @property
+    def _db(self) -> Database:
+        return database_of(self.sessions)
+
+    async def _release_dead_leases(self) -> None:
+        """Jobs leased by a hub process of this machine that no longer runs (killed while
+        running them) are claimable at once instead of when their lease runs out."""
+        prefix = _local_prefix()
+        try:
+            holders = await self._db.read(hot.lease_holders, prefix)
+            dead = []
+            for holder in holders:
+                pid = holder[len(prefix) :].split(".", 1)[0]
+                if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                    dead.append(holder)
+            if dead:
+                released = await self._db.write(hot.release_leases, dead)
+                log.info("outbox: released %d job(s) leased by dead worker(s)", released)
+        except Exception:
+            log.exception("outbox: releasing the leases of dead workers failed")
 
     async def _purge(self) -> None:
         """Forget finished jobs after a while; dead ones stay longer for a human to look at."""
@@ -207,42 +299,34 @@ class OutboxWorker:
             return row.first() is not None
 
     async def _claim(self, limit: int) -> list[Job]:
-        now = utcnow()
-        head_of_key = _head_of_key()
-        lease_free = _lease_free(now)
-        query = (
-            select(OutboxItem)
-            .where(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now)
-            .where(lease_free, head_of_key)
-            .order_by(OutboxItem.id)
-            .limit(limit + len(self._inflight_keys))
+        rows = await self._db.write(
+            hot.claim,
+            self.worker_id,
+            limit,
+            frozenset(self._inflight),
+            self.config.lease_seconds,
         )
-        jobs: list[Job] = []
-        async with self.sessions.begin() as s:
-            rows = (await s.execute(query)).scalars().all()
-            for item in rows:
-                if len(jobs) >= limit or item.ordering_key in self._inflight_keys:
-                    continue
-                res = await s.execute(
-                    update(OutboxItem)
-                    .where(OutboxItem.id == item.id, OutboxItem.status == "pending", lease_free)
-                    .values(
-                        leased_until=now + timedelta(seconds=self.config.lease_seconds),
-                        leased_by=self.worker_id,
-                    )
-                )
-                if res.rowcount:  # type: ignore[attr-defined]
-                    jobs.append(
-                        Job(item.id, item.kind, item.ordering_key, item.payload, item.attempts)
-                    )
-        return jobs
+        return [Job(*r) for r in rows]
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_chain(self, job: Job | None) -> None:
+        """Run a job, then the next one of its ordering key if finishing it leased that too."""
+        key = job.ordering_key if job else ""
+        try:
+            while job is not None:
+                job = await self._run_job(job)
+                self._changes += 1
+        finally:
+            self._inflight.pop(key, None)
+            if self._backlog:
+                self._wake.set()
+
+    async def _run_job(self, job: Job) -> Job | None:
+        """Run one job; the next job of its key when completing it leased one."""
         try:
             handler = self.handlers.get(job.kind)
             if handler is None:
                 await self._fail(job, f"no handler for job kind {job.kind!r}", permanent=True)
-                return
+                return None
             try:
                 finish = await handler(job)
             except PermanentFailure as exc:
@@ -261,7 +345,7 @@ class OutboxWorker:
                     await self._fail(job, str(exc), permanent=permanent, delay=delay)
             else:
                 try:
-                    await self._complete(job, finish)
+                    return await self._complete(job, finish)
                 except Exception as exc:
                     # Rolled back: counted like a handler failure, so it backs off and is
                     # dead-lettered after max_attempts instead of looping on lease expiry.
@@ -272,26 +356,27 @@ class OutboxWorker:
         except Exception:
             # The job stays leased and is retried when the lease expires.
             log.exception("outbox: bookkeeping for job %s failed", job.id)
-        finally:
-            self._inflight.pop(job.id, None)
-            self._inflight_keys.discard(job.ordering_key)
-            self._wake.set()
+        return None
 
-    async def _complete(self, job: Job, finish: Finish | None) -> None:
-        async with self.sessions.begin() as s:
-            if finish is not None:
-                await finish(s)
-            await s.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == job.id)
-                .values(
-                    status="done",
-                    attempts=job.attempts + 1,
-                    done_at=utcnow(),
-                    leased_until=None,
-                    last_error=None,
-                )
-            )
+    async def _complete(self, job: Job, finish: Finish | SqlFinish | None) -> Job | None:
+        chain = None if self._stopping else (self.worker_id, self.config.lease_seconds)
+        args = (job.id, job.attempts + 1, job.ordering_key, chain)
+        after: AfterCommit | None = None
+        if finish is None or isinstance(finish, SqlFinish):
+            run = finish.run if finish is not None else None
+            nxt = await self._db.write(_complete_sql, run, args)
+            after = finish.after if finish is not None else None
+        else:
+            async with self.sessions.begin() as s:
+                after = await finish(s)
+                await s.flush()
+                nxt = await s.run_sync(lambda sync: hot.complete(sync.connection(), *args))
+        if after is not None:
+            try:
+                await after()
+            except Exception:
+                log.exception("outbox: after-commit step of job %s failed", job.id)
+        return Job(*nxt) if nxt is not None else None
 
     async def _fail(
         self,
@@ -335,13 +420,25 @@ class OutboxWorker:
                 delay,
                 reason,
             )
-        async with self.sessions.begin() as s:
-            await s.execute(update(OutboxItem).where(OutboxItem.id == job.id).values(**values))
+        await self._db.write(hot.update_job, job.id, values)
+        # Failures are rare: claim again at once (a dead job frees its key; a retry may be
+        # due already).
+        self._backlog = True
         if dead and job.kind in self.dead_handlers:
             try:
                 await self.dead_handlers[job.kind](job, reason, code)
             except Exception:
                 log.exception("outbox: dead-letter handler for job %s failed", job.id)
+
+
+def _complete_sql(
+    conn: Connection,
+    run: Callable[[Connection], None] | None,
+    args: tuple[int, int, str, tuple[str, float] | None],
+) -> hot.JobRow | None:
+    if run is not None:
+        run(conn)
+    return hot.complete(conn, *args)
 
 
 def _head_of_key() -> ColumnElement[bool]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.outbox import enqueue
 from hub.core.types import InboundMessage, Sender
-from hub.db import repo
+from hub.db import hot, repo
 from hub.db.models import Conversation, Message, utcnow
 
 DELIVER_TO_MATRIX = "matrix.deliver"
@@ -43,32 +45,13 @@ async def record_inbound(
     if msg.reply_to_remote_id:
         target = await repo.message_by_remote_id(s, sender.channel, msg.reply_to_remote_id)
         reply_to_id = target.id if target else None
-    media: dict[str, Any] | None = asdict(msg.media) if msg.media else None
-    if media is not None and msg.voice:
-        media["voice"] = True
     message = await repo.insert_message(
-        s,
-        {
-            "conversation_id": conversation.id,
-            "channel": sender.channel,
-            "direction": "in",
-            "kind": msg.kind,
-            "text": msg.text,
-            "media": media,
-            "remote_id": msg.remote_id,
-            "reply_to_message_id": reply_to_id,
-            "sender_name": sender.display_name,
-            "data": msg.data,
-            "status": "received",
-        },
+        s, _inbound_values(conversation.id, sender, msg, reply_to_id)
     )
     if message is None:
         return None
-    # The reply window counts from when the customer wrote, not from when we heard of it
-    # (providers redeliver late); a clock running ahead must not stretch it.
-    now = utcnow()
-    written = min(msg.timestamp, now) if msg.timestamp else now
-    if conversation.last_inbound_at is None or written > conversation.last_inbound_at:
+    written = _written_at(msg, conversation.last_inbound_at)
+    if written is not None:
         conversation.last_inbound_at = written
     await enqueue(
         s,
@@ -78,6 +61,77 @@ async def record_inbound(
         f"deliver:{message.id}",
     )
     return message
+
+
+def record_inbound_sync(
+    conn: Connection,
+    sender: Sender,
+    msg: InboundMessage,
+    *,
+    ghost_prefix: str,
+    channel_code: str,
+) -> Message | None:
+    """`record_inbound` as Core on a synchronous connection (a `Database.write` unit of
+    work, for the web chat's hot path): the same rows, in far fewer statements. Returns a
+    transient Message, None for a message already recorded."""
+    found = hot.identity_conversation(
+        conn,
+        sender.channel,
+        sender.external_id,
+        sender.display_name,
+        repo.opaque_localpart(ghost_prefix, channel_code),
+    )
+    reply_to_id: int | None = None
+    if msg.reply_to_remote_id:
+        reply_to_id = hot.message_id_by_remote(conn, sender.channel, msg.reply_to_remote_id)
+    message = hot.insert_message(
+        conn, _inbound_values(found.conversation_id, sender, msg, reply_to_id)
+    )
+    if message is None:
+        return None
+    written = _written_at(msg, found.last_inbound_at)
+    if written is not None:
+        hot.set_last_inbound(conn, found.conversation_id, written)
+    hot.enqueue(
+        conn,
+        DELIVER_TO_MATRIX,
+        conversation_key(found.conversation_id),
+        {"message_id": message.id},
+        f"deliver:{message.id}",
+    )
+    return message
+
+
+def _inbound_values(
+    conversation_id: int, sender: Sender, msg: InboundMessage, reply_to_id: int | None
+) -> dict[str, Any]:
+    media: dict[str, Any] | None = asdict(msg.media) if msg.media else None
+    if media is not None and msg.voice:
+        media["voice"] = True
+    return {
+        "conversation_id": conversation_id,
+        "channel": sender.channel,
+        "direction": "in",
+        "kind": msg.kind,
+        "text": msg.text,
+        "media": media,
+        "remote_id": msg.remote_id,
+        "reply_to_message_id": reply_to_id,
+        "sender_name": sender.display_name,
+        "data": msg.data,
+        "status": "received",
+    }
+
+
+def _written_at(msg: InboundMessage, last_inbound_at: datetime | None) -> datetime | None:
+    """The conversation's new last inbound time, None to keep it. The reply window counts
+    from when the customer wrote, not from when we heard of it (providers redeliver late);
+    a clock running ahead must not stretch it."""
+    now = utcnow()
+    written = min(msg.timestamp, now) if msg.timestamp else now
+    if last_inbound_at is None or written > last_inbound_at:
+        return written
+    return None
 
 
 async def queue_outbound(

@@ -1,19 +1,29 @@
-"""Async engine creation and schema migrations (Alembic) run at start."""
+"""Async engine creation, session factories and schema migrations (Alembic) run at start."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
+from hub.db.database import READ_OPTION, Database, sqlite_begin, sqlite_pragmas
 from hub.errors import StartupError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -25,36 +35,75 @@ def create_engine(url: str, echo: bool = False) -> AsyncEngine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", sqlite_begin)
         return engine
     return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL lets the widget read history while the outbox writes; foreign keys are off by default.
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-    # Let SQLAlchemy's "begin" event issue BEGIN itself (see below).
-    dbapi_conn.isolation_level = None
+def database(engine: AsyncEngine) -> Database:
+    """The engine's hot-path runner and SQLite writer lock (one per engine)."""
+    sync = engine.sync_engine
+    db: Database | None = getattr(sync, "hub_database", None)
+    if db is None:
+        db = Database(engine)
+        sync.hub_database = db  # type: ignore[attr-defined]
+    return db
 
 
-def _sqlite_begin_immediate(conn: Connection) -> None:
-    # A deferred transaction that reads and then writes fails at once with "database is locked"
-    # when another writer committed in between; taking the write lock at BEGIN makes writers
-    # queue on busy_timeout instead. Transactions here are short, so readers barely wait.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+class HubSessions(async_sessionmaker[AsyncSession]):
+    """`sessions()` opens a read session (deferred BEGIN on SQLite: it never waits for a
+    writer); `sessions.begin()` a write transaction that holds the process's SQLite writer
+    lock (FIFO) until it ends, shared with `Database.write`. `db` runs the hot path."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.db = database(engine)
+        self._write_bind = engine
+        read_bind = engine.execution_options(**{READ_OPTION: True}) if self.db.is_sqlite else engine
+        super().__init__(read_bind, expire_on_commit=False)
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
+        async with self.db.writing(), self(bind=self._write_bind) as s, s.begin():
+            yield s
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: AsyncEngine) -> HubSessions:
+    return HubSessions(engine)
+
+
+def database_of(sessions: async_sessionmaker[Any]) -> Database:
+    """The hot-path runner behind a session factory (HubSessions, or any bound to an engine)."""
+    if isinstance(sessions, HubSessions):
+        return sessions.db
+    bind = sessions.kw["bind"]
+    return database(bind)
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+_REVISION = re.compile(r"^(down_)?revision\s*=\s*(?:['\"]([^'\"]+)['\"]|None)", re.MULTILINE)
+
+
+def head_revision() -> str | None:
+    """The head of hub/db/migrations read from the scripts' text (no Alembic import); None
+    when it is not one clear head (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = {bool(m.group(1)): m.group(2) for m in _REVISION.finditer(script.read_text())}
+        if not found.get(False):
+            return None
+        revisions.add(found[False])  # type: ignore[arg-type]
+        if found.get(True):
+            parents.add(found[True])  # type: ignore[arg-type]
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -64,6 +113,8 @@ def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 def _upgrade(connection: Connection) -> tuple[str | None, str]:
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(_alembic_config())
     head = script.get_current_head()
@@ -83,9 +134,24 @@ def _upgrade(connection: Connection) -> tuple[str | None, str]:
     return current, head
 
 
+async def schema_at_head(engine: AsyncEngine) -> bool:
+    """The schema is at this hub's head already: one query, no Alembic import (≈11 MiB)."""
+    head = head_revision()
+    if head is None:
+        return False
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    except DBAPIError:
+        return False  # no alembic_version table yet: a fresh database
+    return [r[0] for r in rows] == [head]
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to this hub's head revision; refuse a newer or foreign schema."""
-    async with engine.begin() as conn:
+    if await schema_at_head(engine):
+        return
+    async with database(engine).writing(), engine.begin() as conn:
         before, head = await conn.run_sync(_upgrade)
     if before != head:
         log.info("database migrated from %s to %s", before or "empty", head)

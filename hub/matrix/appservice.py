@@ -16,9 +16,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.core.outbox import enqueue
-from hub.db.models import InboxTransaction, utcnow
-from hub.db.upsert import insert_ignore
+from hub.db import hot
+from hub.db.engine import database_of
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ class AppserviceApi:
         is_own_alias: Callable[[str], bool],
     ) -> None:
         self._sessions = sessions
+        self._db = database_of(sessions)
         self._hs_token = hs_token.encode()
         self._on_stored = on_stored
         self._is_own_user = is_own_user
@@ -95,49 +95,30 @@ class AppserviceApi:
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list):
             return _matrix_error(400, "M_BAD_JSON", "events must be a list")
-        queued = 0
-        async with self._sessions.begin() as s:
-            fresh = await insert_ignore(
-                s, InboxTransaction, {"txn_id": txn_id, "received_at": utcnow()}, ["txn_id"]
+        jobs: list[hot.QueuedJob] = []
+        for event in events:
+            if not _is_event(event):
+                log.warning("appservice: skipping malformed event in transaction %s", txn_id)
+                continue
+            if self._is_own_user(event["sender"]):
+                continue  # the homeserver echoes our own ghosts' and bot's events
+            jobs.append(
+                (MATRIX_EVENT, room_key(event["room_id"]), event, f"event:{event['event_id']}")
             )
-            if not fresh:
-                log.info("appservice: transaction %s repeated; already stored", txn_id)
-                return web.json_response({})
-            for event in events:
-                if not _is_event(event):
-                    log.warning("appservice: skipping malformed event in transaction %s", txn_id)
-                    continue
-                if self._is_own_user(event["sender"]):
-                    continue  # the homeserver echoes our own ghosts' and bot's events
-                queued += await enqueue(
-                    s,
-                    MATRIX_EVENT,
-                    room_key(event["room_id"]),
-                    event,
-                    f"event:{event['event_id']}",
-                )
-            queued += await self._queue_receipts(s, txn_id, body)
+        jobs += _receipt_jobs(txn_id, body)
+        if not jobs:
+            # Only our own echoes (most transactions while we send): nothing to store, and a
+            # redelivery of it would be dropped just the same.
+            return web.json_response({})
+        # One transaction: the txn id (dedupe) and every job; a failure answers 500.
+        queued = await self._db.write(hot.store_transaction, txn_id, jobs)
+        if queued is None:
+            log.info("appservice: transaction %s repeated; already stored", txn_id)
+            return web.json_response({})
         if queued:
             self._on_stored()
         log.debug("appservice: transaction %s stored %d events", txn_id, queued)
         return web.json_response({})
-
-    async def _queue_receipts(self, s: AsyncSession, txn_id: str, body: dict[str, Any]) -> int:
-        """Advisers' read receipts; typing and presence are not used (yet)."""
-        ephemeral = next((body[k] for k in _EPHEMERAL_KEYS if isinstance(body.get(k), list)), [])
-        queued = 0
-        for n, edu in enumerate(ephemeral):
-            if not (
-                isinstance(edu, dict)
-                and edu.get("type") == "m.receipt"
-                and isinstance(edu.get("room_id"), str)
-                and isinstance(edu.get("content"), dict)
-            ):
-                continue
-            queued += await enqueue(
-                s, MATRIX_RECEIPT, room_key(edu["room_id"]), edu, f"edu:{txn_id}:{n}"
-            )
-        return queued
 
     async def query_user(self, request: web.Request) -> web.StreamResponse:
         # Ghosts are created on demand by the hub, never on a client's lookup.
@@ -160,6 +141,19 @@ class AppserviceApi:
         txn = body.get("transaction_id") if isinstance(body, dict) else None
         log.info("appservice: pinged by the homeserver (%s)", txn)
         return web.json_response({})
+
+
+def _receipt_jobs(txn_id: str, body: dict[str, Any]) -> list[hot.QueuedJob]:
+    """Advisers' read receipts; typing and presence are not used (yet)."""
+    ephemeral = next((body[k] for k in _EPHEMERAL_KEYS if isinstance(body.get(k), list)), [])
+    return [
+        (MATRIX_RECEIPT, room_key(edu["room_id"]), edu, f"edu:{txn_id}:{n}")
+        for n, edu in enumerate(ephemeral)
+        if isinstance(edu, dict)
+        and edu.get("type") == "m.receipt"
+        and isinstance(edu.get("room_id"), str)
+        and isinstance(edu.get("content"), dict)
+    ]
 
 
 def _is_event(event: object) -> bool:

@@ -1,9 +1,11 @@
 """The hub's client-server API client, acting as the bot or as any ghost of the appservice.
 
-Requests are built with matrix-nio's sans-I/O builders (`nio.Api`) and sent through one
-aiohttp session with the as_token in a header; acting as a ghost adds `?user_id=`
-(appservice masquerading). Each call has a timeout and a small bounded retry on connection
-errors; long-term retry is the outbox's job, so errors are raised, classified.
+Requests are built by the small path builders below (the same paths and bodies as
+matrix-nio's sans-I/O `nio.Api`, whose import would cost the hub ~9 MiB for a handful of
+URLs) and sent through one aiohttp session with the as_token in a header; acting as a ghost
+adds `?user_id=` (appservice masquerading). Each call has a timeout and a small bounded
+retry on connection errors; long-term retry is the outbox's job, so errors are raised,
+classified.
 """
 
 from __future__ import annotations
@@ -16,11 +18,21 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
-from nio import Api, RoomPreset, RoomVisibility
 
 log = logging.getLogger(__name__)
 
 _CONNECT_RETRIES = 2
+CLIENT_V3 = "/_matrix/client/v3"
+MEDIA_V3 = "/_matrix/media/v3"
+
+
+def _path(*parts: str, base: str = CLIENT_V3) -> str:
+    """Percent-encode every path segment, "/" included (as nio.Api._build_path does)."""
+    return f"{base}/{'/'.join(quote(part, safe='') for part in parts)}".rstrip("/")
+
+
+def _json(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
 
 
 @dataclass
@@ -46,7 +58,9 @@ class MatrixUnavailable(Exception):
 
 
 def _rewrite(path: str, user_id: str | None) -> str:
-    """Drop nio's access_token query parameter (we send a header) and add user_id."""
+    """Drop an access_token query parameter (we send a header) and add user_id."""
+    if "?" not in path:
+        return f"{path}?{urlencode({'user_id': user_id})}" if user_id else path
     parts = urlsplit(path)
     query = [
         (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "access_token"
@@ -134,8 +148,8 @@ class MatrixClient:
                 raise
 
     async def set_displayname(self, mxid: str, name: str) -> None:
-        method, path, body = Api.profile_set_displayname("", mxid, name)
-        await self.request(method, path, body, user_id=mxid)
+        body = _json({"displayname": name})
+        await self.request("PUT", _path("profile", mxid, "displayname"), body, user_id=mxid)
 
     # -- rooms ---------------------------------------------------------------------------
 
@@ -149,18 +163,23 @@ class MatrixClient:
         power_users: dict[str, int],
     ) -> str:
         """Create a private room as the bot; the alias makes a retried creation detectable."""
-        method, path, body = Api.room_create(
-            "",
-            visibility=RoomVisibility.private,
-            alias=alias_localpart,
-            name=name,
-            topic=topic,
-            preset=RoomPreset.private_chat,
-            invite=invite,
-            # Room v12 forbids listing the creator here: it has unlimited power implicitly.
-            power_level_override={"users": power_users},
-        )
-        doc = await self.request(method, path, body)
+        body: dict[str, Any] = {
+            "visibility": "private",
+            "creation_content": {"m.federate": True},
+            "is_direct": False,
+        }
+        if alias_localpart:
+            body["room_alias_name"] = alias_localpart
+        if name:
+            body["name"] = name
+        if topic:
+            body["topic"] = topic
+        body["preset"] = "private_chat"
+        if invite:
+            body["invite"] = list(invite)
+        # Room v12 forbids listing the creator here: it has unlimited power implicitly.
+        body["power_level_content_override"] = {"users": power_users}
+        doc = await self.request("POST", _path("createRoom"), _json(body))
         return str(doc["room_id"])
 
     async def resolve_alias(self, alias: str) -> str | None:
@@ -173,17 +192,16 @@ class MatrixClient:
         return str(doc["room_id"])
 
     async def invite(self, room_id: str, mxid: str) -> None:
-        method, path, body = Api.room_invite("", room_id, mxid)
+        body = _json({"user_id": mxid})
         try:
-            await self.request(method, path, body)
+            await self.request("POST", _path("rooms", room_id, "invite"), body)
         except MatrixError as exc:
             # Already joined or invited is the state we wanted.
             if exc.status != 403 or "already" not in exc.error:
                 raise
 
     async def join(self, room_id: str, mxid: str) -> None:
-        method, path = Api.join("", room_id)
-        await self.request(method, path, {}, user_id=mxid)
+        await self.request("POST", _path("join", room_id), {}, user_id=mxid)
 
     async def joined_members(self, room_id: str) -> list[str]:
         doc = await self.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members")
@@ -199,36 +217,38 @@ class MatrixClient:
         as_user: str | None = None,
     ) -> str:
         """Send an event; the same txn_id from the same user is deduplicated by the server."""
-        method, path, body = Api.room_send("", room_id, event_type, content, txn_id)
-        doc = await self.request(method, path, body, user_id=as_user)
+        path = _path("rooms", room_id, "send", event_type, txn_id)
+        doc = await self.request("PUT", path, _json(content), user_id=as_user)
         return str(doc["event_id"])
 
     async def redact(
         self, room_id: str, event_id: str, txn_id: str, *, as_user: str | None = None
     ) -> str:
-        method, path, body = Api.room_redact("", room_id, event_id, txn_id)
-        doc = await self.request(method, path, body, user_id=as_user)
+        path = _path("rooms", room_id, "redact", event_id, txn_id)
+        doc = await self.request("PUT", path, _json({}), user_id=as_user)
         return str(doc["event_id"])
 
     async def put_state(
         self, room_id: str, event_type: str, content: dict[str, Any], state_key: str = ""
     ) -> str:
-        method, path, body = Api.room_put_state("", room_id, event_type, content, state_key)
-        doc = await self.request(method, path, body)
+        path = _path("rooms", room_id, "state", event_type, state_key)
+        doc = await self.request("PUT", path, _json(content))
         return str(doc["event_id"])
 
     async def send_receipt(self, room_id: str, event_id: str, as_user: str) -> None:
-        method, path, body = Api.update_receipt_marker("", room_id, event_id)
-        await self.request(method, path, body, user_id=as_user)
+        path = _path("rooms", room_id, "receipt", "m.read", event_id)
+        await self.request("POST", path, _json({"thread_id": "main"}), user_id=as_user)
 
     # -- media ---------------------------------------------------------------------------
 
     async def upload(
         self, data: bytes, content_type: str, filename: str, *, as_user: str | None = None
     ) -> str:
-        method, path = Api.upload("", filename)
+        path = _path("upload", base=MEDIA_V3)
+        if filename:
+            path += "?" + urlencode({"filename": filename})
         doc = await self.request(
-            method, path, data=data, content_type=content_type, user_id=as_user
+            "POST", path, data=data, content_type=content_type, user_id=as_user
         )
         return str(doc["content_uri"])
 

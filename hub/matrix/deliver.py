@@ -6,12 +6,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
-from hub.core.outbox import Finish, Job, PermanentFailure
+from hub.core.outbox import Job, PermanentFailure, SqlFinish
 from hub.core.types import MediaRef
-from hub.db import repo
-from hub.db.models import ChannelIdentity, MediaFile, Message
+from hub.db import hot, repo
+from hub.db.engine import database_of
+from hub.db.models import ChannelIdentity, Message
 from hub.matrix.client import MatrixError
 from hub.matrix.render import edit_content, message_contents, reaction_content, with_reply
 
@@ -26,19 +27,20 @@ class MatrixDelivery:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
-    async def deliver_inbound(self, job: Job) -> Finish | None:
+    async def deliver_inbound(self, job: Job) -> SqlFinish | None:
         """matrix.deliver: put a customer's message into their portal room as their ghost."""
         hub = self.hub
-        async with hub.sessions() as s:
-            msg = await s.get(Message, job.payload["message_id"])
-            if msg is None:
-                raise PermanentFailure("message no longer exists (erased?)")
-            if msg.matrix_event_id:
-                return None
-            conversation, identity = await repo.conversation_with_identity(s, msg.conversation_id)
-            target = (
-                await s.get(Message, msg.reply_to_message_id) if msg.reply_to_message_id else None
-            )
+        found = await database_of(hub.sessions).read(hot.delivery, job.payload["message_id"])
+        if found is None:
+            raise PermanentFailure("message no longer exists (erased?)")
+        msg, conversation, identity, target = (
+            found.message,
+            found.conversation,
+            found.identity,
+            found.target,
+        )
+        if msg.matrix_event_id:
+            return None
         channel = hub.channel(identity.channel)
         room_id = await hub.portals.ensure_room(conversation, identity, channel.label)
         ghost = await hub.portals.ensure_ghost(identity)
@@ -71,18 +73,15 @@ class MatrixDelivery:
             ]
             event_id = event_ids[0]
 
-        async def finish(s: AsyncSession) -> None:
-            values: dict[str, Any] = {"matrix_event_id": event_id, "status": "delivered"}
-            if media_id and msg.media:
-                values["media"] = {**msg.media, "media_id": media_id, "mxc": mxc}
-            await s.execute(update(Message).where(Message.id == msg.id).values(**values))
-            if mxc and media_id:
-                await s.execute(
-                    update(MediaFile).where(MediaFile.id == media_id).values(mxc_uri=mxc)
-                )
+        media = {**msg.media, "media_id": media_id, "mxc": mxc} if media_id and msg.media else None
+
+        def finish(conn: Connection) -> None:
+            hot.mark_delivered(conn, msg.id, event_id, media, media_id, mxc)
+
+        async def delivered() -> None:
             await channel.status_changed(identity.external_id, [msg.id], "delivered")
 
-        return finish
+        return SqlFinish(finish, delivered)
 
     async def _send(
         self, room_id: str, ghost: str, event_type: str, content: dict[str, Any], txn: str
@@ -170,7 +169,7 @@ class MatrixDelivery:
         mxc = await self.hub.matrix.upload(data, row.mimetype, row.filename, as_user=ghost)
         return media_id, mxc
 
-    async def send_room_event(self, job: Job) -> Finish | None:
+    async def send_room_event(self, job: Job) -> None:
         """matrix.send: an event from the bot (or a ghost); the job id makes the txn id."""
         p = job.payload
         if "state_key" in p:

@@ -10,7 +10,8 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.config import Config
-from hub.db import repo
+from hub.db import hot, repo
+from hub.db.engine import database_of
 from hub.db.models import ChannelIdentity, Conversation
 from hub.matrix.client import MatrixClient, MatrixError
 
@@ -52,12 +53,10 @@ class Portals:
             return mxid
         await self.matrix.ensure_registered(identity.ghost_localpart)
         await self.matrix.set_displayname(mxid, wanted)
-        async with self.sessions.begin() as s:
-            await s.execute(
-                update(ChannelIdentity)
-                .where(ChannelIdentity.id == identity.id)
-                .values(ghost_profile_name=wanted)
-            )
+        await database_of(self.sessions).write(hot.set_ghost_profile_name, identity.id, wanted)
+        # Callers hold this object for the rest of the delivery (ensure_room, then the send):
+        # without this they would register the ghost and set its name a second time.
+        identity.ghost_profile_name = wanted
         return mxid
 
     async def ensure_room(

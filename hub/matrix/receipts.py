@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.core.outbox import Finish, Job, enqueue
+from hub.core.outbox import AfterCommit, Finish, Job, enqueue
 from hub.db import repo
 from hub.db.models import ChannelIdentity, Conversation, Message
 
@@ -41,7 +41,8 @@ class Receipts:
         if not event_ids:
             return None
 
-        async def finish(s: AsyncSession) -> None:
+        async def finish(s: AsyncSession) -> AfterCommit:
+            changed: list[tuple[str, str, list[int]]] = []
             targets = [m for e in event_ids if (m := await repo.message_by_event_id(s, e))]
             for target in targets:
                 _, identity = await repo.conversation_with_identity(s, target.conversation_id)
@@ -49,9 +50,14 @@ class Receipts:
                     s, target.conversation_id, "in", target.id, ("received", "delivered"), "read"
                 )
                 if rows and identity.channel in self.hub.channels:
-                    await self.hub.channels[identity.channel].status_changed(
-                        identity.external_id, [r.id for r in rows], "read"
-                    )
+                    changed.append((identity.channel, identity.external_id, [r.id for r in rows]))
+
+            async def notify() -> None:
+                # Only once committed: a widget told "read" may read its history at once.
+                for channel, external_id, ids in changed:
+                    await self.hub.channels[channel].status_changed(external_id, ids, "read")
+
+            return notify
 
         return finish
 

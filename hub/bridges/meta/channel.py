@@ -173,8 +173,8 @@ class MetaChannel:
         raise ChannelError(f"reactions are not sent to {self.label}", permanent=True)
 
     async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
-        """Not shown. The Send API's `mark_seen` sender action could, but this hook runs inside
-        the delivery's database transaction, where no external call belongs."""
+        """Not shown (yet). The Send API's `mark_seen` sender action could show "seen"; it
+        would belong in an outbox job of its own, like every external call."""
 
 
 class MessengerChannel(MetaChannel):

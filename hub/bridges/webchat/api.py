@@ -13,16 +13,20 @@ import json
 import logging
 import re
 import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
+from sqlalchemy.engine import Connection
 
 from hub.bridges.webchat.channel import KIND, WebchatChannel, message_json
 from hub.core.media import image_type, safe_filename
-from hub.core.router import record_inbound
+from hub.core.router import record_inbound, record_inbound_sync
 from hub.core.types import InboundMessage, MediaRef, Sender
-from hub.db import repo
+from hub.db import hot, repo
+from hub.db.engine import database_of
 from hub.db.models import Message, WebchatVisitor, utcnow
 
 if TYPE_CHECKING:
@@ -34,6 +38,18 @@ WEB_DIR = Path(__file__).resolve().parents[3] / "web"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _MAX_NAME = 80
 _WS_AUTH_TIMEOUT = 10.0
+# Token hash -> visitor id, remembered briefly so a message costs no extra transaction for
+# authentication. The id behind a token never changes; the name is read when storing.
+_AUTH_TTL = 60.0
+_AUTH_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class VisitorRef:
+    """An authenticated visitor (the name as of authentication: for display only)."""
+
+    visitor_id: str
+    name: str | None
 
 
 def _error(status: int, text: str, **extra: Any) -> web.Response:
@@ -68,6 +84,8 @@ class WebchatApi:
         base = hub.config.http.public_base
         self.allowed_origins = {base.split("/", 3)[0] + "//" + base.split("/", 3)[2]}
         self.allowed_origins |= set(self.cfg.allowed_origins)
+        self._db = database_of(hub.sessions)
+        self._known: dict[str, tuple[float, VisitorRef]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -121,9 +139,26 @@ class WebchatApi:
         async with self.hub.sessions() as s:
             return await repo.visitor_by_token_hash(s, _hash(token))
 
-    async def _auth(self, request: web.Request) -> WebchatVisitor:
+    async def _visitor_ref(self, token: str | None) -> VisitorRef | None:
+        if not token or len(token) > 200:
+            return None
+        token_hash = _hash(token)
+        now = time.monotonic()
+        known = self._known.get(token_hash)
+        if known is not None and known[0] > now:
+            return known[1]
+        found = await self._db.read(hot.visitor_by_token_hash, token_hash)
+        if found is None:
+            return None
+        if len(self._known) >= _AUTH_CACHE_MAX:
+            self._known.clear()
+        ref = VisitorRef(*found)
+        self._known[token_hash] = (now + _AUTH_TTL, ref)
+        return ref
+
+    async def _auth(self, request: web.Request) -> VisitorRef:
         header = request.headers.get("Authorization", "")
-        visitor = await self._visitor(header[7:] if header.startswith("Bearer ") else None)
+        visitor = await self._visitor_ref(header[7:] if header.startswith("Bearer ") else None)
         if visitor is None:
             log.info("webchat: request with unknown token from %s", request.remote)
             raise web.HTTPUnauthorized(
@@ -186,6 +221,8 @@ class WebchatApi:
                 identity = await repo.identity_by_external_id(s, KIND, visitor.visitor_id)
                 if identity is not None:
                     identity.display_name = name
+        assert token is not None
+        self._known.pop(_hash(token), None)
         return web.json_response(
             {
                 "token": token,
@@ -284,46 +321,65 @@ class WebchatApi:
         )
 
     async def _store(
-        self, visitor: WebchatVisitor, inbound: InboundMessage, data: bytes | None = None
+        self, visitor: VisitorRef, inbound: InboundMessage, data: bytes | None = None
     ) -> web.Response:
         hub = self.hub
-        async with hub.sessions.begin() as s:
-            existing = await repo.message_by_remote_id(s, KIND, inbound.remote_id)
-            if existing is None:
-                if data is not None and inbound.media is not None:
-                    identity = await repo.get_or_create_identity(
-                        s,
-                        KIND,
-                        visitor.visitor_id,
-                        visitor.name,
-                        repo.opaque_localpart(hub.config.appservice.ghost_prefix, "web"),
-                    )
-                    conv = await repo.get_or_create_conversation(s, identity.id)
-                    row = await hub.media.save(
-                        s, data, inbound.media.filename, inbound.media.mimetype, conv.id
-                    )
-                    inbound = InboundMessage(
-                        inbound.remote_id,
-                        inbound.kind,
-                        inbound.text,
-                        MediaRef(row.filename, row.mimetype, row.size, row.id),
-                    )
-                message = await record_inbound(
-                    s,
-                    Sender(KIND, visitor.visitor_id, visitor.name),
-                    inbound,
-                    ghost_prefix=hub.config.appservice.ghost_prefix,
-                    channel_code="web",
-                )
-                status = 201
-            else:
-                message, status = existing, 200
-            assert message is not None
-            payload = message_json(message, hub.config.http.public_base)
+        if data is None:
+            stored = await self._db.write(
+                _store_text, visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix
+            )
+        else:
+            stored = await self._store_media(visitor, inbound, data)
+        if stored is None:  # the visitor is gone since the token was checked
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "unknown or missing session token"}),
+                content_type="application/json",
+            )
+        message, status = stored
+        payload = message_json(message, hub.config.http.public_base)
         if status == 201:
             hub.worker.wake()
             await self.channel.push(visitor.visitor_id, payload)
         return web.json_response({"message": payload}, status=status)
+
+    async def _store_media(
+        self, visitor: VisitorRef, inbound: InboundMessage, data: bytes
+    ) -> tuple[Message, int] | None:
+        hub = self.hub
+        async with hub.sessions.begin() as s:
+            existing = await repo.message_by_remote_id(s, KIND, inbound.remote_id)
+            if existing is not None:
+                return existing, 200
+            row = await s.get(WebchatVisitor, visitor.visitor_id)
+            if row is None:
+                return None
+            if inbound.media is not None:
+                identity = await repo.get_or_create_identity(
+                    s,
+                    KIND,
+                    row.visitor_id,
+                    row.name,
+                    repo.opaque_localpart(hub.config.appservice.ghost_prefix, "web"),
+                )
+                conv = await repo.get_or_create_conversation(s, identity.id)
+                saved = await hub.media.save(
+                    s, data, inbound.media.filename, inbound.media.mimetype, conv.id
+                )
+                inbound = InboundMessage(
+                    inbound.remote_id,
+                    inbound.kind,
+                    inbound.text,
+                    MediaRef(saved.filename, saved.mimetype, saved.size, saved.id),
+                )
+            message = await record_inbound(
+                s,
+                Sender(KIND, row.visitor_id, row.name),
+                inbound,
+                ghost_prefix=hub.config.appservice.ghost_prefix,
+                channel_code="web",
+            )
+            assert message is not None
+            return message, 201
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=25, max_msg_size=4096)
@@ -401,6 +457,27 @@ class WebchatApi:
                 "Access-Control-Allow-Origin": "*",
             },
         )
+
+
+def _store_text(
+    conn: Connection, visitor_id: str, inbound: InboundMessage, ghost_prefix: str
+) -> tuple[Message, int] | None:
+    """One transaction: a visitor's text message with its delivery job (201), or the one
+    stored before under the same client_id (200); None if the visitor no longer exists."""
+    exists, name = hot.visitor_name(conn, visitor_id)
+    if not exists:
+        return None
+    existing = hot.message_by_remote(conn, KIND, inbound.remote_id)
+    if existing is not None:
+        return existing, 200
+    message = record_inbound_sync(
+        conn, Sender(KIND, visitor_id, name), inbound, ghost_prefix=ghost_prefix, channel_code="web"
+    )
+    if message is None:  # another process stored it just now
+        existing = hot.message_by_remote(conn, KIND, inbound.remote_id)
+        assert existing is not None
+        return existing, 200
+    return message, 201
 
 
 __all__ = ["Message", "WebchatApi"]

@@ -1,0 +1,152 @@
+"""Units of work for the hot path: one transaction, run as one synchronous function.
+
+`Database.write(fn, *args)` runs `fn(conn, *args)` in one write transaction and returns its
+result; `read` does the same in a read-only one. `fn` is plain synchronous SQLAlchemy Core on
+a `Connection` (the repository functions in hub/db/hot.py), so the same code serves both
+engines:
+
+- SQLite (a file): a synchronous pysqlite engine with one connection on one dedicated
+  thread. A whole transaction costs one hop to that thread instead of one per DBAPI call
+  (aiosqlite), and no ORM bookkeeping. Writers of this process queue on one FIFO
+  `asyncio.Lock` (shared with `HubSessions.begin()`), so they are handed over at once instead
+  of sleeping in SQLite's busy handler; `busy_timeout` still covers other processes. Reads
+  use a deferred BEGIN and take no lock (WAL: readers never block writers).
+- PostgreSQL (or an in-memory SQLite): `AsyncConnection.run_sync` on the async engine; no
+  lock, several processes stay correct through conditional UPDATEs / ON CONFLICT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import StaticPool
+
+T = TypeVar("T")
+
+# Execution option marking a read-only connection: a deferred BEGIN instead of IMMEDIATE.
+READ_OPTION = "hub_read"
+
+
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the widget read history while the outbox writes; foreign keys are off by default.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (see below).
+    dbapi_conn.isolation_level = None
+
+
+def sqlite_begin(conn: Connection) -> None:
+    # A deferred transaction that reads and then writes fails at once with "database is locked"
+    # when another writer committed in between; taking the write lock at BEGIN makes writers
+    # queue instead. Read-only connections (READ_OPTION) begin deferred and never wait.
+    if conn.get_execution_options().get(READ_OPTION):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The hot path's transactions (see the module docstring); one per engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        # FIFO; held by every write transaction of this process on SQLite.
+        self.write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self._owner: asyncio.Task[Any] | None = None
+        self._sync: Engine | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        path = engine.url.database if self.is_sqlite else None
+        if path and path != ":memory:" and not path.startswith("file:"):
+            self._sync_path: str | None = str(Path(path))
+        else:
+            self._sync_path = None
+
+    # -- the writer lock (SQLite) -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Hold this process's SQLite write lock (FIFO); nothing on PostgreSQL. A task that
+        holds it already (a write inside a write) does not wait for itself."""
+        lock = self.write_lock
+        task = asyncio.current_task()
+        if lock is None or (self._owner is not None and self._owner is task):
+            yield
+            return
+        async with lock:
+            self._owner = task
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    # -- units of work ----------------------------------------------------------------------
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` in one write transaction; committed when it returns."""
+        async with self.writing():
+            if self._sync_path is not None:
+                return await self._in_thread(fn, args, write=True)
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` in one read-only transaction (never takes the write lock)."""
+        if self._sync_path is not None:
+            return await self._in_thread(fn, args, write=False)
+        engine = self.engine.execution_options(**{READ_OPTION: True})
+        async with engine.connect() as conn:
+            return await conn.run_sync(fn, *args)
+
+    async def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool) -> T:
+        if self._executor is None:
+            self._start()
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, fn, args, write)
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], write: bool) -> T:
+        assert self._sync is not None
+        with self._sync.connect() as conn:
+            if not write:
+                conn.execution_options(**{READ_OPTION: True})
+            with conn.begin():
+                return fn(conn, *args)
+
+    def _start(self) -> None:
+        assert self._sync_path is not None
+        self._sync = create_sync_engine(
+            f"sqlite:///{self._sync_path}",
+            poolclass=StaticPool,  # one connection, only ever used by the one thread
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        event.listen(self._sync, "connect", sqlite_pragmas)
+        event.listen(self._sync, "begin", sqlite_begin)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hub-db")
+        weakref.finalize(self, _shutdown, self._sync, self._executor)
+
+    def close(self) -> None:
+        """Release the SQLite thread and its connection (also done when collected)."""
+        if self._sync is not None and self._executor is not None:
+            _shutdown(self._sync, self._executor)
+        self._sync, self._executor = None, None
+
+
+def _shutdown(sync: Engine, executor: ThreadPoolExecutor) -> None:
+    with contextlib.suppress(Exception):
+        executor.submit(sync.dispose).result(timeout=5)
+    executor.shutdown(wait=False)
