@@ -26,6 +26,7 @@ from hub.devserver.synapse import (
 from hub.matrix.registration import write_registration
 
 DOMAIN = "localhost"
+DEMO_CATALOGUE = Path(__file__).resolve().parent.parent / "web" / "demo" / "catalogue.csv"
 ADVISER = "anna"
 
 
@@ -53,6 +54,8 @@ def _write_first_config(path: Path) -> None:
             "currency": "EUR",
             "timezone": "Europe/Berlin",
         },
+        # A paint shop's products, so !catalog, !cart and !pay can be tried at once.
+        "commerce": {"catalogue_file": str(DEMO_CATALOGUE), "provider": "builtin"},
         "logging": {"level": "WARNING"},
     }
     path.write_text(
@@ -110,7 +113,8 @@ async def run_demo(config: Config, data_dir: Path) -> None:
             f"  Homeserver for your Matrix client (Element, FluffyChat, Nheko…):  {synapse.url}\n"
             f"  Adviser login:  user {ADVISER}  password {password}   ({adviser})\n\n"
             "  Write in the widget on the shop page: a room appears for the adviser.\n"
-            "  Type !help in that room for the bot's commands.\n"
+            "  Type !help in that room for the bot's commands; try !p wandfarbe,\n"
+            "  !cart add WF-W-10 2 and !pay (a demo catalogue is loaded).\n"
             f"  Data is kept in {data_dir} (delete it to start over). Ctrl-C stops everything.\n",
             flush=True,
         )
