@@ -67,6 +67,7 @@ async def send_product(ctx: CommandContext, parsed: Parsed) -> None:
         sender_mxid=ctx.sender,
         image_url=product.image_url,
         image_name=f"{product.sku}.jpg",
+        product_sku=product.sku,
     )
     ctx.reply(f"Sent {product.name} to the customer.")
 

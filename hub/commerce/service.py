@@ -113,6 +113,7 @@ class Shop:
         template_params: list[str] | None = None,
         image_url: str | None = None,
         image_name: str = "image.jpg",
+        product_sku: str | None = None,
     ) -> None:
         """A message to the customer in their channel; where the reply window has closed and
         a template is configured, the template (WhatsApp) goes instead of free text."""
@@ -125,7 +126,11 @@ class Shop:
             "sender_mxid": sender_mxid,
             "sender_name": self.hub.config.shop.name,
         }
-        if image_url:
+        catalog_id = self.hub.config.channels.whatsapp.catalog_id
+        if product_sku and identity.channel == "whatsapp" and catalog_id:
+            # WhatsApp shows the product from the shop's Meta catalogue, with add-to-cart.
+            values |= {"kind": "product", "data": {"catalog_id": catalog_id, "sku": product_sku}}
+        elif image_url:
             # Fetched from the shop's site when sent; the text becomes the caption.
             values |= {
                 "kind": "image",

@@ -23,6 +23,7 @@ MessageKind = Literal[
     "interactive",  # a button or list reply of the customer
     "order",  # a cart sent from a WhatsApp catalogue
     "template",  # outbound only: an approved WhatsApp template
+    "product",  # outbound only: a catalogue product card (WhatsApp single-product message)
     "unsupported",
 ]
 DeliveryStatus = Literal["sent", "delivered", "read", "failed"]
@@ -123,7 +124,8 @@ class Button:
 class OutboundMessage:
     """A message on its way to the customer's channel (from an adviser or the bot).
 
-    `data` for kind "template": {"name", "language", "params": [str, ...]}.
+    `data` for kind "template": {"name", "language", "params": [str, ...]};
+    for kind "product": {"catalog_id", "sku"} (`text` is the card as text, for other views).
     `buttons`: reply buttons (or list rows when `list_button` is set) for bot flows.
     """
 

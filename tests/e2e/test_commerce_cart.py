@@ -132,3 +132,19 @@ async def test_send_product_card(stack: Stack, adviser: Adviser, visitor: Visito
         assert resp.headers["Location"] == "https://farbenhaus.example/p/wandfarbe-weiss-10l"
     key, body = await command(stack, adviser, room_id, "!send NOPE")
     assert key == "⛔" and "Unknown SKU" in body
+
+
+async def test_send_on_whatsapp_is_a_single_product_message(stack: Stack, adviser: Adviser) -> None:
+    from tests.e2e.test_whatsapp import new_wa_id, open_room, standin, to
+    from tests.standins.whatsapp import CATALOG_ID
+
+    wa = standin(stack)
+    wa_id = new_wa_id()
+    room_id = await open_room(stack, adviser, wa_id, "Produkt per WhatsApp", "Zeigen Sie mal")
+    key, _ = await command(stack, adviser, room_id, "!send WF-W-10")
+    assert key == "✅"
+    [rec] = await wa.wait_sent(to(wa_id, kind="interactive"))
+    interactive = rec.json["interactive"]
+    assert interactive["type"] == "product"
+    assert interactive["action"] == {"catalog_id": CATALOG_ID, "product_retailer_id": "WF-W-10"}
+    assert "59,90\u00a0€" in interactive["body"]["text"]

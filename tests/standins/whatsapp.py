@@ -87,6 +87,9 @@ class _Failure:
     when: Callable[[Any], bool] | None = None
 
 
+CATALOG_ID = "194836987003835"
+
+
 class WhatsappStandin:
     def __init__(self) -> None:
         self.access_token = "EAAtest" + secrets.token_urlsafe(24)
@@ -137,6 +140,7 @@ class WhatsappStandin:
             "verify_token": self.verify_token,
             "request_timeout_seconds": 5,
             "voice_note_reply": self.voice_note_reply,
+            "catalog_id": CATALOG_ID,
             "templates": [
                 {
                     "name": "order_update",

@@ -134,6 +134,12 @@ class WhatsappChannel:
         if message.kind == "template":
             return await self._send_template(to, message.data or {})
         self._check_window(message)
+        if message.kind == "product":
+            data = message.data or {}
+            payload = outbound.product_payload(
+                to, str(data["catalog_id"]), str(data["sku"]), message.text
+            )
+            return await self.client.send_message(payload)
         if message.media is not None:
             return await self._send_media(to, message, reply_to)
         text = outbound_text(message.text, message.html)

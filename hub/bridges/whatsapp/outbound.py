@@ -58,6 +58,17 @@ def template_payload(
     return _envelope(to, None) | {"type": "template", "template": template}
 
 
+def product_payload(to: str, catalog_id: str, sku: str, body_text: str | None) -> dict[str, Any]:
+    """A single-product message: the product's page from the shop's Meta catalogue."""
+    interactive: dict[str, Any] = {
+        "type": "product",
+        "action": {"catalog_id": catalog_id, "product_retailer_id": sku},
+    }
+    if body_text:
+        interactive["body"] = {"text": _clip(body_text, 1024)}
+    return _envelope(to, None) | {"type": "interactive", "interactive": interactive}
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
