@@ -88,6 +88,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         "commerce": {
             "catalogue_file": str(REPO / "tests" / "fixtures" / "catalogue" / "paint.csv"),
             "max_quantity": 50,
+            # Order updates once the WhatsApp window has closed (the stand-in's template).
+            "order_update_template": "order_update",
         },
         "logging": {"level": "INFO"},
     }

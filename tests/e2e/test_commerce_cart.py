@@ -148,3 +148,33 @@ async def test_send_on_whatsapp_is_a_single_product_message(stack: Stack, advise
     assert interactive["type"] == "product"
     assert interactive["action"] == {"catalog_id": CATALOG_ID, "product_retailer_id": "WF-W-10"}
     assert "59,90\u00a0€" in interactive["body"]["text"]
+
+
+async def test_order_update_after_the_whatsapp_window_uses_the_template(
+    stack: Stack, adviser: Adviser
+) -> None:
+    import time
+
+    from tests.e2e.test_whatsapp import new_wa_id, open_room, standin, to
+
+    wa = standin(stack)
+    wa_id = new_wa_id()
+    two_days_ago = str(int(time.time()) - 2 * 24 * 3600)
+    room_id = await open_room(
+        stack, adviser, wa_id, "Spät bestellt", "Bitte liefern", timestamp=two_days_ago
+    )
+    assert (await command(stack, adviser, room_id, "!cart add WF-W-5 1"))[0] == "✅"
+    key, body = await command(stack, adviser, room_id, "!pay")
+    assert key == "✅"
+    number = body.split("Order ", 1)[1].split(" ", 1)[0]
+    # Free text (the checkout link) cannot go out any more: the room is told why.
+    await adviser.wait_event(
+        room_id, lambda e: "24-hour window" in e.get("content", {}).get("body", "")
+    )
+    key, _ = await command(stack, adviser, room_id, f"!order {number} paid")
+    assert key == "✅"
+    [rec] = await wa.wait_sent(to(wa_id, kind="template"))
+    template = rec.json["template"]
+    assert template["name"] == "order_update"
+    params = [p["text"] for p in template["components"][0]["parameters"]]
+    assert params[0] == number and "34,90\u00a0€" in params[1]
