@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.bridges.base import ChannelError
 from hub.core.bot import enqueue_notice
+from hub.core.ingest import set_blocked
 from hub.core.media import image_type
 from hub.core.outbox import Finish, Job, PermanentFailure, RetryLater
 from hub.core.types import Button, MediaRef, OutboundMessage
@@ -74,12 +75,16 @@ class ChannelSender:
                 raise PermanentFailure(exc.human, exc.code) from exc
             raise RetryLater(exc.human, exc.retry_after) from exc
 
+        was_blocked = bool((conversation.meta or {}).get("blocked"))
+
         async def finish(s: AsyncSession) -> None:
             await s.execute(
                 update(Message)
                 .where(Message.id == msg.id, Message.status.in_(("pending", "failed")))
                 .values(remote_id=remote_id, status="sent")
             )
+            if was_blocked:  # it went through: the customer no longer blocks the shop
+                await set_blocked(s, conversation.id, False)
 
         return finish
 
