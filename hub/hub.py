@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hub.commerce.checkout import Checkout
     from hub.commerce.service import Shop
     from hub.core.bot import CommandHandler
+    from hub.core.group_commit import GroupCommit
     from hub.matrix.receipts import Receipts
 
 
@@ -38,6 +39,8 @@ class Hub:
     receipts: Receipts = field(init=False)
     shop: Shop = field(init=False)
     checkout: Checkout = field(init=False)
+    # Webhook batches stored together (hub.core.ingest); made on first use.
+    ingest_commit: GroupCommit[Any, Any] | None = None
 
     def channel(self, kind: str) -> Channel:
         try:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.core.bot import enqueue_notice
+from hub.core.group_commit import GroupCommit, store_each
 from hub.core.outbox import Finish, Job, enqueue
 from hub.core.router import (
     DELIVER_TO_MATRIX,
@@ -66,9 +67,8 @@ def _plain(env: Envelope, channel: Channel) -> bool:
     )
 
 
-def _store_plain(
-    conn: Connection, envelopes: list[Envelope], ghost_prefix: str, channel_code: str
-) -> IngestResult:
+def _store_plain(conn: Connection, batch: tuple[list[Envelope], str, str]) -> IngestResult:
+    envelopes, ghost_prefix, channel_code = batch
     result = IngestResult()
     for env in envelopes:
         assert env.sender is not None and isinstance(env.event, InboundMessage)
@@ -86,8 +86,10 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
     """One transaction for a whole webhook batch; then wake the worker."""
     if envelopes and all(_plain(env, channel) for env in envelopes):
         # The hot path: Core statements in one write (see hub.db.database).
-        result = await database_of(hub.sessions).write(
-            _store_plain, envelopes, hub.config.appservice.ghost_prefix, channel.code
+        if hub.ingest_commit is None:
+            hub.ingest_commit = GroupCommit(database_of(hub.sessions), store_each(_store_plain))
+        result = await hub.ingest_commit.submit(
+            (envelopes, hub.config.appservice.ghost_prefix, channel.code)
         )
         if result.stored:
             hub.worker.wake()
