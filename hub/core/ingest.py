@@ -86,9 +86,11 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
     """One transaction for a whole webhook batch; then wake the worker."""
     if envelopes and all(_plain(env, channel) for env in envelopes):
         # The hot path: Core statements in one write (see hub.db.database).
-        if hub.ingest_commit is None:
-            hub.ingest_commit = GroupCommit(database_of(hub.sessions), store_each(_store_plain))
-        result = await hub.ingest_commit.submit(
+        committer = getattr(hub, "ingest_commit", None)
+        if committer is None:
+            committer = GroupCommit(database_of(hub.sessions), store_each(_store_plain))
+            hub.ingest_commit = committer
+        result = await committer.submit(
             (envelopes, hub.config.appservice.ghost_prefix, channel.code)
         )
         if result.stored:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -304,3 +306,20 @@ async def open_portal(adviser: Adviser, visitor: Visitor, name: str, text: str) 
     await adviser.join(room_id)
     await adviser.wait_event(room_id, is_message(body=text))
     return room_id
+
+
+def tiny_png(rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A real 2x2 PNG, made here so the tests need no fixture file."""
+    raw = b"".join(b"\x00" + bytes(rgb) * 2 for _ in range(2))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )

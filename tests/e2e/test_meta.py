@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import struct
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import Adviser, is_message
+from tests.e2e.helpers import Adviser, is_message, tiny_png
 from tests.standins.meta import MetaStandin, rate_limited
 
 pytestmark = pytest.mark.e2e
@@ -42,17 +40,6 @@ def customer_id() -> str:
 
 def room_label(kind: str, customer: str) -> str:
     return f"{LABELS[kind]} · {customer[:8]}"
-
-
-def tiny_png(rgb: tuple[int, int, int]) -> bytes:
-    raw = b"".join(b"\x00" + bytes(rgb) * 2 for _ in range(2))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        body = tag + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import aiohttp
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal
+from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal, tiny_png
 
 pytestmark = pytest.mark.e2e
-
-
-def tiny_png(rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    """A real 2x2 PNG, made here so the test needs no fixture file."""
-    raw = b"".join(b"\x00" + bytes(rgb) * 2 for _ in range(2))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
 
 
 async def test_customer_message_opens_portal_room(

@@ -7,35 +7,17 @@ import hashlib
 import hmac
 import json
 import secrets
-import struct
 import time
-import zlib
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal
+from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal, tiny_png
 from tests.standins.whatsapp import WhatsappStandin
 
 pytestmark = pytest.mark.e2e
-
-
-def tiny_png(rgb: tuple[int, int, int]) -> bytes:
-    raw = b"".join(b"\x00" + bytes(rgb) * 2 for _ in range(2))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
 
 
 def new_wa_id() -> str:

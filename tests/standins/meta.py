@@ -29,6 +29,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.standins.loopback import serve_on_loopback
+
 API_VERSION = "v21.0"
 DAY_MS = 24 * 3600 * 1000
 
@@ -116,12 +118,7 @@ class MetaStandin:
         app.router.add_post("/{version}/{node}/message_attachments", self._upload)
         app.router.add_get("/cdn/{token}/{name}", self._cdn)
         app.router.add_get("/{version}/{node}", self._profile)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         if self._runner:

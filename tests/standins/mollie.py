@@ -30,6 +30,8 @@ import aiohttp
 from aiohttp import web
 from babel.numbers import get_currency_precision, is_currency
 
+from tests.standins.loopback import serve_on_loopback
+
 DOCS = {"documentation": {"href": "https://docs.mollie.com/overview/handling-errors"}}
 _STAMP = {"paid": "paidAt", "canceled": "canceledAt", "expired": "expiredAt", "failed": "failedAt"}
 
@@ -77,12 +79,7 @@ class MollieStandin:
         app.router.add_get("/v2/payments/{id}", self._get)
         app.router.add_get("/checkout/select-method/{id}", self._hosted_page)
         app.router.add_post("/checkout/select-method/{id}", self._hosted_submit)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.standins.loopback import serve_on_loopback
+
 
 def b64_hmac(secret: str, raw: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), raw, hashlib.sha256).digest()).decode()
@@ -230,12 +232,7 @@ class WooCommerceStandin:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/wp-json/wc/v3/orders", self._create)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app)
         self.webhooks.source = self.base_url + "/"
 
     async def stop(self) -> None:

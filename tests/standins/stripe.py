@@ -33,6 +33,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.standins.loopback import serve_on_loopback
+
 API_VERSION = "2025-09-30.clover"
 _INDEX = re.compile(r"\[([^\]]*)\]")
 
@@ -106,12 +108,7 @@ class StripeStandin:
         app.router.add_get("/v1/checkout/sessions/{id}", self._retrieve)
         app.router.add_get("/c/pay/{id}", self._hosted_page)
         app.router.add_post("/c/pay/{id}", self._hosted_submit)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.standins.loopback import serve_on_loopback
+
 API_VERSION = "v21.0"
 PHONE_NUMBER_ID = "106540352242922"
 DISPLAY_NUMBER = "15550783881"
@@ -116,12 +118,7 @@ class WhatsappStandin:
         app.router.add_post("/{version}/{phone}/media", self._upload)
         app.router.add_get("/whatsapp_business/attachments/", self._download)
         app.router.add_get("/{version}/{media_id}", self._media_info)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         if self._runner is not None:
