@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -54,7 +54,6 @@ class Shop:
     _index: CatalogueIndex | None = None
     _version: tuple[int, str] | None = None
     _checked_at: Any = None
-    _products: dict[str, Any] = field(default_factory=dict)
 
     @property
     def locale(self) -> str:
