@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/relay.py` puts only bench/ on the path
@@ -43,6 +40,16 @@ if str(REPO) not in sys.path:  # `python bench/relay.py` puts only bench/ on the
 import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    Receiver,
+    cpu_seconds,
+    git_commit,
+    log_levels,
+    mem_mib,
+    pct,
+    summarize_profile,
+    verdict,
+)
 from hub.config import load_config  # noqa: E402
 from hub.devserver.synapse import (  # noqa: E402
     DEFAULT_SYNAPSE_VERSION,
@@ -77,86 +84,7 @@ SYNC_FILTER = json.dumps(
 # -- /proc ----------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of all threads of pid (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def mem_mib(pid: int, key: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return NAN
-
-
 # -- the adviser's receiving side ----------------------------------------------------------
-
-
-class Receiver:
-    """A raw /sync long-poll as the adviser: the arrival time of every awaited body.
-
-    Raw JSON instead of nio, so the bench spends little CPU next to the hub and Synapse."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        self.url = base_url + "/_matrix/client/v3/sync"
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.pending: dict[str, asyncio.Future[float]] = {}
-        self.limited = 0  # responses whose timeline was cut: events may have been missed
-        self.errors = 0
-        self._since = ""
-        self._http: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        _, doc = await self._sync(0)
-        self._since = doc["next_batch"]
-        self._task = asyncio.create_task(self._loop())
-
-    def expect(self, body: str) -> asyncio.Future[float]:
-        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.pending[body] = fut
-        return fut
-
-    async def _sync(self, timeout_ms: int) -> tuple[float, dict[str, Any]]:
-        assert self._http is not None
-        params = {"timeout": str(timeout_ms), "filter": SYNC_FILTER}
-        if self._since:
-            params["since"] = self._since
-        async with self._http.get(self.url, params=params, headers=self.headers) as resp:
-            raw = await resp.read()
-            arrived = time.perf_counter()
-            if resp.status != 200:
-                raise ValueError(f"/sync answered {resp.status}: {raw[:200]!r}")
-        return arrived, json.loads(raw)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                arrived, doc = await self._sync(30_000)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                self.errors += 1
-                print(f"  ! adviser /sync failed: {exc!r}", file=sys.stderr)
-                await asyncio.sleep(0.5)
-                continue
-            self._since = doc.get("next_batch", self._since)
-            for room in doc.get("rooms", {}).get("join", {}).values():
-                timeline = room.get("timeline", {})
-                self.limited += bool(timeline.get("limited"))
-                for ev in timeline.get("events", []):
-                    body = ev.get("content", {}).get("body")
-                    fut = self.pending.pop(body, None) if isinstance(body, str) else None
-                    if fut is not None and not fut.done():
-                        fut.set_result(arrived)
-
-    async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._http:
-            await self._http.close()
 
 
 # -- phases ---------------------------------------------------------------------------------
@@ -308,60 +236,7 @@ async def open_rooms(
 # -- profile --------------------------------------------------------------------------------
 
 
-def summarize_profile(path: Path, err: str, top: int = 12) -> str:
-    """Shares of py-spy's raw (collapsed) samples: self time by library, inclusive time by
-    hub function. Recorded with --gil, so a sample is Python code running, not a thread
-    parked in a queue or in epoll."""
-    if not path.exists():
-        return f"  py-spy wrote nothing: {err[-500:]}"
-    by_lib: Counter[str] = Counter()
-    by_hub: Counter[str] = Counter()
-    roots: Counter[str] = Counter()  # where stacks without a hub frame start
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n, frames = int(count), stack.split(";")
-        total += n
-        where = frames[-1].rpartition(" (")[2].rstrip(")")  # e.g. sqlalchemy/orm/session.py:2555
-        by_lib[where.split("/")[0] if "/" in where else where.split(":")[0]] += n
-        hub_frames = {f.partition(" (")[0] for f in frames if " (hub/" in f}
-        for name in hub_frames:
-            by_hub[name] += n
-        if not hub_frames:
-            roots[frames[0].partition(" (")[0]] += n
-    if not total:
-        return "  (no samples)"
-    lines = [f"  {total} samples holding the GIL; self time by library:"]
-    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in by_lib.most_common(top)]
-    lines.append("  inclusive, by hub function (a sample counts once per function):")
-    lines += [
-        f"    {100 * c / total:5.1f}%  {f}"
-        for f, c in by_hub.most_common(top * 3)
-        if f not in ("<module>", "main", "cmd_run")
-    ]
-    # SQLAlchemy's asyncio layer runs the ORM in greenlets: py-spy shows those stacks
-    # starting at Session.execute & co., with no hub frame above them.
-    lines.append(f"  no hub frame on the stack: {100 * roots.total() / total:.1f}%, starting at")
-    lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in roots.most_common(6)]
-    return "\n".join(lines)
-
-
 # -- report ---------------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return NAN
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo = int(k)
-    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (k - lo)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 LABELS = {
@@ -382,19 +257,6 @@ class Facts:
     rss: float = NAN  # MiB, after the run
     hwm: float = NAN  # MiB, peak RSS (VmHWM)
     hub_log: Counter[str] = field(default_factory=Counter)  # WARNING / ERROR lines
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return head.stdout.strip() or "?"
 
 
 def report(phases: list[Phase], args: argparse.Namespace, facts: Facts) -> str:
@@ -477,17 +339,6 @@ def report(phases: list[Phase], args: argparse.Namespace, facts: Facts) -> str:
 
 
 # -- main -----------------------------------------------------------------------------------
-
-
-def log_levels(path: Path) -> Counter[str]:
-    """WARNING and ERROR lines in the hub's log (format: time LEVEL logger: text)."""
-    found: Counter[str] = Counter()
-    with contextlib.suppress(OSError):
-        for line in path.read_text(errors="replace").splitlines():
-            level = line.split(" ", 3)[2] if line.count(" ") >= 3 else ""
-            if level in ("WARNING", "ERROR", "CRITICAL"):
-                found[level] += 1
-    return found
 
 
 async def bench(args: argparse.Namespace, facts: Facts) -> int:
