@@ -130,16 +130,7 @@ async def enqueue(
     return await insert_ignore(
         session,
         OutboxItem,
-        {
-            "kind": kind,
-            "ordering_key": ordering_key,
-            "payload": payload,
-            "idempotency_key": idempotency_key,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": utcnow() + timedelta(seconds=delay),
-            "created_at": utcnow(),
-        },
+        hot.job_row(kind, ordering_key, payload, idempotency_key, delay),
         ["idempotency_key"],
     )
 

@@ -312,6 +312,31 @@ def visitor_by_token_hash(conn: Connection, token_hash: str) -> tuple[str, str |
 # -- the outbox --------------------------------------------------------------------------------
 
 
+def job_row(
+    kind: str,
+    ordering_key: str,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    delay: float = 0,
+) -> dict[str, Any]:
+    """The outbox row of a new job (both enqueue paths insert exactly this)."""
+    now = utcnow()
+    return {
+        "kind": kind,
+        "ordering_key": ordering_key,
+        "payload": payload,
+        "idempotency_key": idempotency_key,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now + timedelta(seconds=delay) if delay else now,
+        "leased_until": None,
+        "leased_by": None,
+        "last_error": None,
+        "created_at": now,
+        "done_at": None,
+    }
+
+
 def enqueue(
     conn: Connection,
     kind: str,
@@ -322,25 +347,8 @@ def enqueue(
     delay: float = 0,
 ) -> int | None:
     """Add a job in the caller's transaction; its id, None for a known idempotency key."""
-    now = utcnow()
-    new_id = _x(
-        conn,
-        "enqueue",
-        {
-            "kind": kind,
-            "ordering_key": ordering_key,
-            "payload": payload,
-            "idempotency_key": idempotency_key,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now + timedelta(seconds=delay) if delay else now,
-            "leased_until": None,
-            "leased_by": None,
-            "last_error": None,
-            "created_at": now,
-            "done_at": None,
-        },
-    ).scalar()
+    row = job_row(kind, ordering_key, payload, idempotency_key, delay)
+    new_id = _x(conn, "enqueue", row).scalar()
     return int(new_id) if new_id is not None else None
 
 
