@@ -30,7 +30,7 @@ from hub.core.types import (
     Sender,
     StatusUpdate,
 )
-from hub.db import repo
+from hub.db import hot, repo
 from hub.db.engine import database_of
 from hub.db.models import ChannelIdentity, Conversation, Message, utcnow
 
@@ -67,13 +67,20 @@ def _plain(env: Envelope, channel: Channel) -> bool:
     )
 
 
-def _store_plain(conn: Connection, batch: tuple[list[Envelope], str, str]) -> IngestResult:
-    envelopes, ghost_prefix, channel_code = batch
+def _store_plain(
+    conn: Connection, batch: tuple[list[Envelope], str, str, hot.LeaseOffer | None]
+) -> IngestResult:
+    envelopes, ghost_prefix, channel_code, offer = batch
     result = IngestResult()
     for env in envelopes:
         assert env.sender is not None and isinstance(env.event, InboundMessage)
         stored = record_inbound_sync(
-            conn, env.sender, env.event, ghost_prefix=ghost_prefix, channel_code=channel_code
+            conn,
+            env.sender,
+            env.event,
+            ghost_prefix=ghost_prefix,
+            channel_code=channel_code,
+            offer=offer,
         )
         if stored is None:
             result.duplicates += 1
@@ -90,11 +97,12 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
         if committer is None:
             committer = GroupCommit(database_of(hub.sessions), store_each(_store_plain))
             hub.ingest_commit = committer
+        offer = hub.worker.offer(committer.db)
         result = await committer.submit(
-            (envelopes, hub.config.appservice.ghost_prefix, channel.code)
+            (envelopes, hub.config.appservice.ghost_prefix, channel.code, offer)
         )
         if result.stored:
-            hub.worker.wake()
+            hub.worker.adopt(offer)
         if result.duplicates:
             log.info("%s: %d redelivered event(s) ignored", channel.kind, result.duplicates)
         return result

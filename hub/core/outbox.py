@@ -56,6 +56,9 @@ class Job:
     ordering_key: str
     payload: dict[str, Any]
     attempts: int  # attempts made before this one
+    # What the queuing transaction knew that the handler would otherwise read back (a job
+    # taken through a LeaseOffer); None for claimed jobs. Handlers check its type.
+    context: Any = field(default=None, compare=False, repr=False)
 
 
 Handler = Callable[[Job], Awaitable["Finish | SqlFinish | None"]]
@@ -173,6 +176,33 @@ class OutboxWorker:
     def wake(self) -> None:
         """Call after committing new jobs so they start without waiting for the poll."""
         self._wake.set()
+
+    def offer(self, db: Database) -> hot.LeaseOffer | None:
+        """An offer to pass to a transaction that queues jobs (hot.LeaseOffer); hand it to
+        `adopt` once that committed. None where jobs must be claimed (PostgreSQL)."""
+        if db.write_lock is None or self._stopping:
+            return None
+        room = self.config.concurrency - len(self._inflight)
+        if room <= 0:
+            return None
+        return hot.LeaseOffer(self.worker_id, self.config.lease_seconds, set(self._inflight), room)
+
+    def adopt(self, offer: hot.LeaseOffer | None) -> None:
+        """Start the jobs a committed transaction leased to this worker; wake the worker for
+        whatever else it queued (everything, without an offer)."""
+        if offer is None or offer.missed or self._stopping:
+            self._wake.set()
+        if offer is None or self._stopping:
+            return  # taken jobs stay leased until the next start releases them
+        for row, context in offer.taken:
+            job = Job(*row, context=context)
+            # A chain of this key that started after the offer was made ends before this job
+            # runs: a key's jobs never run side by side.
+            before = self._inflight.get(job.ordering_key)
+            self._inflight[job.ordering_key] = asyncio.create_task(
+                self._run_chain(job, after=before), name=f"job-{job.id}"
+            )
+            self._changes += 1
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -299,15 +329,19 @@ class OutboxWorker:
         )
         return [Job(*r) for r in rows]
 
-    async def _run_chain(self, job: Job | None) -> None:
-        """Run a job, then the next one of its ordering key if finishing it leased that too."""
+    async def _run_chain(self, job: Job | None, after: asyncio.Task[None] | None = None) -> None:
+        """Run a job, then the next one of its ordering key if finishing it leased that too;
+        first wait for `after`, an earlier chain of the same key."""
         key = job.ordering_key if job else ""
         try:
+            if after is not None:
+                await asyncio.wait([after])
             while job is not None:
                 job = await self._run_job(job)
                 self._changes += 1
         finally:
-            self._inflight.pop(key, None)
+            if self._inflight.get(key) is asyncio.current_task():
+                del self._inflight[key]
             if self._backlog:
                 self._wake.set()
 

@@ -70,16 +70,19 @@ def record_inbound_sync(
     *,
     ghost_prefix: str,
     channel_code: str,
+    offer: hot.LeaseOffer | None = None,
 ) -> Message | None:
     """`record_inbound` as Core on a synchronous connection (a `Database.write` unit of
-    work, for the web chat's hot path): the same rows, in far fewer statements. Returns a
-    transient Message, None for a message already recorded."""
+    work, for the hot paths of the web chat and webhooks): the same rows, in far fewer
+    statements. Returns a transient Message, None for a message already recorded. With a
+    worker's `offer`, the delivery job may go straight to that worker (hot.LeaseOffer) with
+    the rows its handler needs."""
     found = hot.identity_conversation(
         conn,
         sender.channel,
         sender.external_id,
         sender.display_name,
-        repo.opaque_localpart(ghost_prefix, channel_code),
+        lambda: repo.opaque_localpart(ghost_prefix, channel_code),
     )
     reply_to_id: int | None = None
     if msg.reply_to_remote_id:
@@ -92,12 +95,20 @@ def record_inbound_sync(
     written = _written_at(msg, found.last_inbound_at)
     if written is not None:
         hot.set_last_inbound(conn, found.conversation_id, written)
+    context = None
+    if found.rows is not None and reply_to_id is None:
+        identity, conversation = found.rows
+        if written is not None:
+            conversation.last_inbound_at = written
+        context = hot.Delivery(message, conversation, identity, None)
     hot.enqueue(
         conn,
         DELIVER_TO_MATRIX,
         conversation_key(found.conversation_id),
         {"message_id": message.id},
         f"deliver:{message.id}",
+        offer=offer,
+        context=context,
     )
     return message
 

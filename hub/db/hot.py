@@ -9,14 +9,16 @@ session) where callers expect models.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine.interfaces import Compiled
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.sql import Executable
 
@@ -51,10 +53,9 @@ def _stmt(name: str, dialect: str) -> Executable:
     """Statement `name` for a dialect, built once."""
     ins = _ins(dialect)
     if name == "identity_conversation":
+        # Whole rows: a message's delivery job can then be handed to the worker with them.
         return (
-            select(
-                CI.c.id, CI.c.display_name, CV.c.id.label("conversation_id"), CV.c.last_inbound_at
-            )
+            select(CI, CV)
             .outerjoin(CV, CV.c.identity_id == CI.c.id)
             .where(CI.c.channel == bindparam("channel"), CI.c.external_id == bindparam("ext"))
         )
@@ -159,6 +160,14 @@ def _stmt(name: str, dialect: str) -> Executable:
             .values(leased_until=bindparam("until"), leased_by=bindparam("worker"))
             .returning(O.c.id)
         )
+    if name == "lease_one":
+        return (
+            update(O)
+            .where(O.c.id == bindparam("jid"), O.c.status == "pending")
+            .where(lease_free)
+            .values(leased_until=bindparam("until"), leased_by=bindparam("worker"))
+            .returning(O.c.id)
+        )
     if name == "head_of_key":
         return (
             select(
@@ -193,17 +202,119 @@ def _stmt(name: str, dialect: str) -> Executable:
     raise KeyError(name)
 
 
+# Statements whose column list follows the parameters given (compiled per key set).
+_INSERTS = frozenset(
+    {
+        "insert_customer",
+        "insert_identity",
+        "insert_conversation",
+        "insert_message_dedupe",
+        "insert_message",
+        "enqueue",
+        "insert_txn",
+    }
+)
+Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A statement compiled once for a SQLite dialect, with its type conversions."""
+
+    compiled: Compiled
+    binds: tuple[Processor, ...]  # by position
+    results: tuple[Processor, ...]  # by result column
+
+
+@functools.cache
+def _prepared(name: str, keys: tuple[str, ...], dialect: Dialect) -> _Prepared | None:
+    stmt: Any = _stmt(name, dialect.name)
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+    if compiled.prefetch or any(b.expanding for b in compiled.binds.values()):
+        return None  # Python-side defaults or IN lists: SQLAlchemy's own execution
+    assert compiled.positiontup is not None
+    binds = tuple(
+        compiled.binds[k].type.dialect_impl(dialect).bind_processor(dialect)
+        for k in compiled.positiontup
+    )
+    results = tuple(
+        c.type.dialect_impl(dialect).result_processor(dialect, None) for c in stmt.exported_columns
+    )
+    return _Prepared(compiled, binds, results)
+
+
+class _Rows:
+    """The part of SQLAlchemy's Result the functions below use, over fetched rows."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self.rows, self.rowcount = rows, rowcount
+
+    def first(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> tuple[Any, ...]:
+        if len(self.rows) != 1:
+            raise NoResultFound() if not self.rows else MultipleResultsFound()
+        return self.rows[0]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def scalars(self) -> list[Any]:
+        return [r[0] for r in self.rows]
+
+
 def _x(conn: Connection, name: str, params: Any = None) -> Any:
-    return conn.execute(_stmt(name, conn.dialect.name), params)
+    """Execute statement `name`. On SQLite's thread the statement, compiled once, goes
+    straight to the pysqlite connection (inside the transaction SQLAlchemy began):
+    SQLAlchemy's per-execution machinery cost more than the statement itself on the hot
+    path (bench/relay.py)."""
+    dialect = conn.dialect
+    if dialect.driver == "pysqlite":  # the SQLite thread of hub.db.database
+        keys = tuple(params) if name in _INSERTS else ()
+        prep = _prepared(name, keys, dialect)
+        if prep is not None:
+            compiled = prep.compiled
+            values = compiled.construct_params(params)
+            args = [
+                v if proc is None else proc(v)
+                for v, proc in zip(
+                    [values[k] for k in compiled.positiontup],  # type: ignore[union-attr]
+                    prep.binds,
+                    strict=True,
+                )
+            ]
+            cur = conn.connection.driver_connection.execute(compiled.string, args)  # type: ignore[union-attr]
+            rows = cur.fetchall()
+            procs = prep.results
+            if rows and any(procs):
+                rows = [
+                    tuple(v if p is None else p(v) for v, p in zip(r, procs, strict=True))
+                    for r in rows
+                ]
+            return _Rows(rows, cur.rowcount)
+    return conn.execute(_stmt(name, dialect.name), params)
 
 
 ModelT = TypeVar("ModelT")
+_mappers_ready = False
 
 
 def _model(cls: type[ModelT], values: Mapping[str, Any]) -> ModelT:
     """A transient model object holding a row, built the way the ORM loads one (no
     instrumented __init__, ~15x cheaper); assigning attributes afterwards works as usual."""
-    configure_mappers()  # a no-op once done; the models must be set up before new_instance
+    global _mappers_ready
+    if not _mappers_ready:  # the models must be set up before new_instance
+        configure_mappers()
+        _mappers_ready = True
     obj: ModelT = cls.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
     obj.__dict__.update(values)
     return obj
@@ -218,6 +329,18 @@ class IdentityConversation:
     display_name: str | None
     conversation_id: int
     last_inbound_at: datetime | None
+    # Both rows as they are after this transaction, when they existed before it (transient).
+    rows: tuple[ChannelIdentity, Conversation] | None = None
+
+
+def _split(row: Any, *tables: Any) -> list[dict[str, Any]]:
+    """A joined row's columns per table (in select order)."""
+    values, out, at = tuple(row), [], 0
+    for table in tables:
+        keys = table.columns.keys()
+        out.append(dict(zip(keys, values[at : at + len(keys)], strict=True)))
+        at += len(keys)
+    return out
 
 
 def identity_conversation(
@@ -225,25 +348,38 @@ def identity_conversation(
     channel: str,
     external_id: str,
     display_name: str | None,
-    ghost_localpart: str,
+    ghost_localpart: Callable[[], str],
 ) -> IdentityConversation:
     """Get or create a channel identity (with its customer) and its conversation; a given
     display name replaces a different known one (None never erases). Safe against another
     process creating them at the same time (INSERT ... ON CONFLICT DO NOTHING)."""
     p = {"channel": channel, "ext": external_id}
     row = _x(conn, "identity_conversation", p).first()
+    ci: dict[str, Any] | None = None
+    cv: dict[str, Any] | None = None
     if row is None:
-        identity_id = _create_identity(conn, channel, external_id, display_name, ghost_localpart)
+        identity_id = _create_identity(conn, channel, external_id, display_name, ghost_localpart())
         known_name, conversation_id, last = display_name, None, None
     else:
-        identity_id, known_name, conversation_id, last = row
+        ci, cv = _split(row, CI, CV)
+        identity_id, known_name, conversation_id, last = (
+            ci["id"],
+            ci["display_name"],
+            cv["id"],
+            cv["last_inbound_at"],
+        )
     if display_name and known_name != display_name:
         _x(conn, "set_identity_name", {"iid": identity_id, "n": display_name})
         known_name = display_name
+        if ci is not None:
+            ci["display_name"] = display_name
     if conversation_id is None:
         _x(conn, "insert_conversation", {"identity_id": identity_id, "created_at": utcnow()})
         conversation_id, last = _x(conn, "conversation_by_identity", {"iid": identity_id}).one()
-    return IdentityConversation(identity_id, known_name, conversation_id, last)
+        return IdentityConversation(identity_id, known_name, conversation_id, last)
+    assert ci is not None and cv is not None
+    rows = (_model(ChannelIdentity, ci), _model(Conversation, cv))
+    return IdentityConversation(identity_id, known_name, conversation_id, last, rows)
 
 
 def _create_identity(
@@ -277,7 +413,7 @@ def message_id_by_remote(conn: Connection, channel: str, remote_id: str) -> int 
 
 def message_by_remote(conn: Connection, channel: str, remote_id: str) -> Message | None:
     row = _x(conn, "message_by_remote", {"channel": channel, "rid": remote_id}).first()
-    return _model(Message, row._mapping) if row is not None else None
+    return _model(Message, _split(row, M)[0]) if row is not None else None
 
 
 def insert_message(conn: Connection, values: dict[str, Any]) -> Message | None:
@@ -337,6 +473,26 @@ def job_row(
     }
 
 
+JobRow = tuple[int, str, str, dict[str, Any], int]  # id, kind, ordering_key, payload, attempts
+
+
+@dataclass
+class LeaseOffer:
+    """A worker's offer to take new jobs straight from the transaction that queues them:
+    `enqueue` leases a job to the worker when it is the only pending one of its ordering key,
+    and lists it in `taken` (with what its handler would otherwise read back) for the worker
+    to start once the transaction committed. That saves the worker a claim transaction per
+    job. Only where writers are serialised (SQLite: BEGIN IMMEDIATE), which makes "no other
+    pending job of this key" a fact until commit; on PostgreSQL jobs are claimed."""
+
+    worker_id: str
+    seconds: float
+    busy: set[str]  # ordering keys the worker runs now (or took in this transaction)
+    room: int  # free slots of the worker
+    taken: list[tuple[JobRow, Any]] = field(default_factory=list)
+    missed: int = 0  # jobs queued but not taken: the worker must claim them
+
+
 def enqueue(
     conn: Connection,
     kind: str,
@@ -345,14 +501,35 @@ def enqueue(
     idempotency_key: str,
     *,
     delay: float = 0,
+    offer: LeaseOffer | None = None,
+    context: Any = None,
 ) -> int | None:
-    """Add a job in the caller's transaction; its id, None for a known idempotency key."""
+    """Add a job in the caller's transaction; its id, None for a known idempotency key.
+    With an `offer`, a job due now that no other job of its key waits before is leased to
+    that worker (see LeaseOffer); `context` travels with it to the handler."""
     row = job_row(kind, ordering_key, payload, idempotency_key, delay)
+    take = (
+        offer is not None
+        and not delay
+        and offer.room > 0
+        and ordering_key not in offer.busy
+        and not has_pending(conn, ordering_key)
+    )
+    if take:
+        assert offer is not None
+        row["leased_until"] = row["created_at"] + timedelta(seconds=offer.seconds)
+        row["leased_by"] = offer.worker_id
     new_id = _x(conn, "enqueue", row).scalar()
-    return int(new_id) if new_id is not None else None
-
-
-JobRow = tuple[int, str, str, dict[str, Any], int]  # id, kind, ordering_key, payload, attempts
+    if new_id is None:
+        return None
+    if offer is not None and not take:
+        offer.missed += 1
+    if take:
+        assert offer is not None
+        offer.taken.append(((int(new_id), kind, ordering_key, payload, 0), context))
+        offer.busy.add(ordering_key)
+        offer.room -= 1
+    return int(new_id)
 
 
 def claim(
@@ -403,9 +580,9 @@ def complete(
         return None
     got = _x(
         conn,
-        "lease",
+        "lease_one",
         {
-            "ids": [nxt[0]],
+            "jid": nxt[0],
             "now": now,
             "until": now + timedelta(seconds=chain[1]),
             "worker": chain[0],
@@ -451,7 +628,7 @@ def delivery(conn: Connection, message_id: int) -> Delivery | None:
     target = None
     if message.reply_to_message_id:
         t = _x(conn, "message_by_id", {"mid": message.reply_to_message_id}).first()
-        target = _model(Message, t._mapping) if t is not None else None
+        target = _model(Message, _split(t, M)[0]) if t is not None else None
     return Delivery(message, conversation, identity, target)
 
 

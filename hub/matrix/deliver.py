@@ -30,7 +30,9 @@ class MatrixDelivery:
     async def deliver_inbound(self, job: Job) -> SqlFinish | None:
         """matrix.deliver: put a customer's message into their portal room as their ghost."""
         hub = self.hub
-        found = await database_of(hub.sessions).read(hot.delivery, job.payload["message_id"])
+        found = job.context if isinstance(job.context, hot.Delivery) else None
+        if found is None or found.message.id != job.payload["message_id"]:
+            found = await database_of(hub.sessions).read(hot.delivery, job.payload["message_id"])
         if found is None:
             raise PermanentFailure("message no longer exists (erased?)")
         msg, conversation, identity, target = (

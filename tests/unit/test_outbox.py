@@ -29,7 +29,8 @@ from hub.core.outbox import (
     backoff_delay,
     enqueue,
 )
-from hub.db.engine import create_engine, migrate, session_factory
+from hub.db import hot
+from hub.db.engine import create_engine, database_of, migrate, session_factory
 from hub.db.models import Customer, OutboxItem, utcnow
 from hub.matrix.client import MatrixError, MatrixUnavailable
 
@@ -758,3 +759,85 @@ async def test_drain_returns_when_the_rest_waits_behind_a_deferred_job(
     async with running(worker):
         await worker.drain(timeout=3)
     assert (await row_by_name(sessions, "a2")).status == "pending"
+
+
+# -- jobs handed over by the transaction that queues them (hot.LeaseOffer) -------------------
+
+
+async def _queue_with_offer(
+    sessions: Sessions, worker: OutboxWorker, *jobs: tuple[str, str, str]
+) -> hot.LeaseOffer | None:
+    db = database_of(sessions)
+    offer = worker.offer(db)
+
+    def queue(conn: Any) -> None:
+        for key, name, idem in jobs:
+            hot.enqueue(conn, "test", key, {"name": name}, idem, offer=offer, context=name)
+
+    await db.write(queue)
+    return offer
+
+
+async def test_offer_hands_a_new_job_straight_to_its_worker(sessions: Sessions) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def handler(job: Job) -> None:
+        seen.append((job.payload["name"], job.context))
+
+    # Polls a minute apart: nothing but the hand-over can start the job within the test.
+    worker = make_worker(sessions, poll_seconds=60)
+    worker.register("test", handler)
+    async with running(worker):
+        await asyncio.sleep(0)  # the worker's first (empty) claim
+        offer = await _queue_with_offer(sessions, worker, ("conv:1", "alice", "i-a"))
+        assert offer is not None and len(offer.taken) == 1 and offer.missed == 0
+        async with sessions() as s:
+            row = (await s.scalars(select(OutboxItem))).one()
+        assert row.leased_by == "worker-a" and row.leased_until is not None
+        worker.adopt(offer)
+        await worker.drain()
+    # The context travelled with the job: it was not claimed (claimed jobs carry none).
+    assert seen == [("alice", "alice")]
+    async with sessions() as s:
+        assert list(await s.scalars(select(OutboxItem.status))) == ["done"]
+
+
+async def test_offer_leaves_later_jobs_of_a_key_in_order(sessions: Sessions) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def handler(job: Job) -> None:
+        seen.append((job.payload["name"], job.context))
+
+    worker = make_worker(sessions)
+    worker.register("test", handler)
+    async with running(worker):
+        offer = await _queue_with_offer(
+            sessions, worker, ("conv:1", "first", "i-1"), ("conv:1", "second", "i-2")
+        )
+        assert offer is not None and len(offer.taken) == 1 and offer.missed == 1
+        worker.adopt(offer)
+        await worker.drain()
+    assert seen == [("first", "first"), ("second", None)]
+
+
+async def test_a_taken_job_never_adopted_runs_once_its_lease_ends(sessions: Sessions) -> None:
+    """The process that queued it died between commit and hand-over: the lease expires
+    (or is released at the next start) and any worker claims it."""
+    seen: list[str] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job.payload["name"])
+
+    crashed = make_worker(sessions, worker_id="worker-gone")
+    offer = await _queue_with_offer(sessions, crashed, ("conv:1", "alice", "i-a"))
+    assert offer is not None and offer.taken
+    worker = make_worker(sessions)
+    worker.register("test", handler)
+    async with running(worker):
+        await worker.drain()
+        assert seen == []  # still leased to the process that died
+        async with sessions.begin() as s:
+            await s.execute(update(OutboxItem).values(leased_until=utcnow() - timedelta(1)))
+        worker.wake()
+        await worker.drain()
+    assert seen == ["alice"]

@@ -324,9 +324,11 @@ class WebchatApi:
         self, visitor: VisitorRef, inbound: InboundMessage, data: bytes | None = None
     ) -> web.Response:
         hub = self.hub
+        offer = None
         if data is None:
+            offer = hub.worker.offer(self._db)
             stored = await self._db.write(
-                _store_text, visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix
+                _store_text, visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix, offer
             )
         else:
             stored = await self._store_media(visitor, inbound, data)
@@ -338,7 +340,7 @@ class WebchatApi:
         message, status = stored
         payload = message_json(message, hub.config.http.public_base)
         if status == 201:
-            hub.worker.wake()
+            hub.worker.adopt(offer)
             await self.channel.push(visitor.visitor_id, payload)
         return web.json_response({"message": payload}, status=status)
 
@@ -460,7 +462,11 @@ class WebchatApi:
 
 
 def _store_text(
-    conn: Connection, visitor_id: str, inbound: InboundMessage, ghost_prefix: str
+    conn: Connection,
+    visitor_id: str,
+    inbound: InboundMessage,
+    ghost_prefix: str,
+    offer: hot.LeaseOffer | None = None,
 ) -> tuple[Message, int] | None:
     """One transaction: a visitor's text message with its delivery job (201), or the one
     stored before under the same client_id (200); None if the visitor no longer exists."""
@@ -471,7 +477,12 @@ def _store_text(
     if existing is not None:
         return existing, 200
     message = record_inbound_sync(
-        conn, Sender(KIND, visitor_id, name), inbound, ghost_prefix=ghost_prefix, channel_code="web"
+        conn,
+        Sender(KIND, visitor_id, name),
+        inbound,
+        ghost_prefix=ghost_prefix,
+        channel_code="web",
+        offer=offer,
     )
     if message is None:  # another process stored it just now
         existing = hot.message_by_remote(conn, KIND, inbound.remote_id)
