@@ -18,10 +18,12 @@ engines:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import queue
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,7 +73,7 @@ class Database:
         self._owner: asyncio.Task[Any] | None = None
         self._sync: Engine | None = None
         self._conns: dict[bool, Connection | None] = {True: None, False: None}
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: DatabaseThread | None = None
         path = engine.url.database if self.is_sqlite else None
         if path and path != ":memory:" and not path.startswith("file:"):
             self._sync_path: str | None = str(Path(path))
@@ -115,11 +117,10 @@ class Database:
             return await conn.run_sync(fn, *args)
 
     async def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool) -> T:
-        if self._executor is None:
+        if self._thread is None:
             self._start()
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, fn, args, write)
+        assert self._thread is not None
+        return await self._thread.submit(self._run, fn, args, write)
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], write: bool) -> T:
         # The thread's two Connections (a write and a read one, over the same pysqlite
@@ -144,18 +145,71 @@ class Database:
         )
         event.listen(self._sync, "connect", sqlite_pragmas)
         event.listen(self._sync, "begin", sqlite_begin)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hub-db")
-        weakref.finalize(self, _shutdown, self._sync, self._executor)
+        self._thread = DatabaseThread()
+        weakref.finalize(self, _shutdown, self._sync, self._thread)
 
     def close(self) -> None:
         """Release the SQLite thread and its connection (also done when collected)."""
-        if self._sync is not None and self._executor is not None:
-            _shutdown(self._sync, self._executor)
-        self._sync, self._executor = None, None
+        if self._sync is not None and self._thread is not None:
+            _shutdown(self._sync, self._thread)
+        self._sync, self._thread = None, None
         self._conns = {True: None, False: None}
 
 
-def _shutdown(sync: Engine, executor: ThreadPoolExecutor) -> None:
+class DatabaseThread:
+    """One thread running submitted calls in order. Lighter than a ThreadPoolExecutor, whose
+    submit (locks, work item, thread accounting) and future chaining cost about as much CPU
+    as a hot-path transaction: a call here is one SimpleQueue.put and one
+    call_soon_threadsafe back."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="hub-db", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((loop, future, fn, args))
+        return future
+
+    def call(self, fn: Callable[[], Any], timeout: float) -> None:
+        """Run fn on the thread and wait for it (from outside an event loop)."""
+        done = concurrent.futures.Future[Any]()
+        self._queue.put((None, done, fn, ()))
+        done.result(timeout=timeout)
+
+    def stop(self, timeout: float = 5) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, future, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                if loop is None:
+                    future.set_exception(exc)
+                else:
+                    loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                if loop is None:
+                    future.set_result(result)
+                else:
+                    loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():  # the caller gave up; the work is done (or rolled back) anyway
+        return
+    if exc is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exc)
+
+
+def _shutdown(sync: Engine, thread: DatabaseThread) -> None:
     with contextlib.suppress(Exception):
-        executor.submit(sync.dispose).result(timeout=5)
-    executor.shutdown(wait=False)
+        thread.call(sync.dispose, timeout=5)
+    thread.stop()

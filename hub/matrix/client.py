@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class MatrixClient:
         data: bytes | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        url = self._base + _rewrite(path, user_id)
+        # Paths are built quoted (_path, urlencode): telling yarl so spares it re-quoting.
+        url = URL(self._base + _rewrite(path, user_id), encoded=True)
         headers = {"Authorization": f"Bearer {self._token}"}
         payload: bytes | None = data
         if payload is None and body is not None:
@@ -111,7 +113,7 @@ class MatrixClient:
                     return self._parse(resp.status, raw)
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if attempt == _CONNECT_RETRIES:
-                    raise MatrixUnavailable(f"{method} {urlsplit(url).path}: {exc!r}") from exc
+                    raise MatrixUnavailable(f"{method} {url.path}: {exc!r}") from exc
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
