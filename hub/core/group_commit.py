@@ -24,6 +24,7 @@ class GroupCommit(Generic[Item, Result]):
 
     db: Database
     store: Callable[[Connection, list[Item]], list[Result]]
+    urgent: bool = False  # callers wait to answer a request (see Database.write)
     _waiting: list[tuple[Item, asyncio.Future[Result]]] = field(default_factory=list)
     _flushing: asyncio.Task[None] | None = None
 
@@ -38,7 +39,9 @@ class GroupCommit(Generic[Item, Result]):
         while self._waiting:
             group, self._waiting = self._waiting, []
             try:
-                results = await self.db.write(self.store, [item for item, _ in group])
+                results = await self.db.write(
+                    self.store, [item for item, _ in group], urgent=self.urgent
+                )
             except Exception as exc:
                 for _, future in group:
                     if not future.done():

@@ -23,6 +23,7 @@ import contextlib
 import queue
 import threading
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,7 +70,7 @@ class Database:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         # FIFO; held by every write transaction of this process on SQLite.
-        self.write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self.write_lock: WriterLock | None = WriterLock() if self.is_sqlite else None
         self._owner: asyncio.Task[Any] | None = None
         self._sync: Engine | None = None
         self._conns: dict[bool, Connection | None] = {True: None, False: None}
@@ -83,26 +84,30 @@ class Database:
     # -- the writer lock (SQLite) -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[None]:
-        """Hold this process's SQLite write lock (FIFO); nothing on PostgreSQL. A task that
-        holds it already (a write inside a write) does not wait for itself."""
+    async def writing(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold this process's SQLite write lock (FIFO, urgent writers first); nothing on
+        PostgreSQL. A task that holds it already (a write inside a write) does not wait for
+        itself."""
         lock = self.write_lock
         task = asyncio.current_task()
         if lock is None or (self._owner is not None and self._owner is task):
             yield
             return
-        async with lock:
-            self._owner = task
-            try:
-                yield
-            finally:
-                self._owner = None
+        await lock.acquire(urgent)
+        self._owner = task
+        try:
+            yield
+        finally:
+            self._owner = None
+            lock.release()
 
     # -- units of work ----------------------------------------------------------------------
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` in one write transaction; committed when it returns."""
-        async with self.writing():
+    async def write(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
+        """Run `fn(conn, *args)` in one write transaction; committed when it returns.
+        `urgent`: somebody waits for the answer (a webhook's acknowledgement, a widget's
+        send), so it goes before queued background writes (finishing jobs)."""
+        async with self.writing(urgent=urgent):
             if self._sync_path is not None:
                 return await self._in_thread(fn, args, write=True)
             async with self.engine.begin() as conn:
@@ -154,6 +159,43 @@ class Database:
             _shutdown(self._sync, self._thread)
         self._sync, self._thread = None, None
         self._conns = {True: None, False: None}
+
+
+class WriterLock:
+    """A FIFO lock with two queues: urgent waiters are handed the lock before the others.
+    Hand-over keeps it locked, so nobody can slip in between."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._queues: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+
+    def locked(self) -> bool:
+        return self._locked
+
+    async def acquire(self, urgent: bool = False) -> None:
+        if not self._locked and not any(self._queues):
+            self._locked = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue_ = self._queues[0 if urgent else 1]
+        queue_.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed the lock just as the waiter was cancelled
+            else:
+                queue_.remove(future)
+            raise
+
+    def release(self) -> None:
+        for queue_ in self._queues:
+            while queue_:
+                future = queue_.popleft()
+                if not future.done():
+                    future.set_result(None)
+                    return
+        self._locked = False
 
 
 class DatabaseThread:

@@ -18,7 +18,7 @@ class FakeDatabase:
         self.fail = fail
         self._lock = asyncio.Lock()
 
-    async def write(self, fn: Any, items: list[Any]) -> Any:
+    async def write(self, fn: Any, items: list[Any], urgent: bool = False) -> Any:
         async with self._lock:
             await asyncio.sleep(0.01)  # a transaction takes a while: others queue up
             self.transactions.append(list(items))

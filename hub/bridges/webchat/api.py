@@ -328,7 +328,12 @@ class WebchatApi:
         if data is None:
             offer = hub.worker.offer(self._db)
             stored = await self._db.write(
-                _store_text, visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix, offer
+                _store_text,
+                visitor.visitor_id,
+                inbound,
+                hub.config.appservice.ghost_prefix,
+                offer,
+                urgent=True,  # the visitor waits for the answer
             )
         else:
             stored = await self._store_media(visitor, inbound, data)
