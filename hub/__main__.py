@@ -41,12 +41,22 @@ async def run_until_signal(coro_factory: object) -> None:
     """Run a coroutine until SIGINT/SIGTERM, then cancel it so it can clean up."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro_factory)  # type: ignore[arg-type]
+
+    def stop() -> None:
+        # Once: a second signal (Ctrl-C pressed again, or INT and TERM both sent to the
+        # process group) must not cut the clean-up short.
+        if not task.cancelling():
+            task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop)
     try:
         await task
     except asyncio.CancelledError:
         pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
