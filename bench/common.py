@@ -159,6 +159,7 @@ class Receiver:
         self.pending: dict[str, asyncio.Future[float]] = {}
         self.limited = 0  # responses whose timeline was cut: events may have been missed
         self.errors = 0
+        self.syncs = 0  # /sync responses (each one Synapse work, batched or not)
         self._since = ""
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -195,6 +196,7 @@ class Receiver:
                 print(f"  ! adviser /sync failed: {exc!r}", file=sys.stderr)
                 await asyncio.sleep(0.5)
                 continue
+            self.syncs += 1
             self._since = doc.get("next_batch", self._since)
             for room in doc.get("rooms", {}).get("join", {}).values():
                 timeline = room.get("timeline", {})

@@ -97,7 +97,7 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
         if committer is None:
             # Urgent: a provider waits for the acknowledgement (issue 3: ≤ 20 ms p99).
             committer = GroupCommit(
-                database_of(hub.sessions), store_each(_store_plain), urgent=True
+                database_of(hub.sessions), store_each(_store_plain), urgent=True, window=0.002
             )
             hub.ingest_commit = committer
         offer = hub.worker.offer(committer.db)

@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 from sqlalchemy.engine import Connection
 
 from hub.bridges.webchat.channel import KIND, WebchatChannel, message_json
+from hub.core.group_commit import GroupCommit, store_each
 from hub.core.media import image_type, safe_filename
 from hub.core.router import record_inbound, record_inbound_sync
 from hub.core.types import InboundMessage, MediaRef, Sender
@@ -85,6 +86,11 @@ class WebchatApi:
         self.allowed_origins = {base.split("/", 3)[0] + "//" + base.split("/", 3)[2]}
         self.allowed_origins |= set(self.cfg.allowed_origins)
         self._db = database_of(hub.sessions)
+        # Texts sent while a store runs are stored together in the next transaction, and
+        # their deliveries start together: Synapse persists and pushes them as one batch.
+        self._texts: GroupCommit[_TextItem, _Stored] = GroupCommit(
+            self._db, store_each(_store_text_item), urgent=True, window=0.002
+        )
         self._known: dict[str, tuple[float, VisitorRef]] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -327,13 +333,8 @@ class WebchatApi:
         offer = None
         if data is None:
             offer = hub.worker.offer(self._db)
-            stored = await self._db.write(
-                _store_text,
-                visitor.visitor_id,
-                inbound,
-                hub.config.appservice.ghost_prefix,
-                offer,
-                urgent=True,  # the visitor waits for the answer
+            stored = await self._texts.submit(
+                (visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix, offer)
             )
         else:
             stored = await self._store_media(visitor, inbound, data)
@@ -464,6 +465,14 @@ class WebchatApi:
                 "Access-Control-Allow-Origin": "*",
             },
         )
+
+
+_Stored = tuple[Message, int] | None
+_TextItem = tuple[str, InboundMessage, str, "hot.LeaseOffer | None"]
+
+
+def _store_text_item(conn: Connection, item: _TextItem) -> _Stored:
+    return _store_text(conn, *item)
 
 
 def _store_text(
