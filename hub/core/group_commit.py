@@ -1,5 +1,5 @@
-"""Group commit for webhook batches: whatever arrives while one write transaction runs is
-stored together in the next, so a burst of webhooks is acknowledged after about two
+"""Group commit for webhook batches and web-chat texts: whatever arrives while one write
+transaction runs is stored together in the next, so a burst is acknowledged after about two
 transactions instead of queueing one transaction per request behind the writer lock."""
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from sqlalchemy.engine import Connection
 
 from hub.db.database import Database
 
-BUSY_SECONDS = 1.0
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -27,18 +25,8 @@ class GroupCommit(Generic[Item, Result]):
     db: Database
     store: Callable[[Connection, list[Item]], list[Result]]
     urgent: bool = False  # callers wait to answer a request (see Database.write)
-    # While items come in bursts (the last group, stored less than BUSY_SECONDS ago, held
-    # several), the first item of a new burst waits this long for the rest of it, so the
-    # burst is stored, and then delivered, together: Synapse persists events that arrive
-    # together in one batch and pushes them in fewer /sync responses and appservice
-    # transactions (about a fifth less Synapse CPU per message in bench/relay.py). Items
-    # arriving one by one, or after a quiet spell, are stored at once. As PostgreSQL's
-    # commit_delay, which also applies only while other transactions are active.
-    window: float = 0.0
     _waiting: list[tuple[Item, asyncio.Future[Result]]] = field(default_factory=list)
     _flushing: asyncio.Task[None] | None = None
-    _last_stored: float = float("-inf")
-    _last_size: int = 0
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -48,9 +36,6 @@ class GroupCommit(Generic[Item, Result]):
         return await future
 
     async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.window and self._last_size > 1 and loop.time() - self._last_stored < BUSY_SECONDS:
-            await asyncio.sleep(self.window)
         while self._waiting:
             group, self._waiting = self._waiting, []
             try:
@@ -62,7 +47,6 @@ class GroupCommit(Generic[Item, Result]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self._last_stored, self._last_size = loop.time(), len(group)
             for (_, future), result in zip(group, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -97,15 +97,13 @@ async def ingest(hub: Hub, channel: Channel, envelopes: list[Envelope]) -> Inges
         if committer is None:
             # Urgent: a provider waits for the acknowledgement (issue 3: ≤ 20 ms p99).
             committer = GroupCommit(
-                database_of(hub.sessions), store_each(_store_plain), urgent=True, window=0.002
+                database_of(hub.sessions), store_each(_store_plain), urgent=True
             )
             hub.ingest_commit = committer
-        offer = hub.worker.offer(committer.db)
-        result = await committer.submit(
-            (envelopes, hub.config.appservice.ghost_prefix, channel.code, offer)
-        )
-        if result.stored:
-            hub.worker.adopt(offer)
+        async with hub.worker.handover(committer.db) as offer:
+            result = await committer.submit(
+                (envelopes, hub.config.appservice.ghost_prefix, channel.code, offer)
+            )
         if result.duplicates:
             log.info("%s: %d redelivered event(s) ignored", channel.kind, result.duplicates)
         return result

@@ -18,7 +18,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ from hub.db.upsert import insert_ignore
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_SECONDS = 3600
+BURST_WAIT = 0.01  # at most this long a handed-over job waits for the rest of its burst
 DONE_RETENTION_DAYS = 7
 DEAD_RETENTION_DAYS = 30
 
@@ -161,6 +162,8 @@ class OutboxWorker:
     _claiming: bool = False  # between a claim's commit and its tasks' start
     _changes: int = 0  # counts claims and finished jobs (for drain)
     _stopping: bool = False
+    _offers_out: int = 0  # handover() blocks running: stores that may hand over jobs
+    _gate: asyncio.Event | None = None  # see _burst_gate
 
     @property
     def _inflight_keys(self) -> set[str]:
@@ -177,32 +180,69 @@ class OutboxWorker:
         """Call after committing new jobs so they start without waiting for the poll."""
         self._wake.set()
 
-    def offer(self, db: Database) -> hot.LeaseOffer | None:
-        """An offer to pass to a transaction that queues jobs (hot.LeaseOffer); hand it to
-        `adopt` once that committed. None where jobs must be claimed (PostgreSQL)."""
-        if db.write_lock is None or self._stopping:
-            return None
-        room = self.config.concurrency - len(self._inflight)
-        if room <= 0:
-            return None
-        return hot.LeaseOffer(self.worker_id, self.config.lease_seconds, set(self._inflight), room)
+    @contextlib.asynccontextmanager
+    async def handover(self, db: Database) -> AsyncIterator[hot.LeaseOffer | None]:
+        """An offer to pass to a transaction that queues jobs (hot.LeaseOffer), None where
+        jobs must be claimed (PostgreSQL). When the block ends normally (the transaction
+        committed), the jobs it took start and the worker is woken for anything else it
+        queued; on an error nothing starts (the transaction rolled back)."""
+        offer = None
+        if db.write_lock is not None and not self._stopping:
+            room = self.config.concurrency - len(self._inflight)
+            if room > 0:
+                offer = hot.LeaseOffer(
+                    self.worker_id, self.config.lease_seconds, set(self._inflight), room
+                )
+        self._offers_out += 1
+        try:
+            yield offer
+        except BaseException:
+            self._offers_out -= 1
+            if self._offers_out == 0:
+                self._open_gate()
+            raise
+        self._offers_out -= 1
+        self._adopt(offer)
+        if self._offers_out == 0:
+            self._open_gate()
 
-    def adopt(self, offer: hot.LeaseOffer | None) -> None:
-        """Start the jobs a committed transaction leased to this worker; wake the worker for
-        whatever else it queued (everything, without an offer)."""
+    def _adopt(self, offer: hot.LeaseOffer | None) -> None:
         if offer is None or offer.missed or self._stopping:
             self._wake.set()
         if offer is None or self._stopping:
             return  # taken jobs stay leased until the next start releases them
+        gate = self._burst_gate() if offer.taken else None
         for row, context in offer.taken:
             job = Job(*row, context=context)
             # A chain of this key that started after the offer was made ends before this job
             # runs: a key's jobs never run side by side.
             before = self._inflight.get(job.ordering_key)
             self._inflight[job.ordering_key] = asyncio.create_task(
-                self._run_chain(job, after=before), name=f"job-{job.id}"
+                self._run_chain(job, after=before, gate=gate), name=f"job-{job.id}"
             )
             self._changes += 1
+
+    def _burst_gate(self) -> asyncio.Event | None:
+        """Jobs handed over while other hand-overs are still being stored (a burst of
+        webhooks or widget messages) wait for them, at most BURST_WAIT, so the whole burst
+        is sent together: Synapse persists events that arrive together in one batch and
+        pushes them in fewer /sync responses and appservice transactions (through the hub a
+        burst used to reach it spread over the time the stores took, which cost Synapse a
+        fifth more CPU per message; bench/relay.py). A job handed over alone starts at once;
+        only sends wait, never stores (a webhook's acknowledgement)."""
+        if self._gate is not None:
+            return self._gate
+        if self._offers_out == 0:
+            return None
+        gate = self._gate = asyncio.Event()
+        asyncio.get_running_loop().call_later(BURST_WAIT, self._open_gate, gate)
+        return gate
+
+    def _open_gate(self, gate: asyncio.Event | None = None) -> None:
+        """Let the held jobs go (`gate`: only if that one is still the current gate)."""
+        if self._gate is not None and gate in (None, self._gate):
+            self._gate.set()
+            self._gate = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -329,11 +369,18 @@ class OutboxWorker:
         )
         return [Job(*r) for r in rows]
 
-    async def _run_chain(self, job: Job | None, after: asyncio.Task[None] | None = None) -> None:
+    async def _run_chain(
+        self,
+        job: Job | None,
+        after: asyncio.Task[None] | None = None,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         """Run a job, then the next one of its ordering key if finishing it leased that too;
-        first wait for `after`, an earlier chain of the same key."""
+        first wait for `after`, an earlier chain of the same key, and for `gate`."""
         key = job.ordering_key if job else ""
         try:
+            if gate is not None:
+                await gate.wait()
             if after is not None:
                 await asyncio.wait([after])
             while job is not None:

@@ -4,6 +4,7 @@ its dedupe through `ingest` on SQLite."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -218,10 +219,9 @@ class FakeWorker:
     def wake(self) -> None:
         self.woken += 1
 
-    def offer(self, db: object) -> None:
-        return None  # jobs are left for a claim: this test looks at the rows
-
-    def adopt(self, offer: object) -> None:
+    @contextlib.asynccontextmanager
+    async def handover(self, db: object) -> AsyncIterator[None]:
+        yield None  # jobs are left for a claim: this test looks at the rows
         self.wake()
 
 

@@ -51,32 +51,3 @@ async def test_sequential_callers_each_get_their_own_result(n: int) -> None:
     group: GroupCommit[str, str] = GroupCommit(db, store_each(lambda _c, x: x.upper()))  # type: ignore[arg-type]
     for i in range(n):
         assert await group.submit(f"m{i}") == f"M{i}"
-
-
-async def _trickle(group: GroupCommit[int, int], items: list[int], gap: float) -> list[int]:
-    """Submit items `gap` seconds apart (a burst spread over a few milliseconds)."""
-    tasks = []
-    for x in items:
-        tasks.append(asyncio.create_task(group.submit(x)))
-        await asyncio.sleep(gap)
-    return list(await asyncio.gather(*tasks))
-
-
-async def test_while_bursts_come_the_first_item_waits_for_the_rest_of_its_burst() -> None:
-    db = FakeDatabase()
-    group: GroupCommit[int, int] = GroupCommit(db, store_each(lambda _c, x: x), window=0.2)  # type: ignore[arg-type]
-    await asyncio.gather(group.submit(1), group.submit(2))  # a burst: two in one group
-    db.transactions.clear()
-    # The next burst's items arrive 10 ms apart: all wait for the window, one transaction.
-    assert await _trickle(group, [3, 4, 5], 0.01) == [3, 4, 5]
-    assert db.transactions == [[3, 4, 5]]
-
-
-async def test_items_arriving_one_by_one_are_stored_at_once() -> None:
-    db = FakeDatabase()
-    group: GroupCommit[int, int] = GroupCommit(db, store_each(lambda _c, x: x), window=0.2)  # type: ignore[arg-type]
-    assert await group.submit(1) == 1  # a group of one: no burst going on
-    db.transactions.clear()
-    # Without the window, item 3 arrives while 2's transaction runs: two transactions.
-    assert await _trickle(group, [2, 3], 0.005) == [2, 3]
-    assert db.transactions == [[2], [3]]

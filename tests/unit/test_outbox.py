@@ -764,21 +764,15 @@ async def test_drain_returns_when_the_rest_waits_behind_a_deferred_job(
 # -- jobs handed over by the transaction that queues them (hot.LeaseOffer) -------------------
 
 
-async def _queue_with_offer(
-    sessions: Sessions, worker: OutboxWorker, *jobs: tuple[str, str, str]
-) -> hot.LeaseOffer | None:
-    db = database_of(sessions)
-    offer = worker.offer(db)
-
+def _queue(offer: hot.LeaseOffer | None, *jobs: tuple[str, str, str]) -> Callable[[Any], None]:
     def queue(conn: Any) -> None:
         for key, name, idem in jobs:
             hot.enqueue(conn, "test", key, {"name": name}, idem, offer=offer, context=name)
 
-    await db.write(queue)
-    return offer
+    return queue
 
 
-async def test_offer_hands_a_new_job_straight_to_its_worker(sessions: Sessions) -> None:
+async def test_handover_starts_a_new_job_straight_from_its_transaction(sessions: Sessions) -> None:
     seen: list[tuple[str, Any]] = []
 
     async def handler(job: Job) -> None:
@@ -787,14 +781,16 @@ async def test_offer_hands_a_new_job_straight_to_its_worker(sessions: Sessions) 
     # Polls a minute apart: nothing but the hand-over can start the job within the test.
     worker = make_worker(sessions, poll_seconds=60)
     worker.register("test", handler)
+    db = database_of(sessions)
     async with running(worker):
         await asyncio.sleep(0)  # the worker's first (empty) claim
-        offer = await _queue_with_offer(sessions, worker, ("conv:1", "alice", "i-a"))
-        assert offer is not None and len(offer.taken) == 1 and offer.missed == 0
-        async with sessions() as s:
-            row = (await s.scalars(select(OutboxItem))).one()
-        assert row.leased_by == "worker-a" and row.leased_until is not None
-        worker.adopt(offer)
+        async with worker.handover(db) as offer:
+            await db.write(_queue(offer, ("conv:1", "alice", "i-a")))
+            assert offer is not None and len(offer.taken) == 1 and offer.missed == 0
+            async with sessions() as s:
+                row = (await s.scalars(select(OutboxItem))).one()
+            assert row.leased_by == "worker-a" and row.leased_until is not None
+            assert seen == []  # not before the block ends (the transaction committed)
         await worker.drain()
     # The context travelled with the job: it was not claimed (claimed jobs carry none).
     assert seen == [("alice", "alice")]
@@ -802,7 +798,7 @@ async def test_offer_hands_a_new_job_straight_to_its_worker(sessions: Sessions) 
         assert list(await s.scalars(select(OutboxItem.status))) == ["done"]
 
 
-async def test_offer_leaves_later_jobs_of_a_key_in_order(sessions: Sessions) -> None:
+async def test_handover_leaves_later_jobs_of_a_key_in_order(sessions: Sessions) -> None:
     seen: list[tuple[str, Any]] = []
 
     async def handler(job: Job) -> None:
@@ -810,17 +806,77 @@ async def test_offer_leaves_later_jobs_of_a_key_in_order(sessions: Sessions) -> 
 
     worker = make_worker(sessions)
     worker.register("test", handler)
+    db = database_of(sessions)
     async with running(worker):
-        offer = await _queue_with_offer(
-            sessions, worker, ("conv:1", "first", "i-1"), ("conv:1", "second", "i-2")
-        )
+        async with worker.handover(db) as offer:
+            await db.write(_queue(offer, ("conv:1", "first", "i-1"), ("conv:1", "second", "i-2")))
         assert offer is not None and len(offer.taken) == 1 and offer.missed == 1
-        worker.adopt(offer)
         await worker.drain()
     assert seen == [("first", "first"), ("second", None)]
 
 
-async def test_a_taken_job_never_adopted_runs_once_its_lease_ends(sessions: Sessions) -> None:
+async def test_a_failed_handover_block_starts_nothing(sessions: Sessions) -> None:
+    seen: list[str] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job.payload["name"])
+
+    worker = make_worker(sessions, poll_seconds=60)
+    worker.register("test", handler)
+    db = database_of(sessions)
+
+    def queue_then_fail(conn: Any) -> None:
+        _queue(offer, ("conv:1", "alice", "i-a"))(conn)
+        raise RuntimeError("disk full")
+
+    async with running(worker):
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError):
+            async with worker.handover(db) as offer:
+                await db.write(queue_then_fail)  # rolled back
+        await asyncio.sleep(0.05)
+    assert seen == []
+    async with sessions() as s:
+        assert list(await s.scalars(select(OutboxItem))) == []
+
+
+async def test_a_burst_of_handovers_starts_together(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs handed over while other stores of the burst still run wait for them, so the
+    burst reaches Synapse together."""
+    monkeypatch.setattr(outbox, "BURST_WAIT", 60.0)  # only the burst's end opens the gate
+    started: list[str] = []
+
+    async def handler(job: Job) -> None:
+        started.append(job.payload["name"])
+
+    worker = make_worker(sessions, poll_seconds=60)
+    worker.register("test", handler)
+    db = database_of(sessions)
+    second_may_store = asyncio.Event()
+
+    async def store(name: str, wait: asyncio.Event | None) -> None:
+        async with worker.handover(db) as offer:
+            if wait is not None:
+                await wait.wait()
+            await db.write(_queue(offer, (f"conv:{name}", name, f"i-{name}")))
+
+    async with running(worker):
+        await asyncio.sleep(0)
+        second = asyncio.create_task(store("second", second_may_store))
+        await asyncio.sleep(0)
+        await store("first", None)  # committed while "second" is still storing
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert started == []  # held for the rest of the burst
+        second_may_store.set()
+        await second
+        await worker.drain()
+    assert sorted(started) == ["first", "second"]
+
+
+async def test_a_taken_job_never_started_runs_once_its_lease_ends(sessions: Sessions) -> None:
     """The process that queued it died between commit and hand-over: the lease expires
     (or is released at the next start) and any worker claims it."""
     seen: list[str] = []
@@ -829,8 +885,10 @@ async def test_a_taken_job_never_adopted_runs_once_its_lease_ends(sessions: Sess
         seen.append(job.payload["name"])
 
     crashed = make_worker(sessions, worker_id="worker-gone")
-    offer = await _queue_with_offer(sessions, crashed, ("conv:1", "alice", "i-a"))
-    assert offer is not None and offer.taken
+    db = database_of(sessions)
+    offer = hot.LeaseOffer(crashed.worker_id, 600, set(), 4)  # what handover() would give
+    await db.write(_queue(offer, ("conv:1", "alice", "i-a")))
+    assert offer.taken
     worker = make_worker(sessions)
     worker.register("test", handler)
     async with running(worker):

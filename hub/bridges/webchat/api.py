@@ -86,10 +86,9 @@ class WebchatApi:
         self.allowed_origins = {base.split("/", 3)[0] + "//" + base.split("/", 3)[2]}
         self.allowed_origins |= set(self.cfg.allowed_origins)
         self._db = database_of(hub.sessions)
-        # Texts sent while a store runs are stored together in the next transaction, and
-        # their deliveries start together: Synapse persists and pushes them as one batch.
+        # Texts sent while a store runs are stored together in the next transaction.
         self._texts: GroupCommit[_TextItem, _Stored] = GroupCommit(
-            self._db, store_each(_store_text_item), urgent=True, window=0.002
+            self._db, store_each(_store_text_item), urgent=True
         )
         self._known: dict[str, tuple[float, VisitorRef]] = {}
 
@@ -330,14 +329,15 @@ class WebchatApi:
         self, visitor: VisitorRef, inbound: InboundMessage, data: bytes | None = None
     ) -> web.Response:
         hub = self.hub
-        offer = None
         if data is None:
-            offer = hub.worker.offer(self._db)
-            stored = await self._texts.submit(
-                (visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix, offer)
-            )
+            async with hub.worker.handover(self._db) as offer:
+                stored = await self._texts.submit(
+                    (visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix, offer)
+                )
         else:
             stored = await self._store_media(visitor, inbound, data)
+            if stored is not None and stored[1] == 201:
+                hub.worker.wake()
         if stored is None:  # the visitor is gone since the token was checked
             raise web.HTTPUnauthorized(
                 text=json.dumps({"error": "unknown or missing session token"}),
@@ -346,7 +346,6 @@ class WebchatApi:
         message, status = stored
         payload = message_json(message, hub.config.http.public_base)
         if status == 201:
-            hub.worker.adopt(offer)
             await self.channel.push(visitor.visitor_id, payload)
         return web.json_response({"message": payload}, status=status)
 
