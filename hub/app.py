@@ -34,7 +34,7 @@ from hub.http.pages import add_page_routes
 from hub.hub import Hub
 from hub.matrix.appservice import MATRIX_EVENT, MATRIX_RECEIPT, AppserviceApi
 from hub.matrix.client import MatrixClient, MatrixError, MatrixUnavailable
-from hub.matrix.deliver import MatrixDelivery
+from hub.matrix.deliver import MatrixDelivery, preload_delivery
 from hub.matrix.dispatcher import Dispatcher
 from hub.matrix.portal import Portals
 from hub.matrix.receipts import SEND_RECEIPT, Receipts
@@ -104,7 +104,12 @@ def _assemble(hub: Hub) -> None:
             if register is not None:
                 register(hub)
     delivery, sender, dispatcher = MatrixDelivery(hub), ChannelSender(hub), Dispatcher(hub)
-    hub.worker.register(DELIVER_TO_MATRIX, delivery.deliver_inbound, delivery.on_deliver_dead)
+    hub.worker.register(
+        DELIVER_TO_MATRIX,
+        delivery.deliver_inbound,
+        delivery.on_deliver_dead,
+        preload=preload_delivery,
+    )
     hub.worker.register(MATRIX_SEND, delivery.send_room_event)
     hub.worker.register(SEND_TO_CHANNEL, sender.send, sender.on_dead)
     hub.worker.register(SEND_REACTION, sender.react)

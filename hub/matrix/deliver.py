@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def preload_delivery(conn: Connection, payload: dict[str, Any]) -> hot.Delivery | None:
+    """matrix.deliver's first read, done where the job is leased (OutboxWorker.register)."""
+    return hot.delivery(conn, payload["message_id"])
+
+
 class MatrixDelivery:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

@@ -899,3 +899,22 @@ async def test_a_taken_job_never_started_runs_once_its_lease_ends(sessions: Sess
         worker.wake()
         await worker.drain()
     assert seen == ["alice"]
+
+
+async def test_the_next_job_of_a_key_comes_with_its_preload(sessions: Sessions) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def handler(job: Job) -> None:
+        seen.append((job.payload["name"], job.context))
+
+    def preload(conn: Any, payload: dict[str, Any]) -> str:
+        assert conn is not None  # runs inside the finishing transaction
+        return "preloaded " + payload["name"]
+
+    worker = make_worker(sessions)
+    worker.register("test", handler, preload=preload)
+    await add(sessions, ("conv:1", "first", "i-1"), ("conv:1", "second", "i-2"))
+    async with running(worker):
+        await worker.drain()
+    # The first job was claimed (no context); the second was leased when the first finished.
+    assert seen == [("first", None), ("second", "preloaded second")]
