@@ -254,6 +254,7 @@ class Facts:
     loadavg: str = "?"
     idle_cpu_ms_per_s: float = NAN  # the hub doing nothing, after start
     idle_rss: float = NAN  # MiB, after start, before any message
+    idle_rss_file: float = NAN  # of which mapped files (shared libraries, shared with others)
     rss: float = NAN  # MiB, after the run
     hwm: float = NAN  # MiB, peak RSS (VmHWM)
     hub_log: Counter[str] = field(default_factory=Counter)  # WARNING / ERROR lines
@@ -318,6 +319,7 @@ def report(phases: list[Phase], args: argparse.Namespace, facts: Facts) -> str:
         "",
         f"{'hub RSS idle after start, MiB':{w}} {facts.idle_rss:7.1f}   "
         f"target ≤ {TARGET_RSS_MIB:.0f} MiB  {verdict(facts.idle_rss <= TARGET_RSS_MIB)}",
+        f"{'  of which mapped files (shared libraries)':{w}} {facts.idle_rss_file:7.1f}",
         f"{'hub RSS after the run, MiB':{w}} {facts.rss:7.1f}   (peak VmHWM {facts.hwm:.1f})",
     ]
     errors: Counter[str] = Counter()
@@ -358,6 +360,7 @@ async def bench(args: argparse.Namespace, facts: Facts) -> int:
         await asyncio.sleep(5)  # /proc counts in 10 ms ticks
         facts.idle_cpu_ms_per_s = (cpu_seconds(hub_pid) - before) * 1000 / 5
         facts.idle_rss = mem_mib(hub_pid)
+        facts.idle_rss_file = mem_mib(hub_pid, "RssFile")
         rooms_needed = 1 if args.rooms == "one" else args.concurrency
         print(f"opening {rooms_needed} portal rooms ...", file=sys.stderr)
         visitors, rooms, ghosts, token = await open_rooms(stack, http, rooms_needed)
