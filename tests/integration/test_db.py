@@ -14,7 +14,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -442,3 +442,60 @@ async def _done_count(sessions: Sessions) -> int:
             select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "done")
         )
         return int(n or 0)
+
+
+# --- the hot path's Core statements (SQLite: straight on pysqlite) ----------------------------
+
+
+async def test_hot_path_rows_read_back_like_the_orm_reads_them(engine: Any) -> None:
+    """record_inbound_sync through Database.write (on SQLite executed on the pysqlite
+    connection with SQLAlchemy's type processors) stores and returns what the ORM sees:
+    aware datetimes, JSON payloads, the delivery rows handed to the worker."""
+    from hub.db import hot
+    from hub.db.engine import database_of
+
+    sessions = session_factory(engine)
+    db = database_of(sessions)
+    sender = Sender("web", "visitor-1", "Zoë")
+    media = MediaRef("Foto ö.png", "image/png", 1234, "m" * 20)
+
+    def store(conn: Connection, remote_id: str, offer: hot.LeaseOffer | None) -> Any:
+        from hub.core.router import record_inbound_sync
+
+        msg = InboundMessage(remote_id, "image", text="Farbton 🎨", media=media)
+        return record_inbound_sync(
+            conn, sender, msg, ghost_prefix="customer_", channel_code="web", offer=offer
+        )
+
+    first = await db.write(store, "r1", None)  # creates identity and conversation
+    async with sessions.begin() as s:  # its delivery is done: the conversation is free
+        await s.execute(update(OutboxItem).values(status="done"))
+    offer = hot.LeaseOffer("worker-x", 60, set(), 4)
+    second = await db.write(store, "r2", offer)
+    assert first is not None and second is not None
+    async with sessions() as s:
+        orm = await s.get(Message, second.id)
+        assert orm is not None
+        conv, identity = await repo.conversation_with_identity(s, second.conversation_id)
+        key = f"deliver:{second.id}"
+        job = (await s.scalars(select(OutboxItem).where(OutboxItem.idempotency_key == key))).one()
+    # The transient message returned by the hot path equals the stored row.
+    for column in Message.__table__.columns.keys():
+        assert getattr(second, column) == getattr(orm, column), column
+    assert orm.media == asdict(media) and orm.text == "Farbton 🎨"
+    assert orm.created_at.tzinfo is not None
+    # The second message's job went to the offering worker, with the delivery rows.
+    assert job.leased_by == "worker-x" and job.payload == {"message_id": second.id}
+    [(row, context)] = offer.taken
+    assert row == (job.id, DELIVER_TO_MATRIX, conversation_key(conv.id), job.payload, 0)
+    assert isinstance(context, hot.Delivery)
+    assert context.message.id == second.id
+    assert context.conversation.id == conv.id
+    assert context.conversation.last_inbound_at == conv.last_inbound_at
+    assert context.identity.ghost_localpart == identity.ghost_localpart
+    assert context.identity.display_name == "Zoë"
+    # And what a claimed job would read instead is the same.
+    read = await db.read(hot.delivery, second.id)
+    assert read is not None
+    for column in Conversation.__table__.columns.keys():
+        assert getattr(read.conversation, column) == getattr(context.conversation, column), column
