@@ -167,6 +167,7 @@ class OutboxWorker:
     _stopping: bool = False
     _offers_out: int = 0  # handover() blocks running: stores that may hand over jobs
     _gate: asyncio.Event | None = None  # see _burst_gate
+    _missed_keys: set[str] = field(default_factory=set)  # see _adopt
 
     @property
     def _inflight_keys(self) -> set[str]:
@@ -222,9 +223,8 @@ class OutboxWorker:
             self._open_gate()
 
     def _adopt(self, offer: hot.LeaseOffer | None) -> None:
-        if offer is None or offer.missed or self._stopping:
-            self._wake.set()
         if offer is None or self._stopping:
+            self._wake.set()
             return  # taken jobs stay leased until the next start releases them
         gate = self._burst_gate() if offer.taken else None
         for row, context in offer.taken:
@@ -236,6 +236,14 @@ class OutboxWorker:
                 self._run_chain(job, after=before, gate=gate), name=f"job-{job.id}"
             )
             self._changes += 1
+        for key in offer.missed:
+            if key in self._inflight:
+                # The chain running this key leases the job when it finishes its own, or, if
+                # that happened just before this commit, wakes the worker when it ends: no
+                # claim transaction per message of a busy conversation.
+                self._missed_keys.add(key)
+            else:
+                self._wake.set()
 
     def _burst_gate(self) -> asyncio.Event | None:
         """Jobs handed over while other hand-overs are still being stored (a burst of
@@ -404,6 +412,9 @@ class OutboxWorker:
         finally:
             if self._inflight.get(key) is asyncio.current_task():
                 del self._inflight[key]
+            if key in self._missed_keys:
+                self._missed_keys.discard(key)
+                self._wake.set()
             if self._backlog:
                 self._wake.set()
 

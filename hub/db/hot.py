@@ -490,7 +490,9 @@ class LeaseOffer:
     busy: set[str]  # ordering keys the worker runs now (or took in this transaction)
     room: int  # free slots of the worker
     taken: list[tuple[JobRow, Any]] = field(default_factory=list)
-    missed: int = 0  # jobs queued but not taken: the worker must claim them
+    # Ordering keys of jobs queued but not taken: the worker must claim them (or, for a key
+    # it runs now, see to them once that chain ends).
+    missed: list[str] = field(default_factory=list)
 
 
 def enqueue(
@@ -523,7 +525,7 @@ def enqueue(
     if new_id is None:
         return None
     if offer is not None and not take:
-        offer.missed += 1
+        offer.missed.append(ordering_key)
     if take:
         assert offer is not None
         offer.taken.append(((int(new_id), kind, ordering_key, payload, 0), context))

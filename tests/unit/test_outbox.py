@@ -786,7 +786,7 @@ async def test_handover_starts_a_new_job_straight_from_its_transaction(sessions:
         await asyncio.sleep(0)  # the worker's first (empty) claim
         async with worker.handover(db) as offer:
             await db.write(_queue(offer, ("conv:1", "alice", "i-a")))
-            assert offer is not None and len(offer.taken) == 1 and offer.missed == 0
+            assert offer is not None and len(offer.taken) == 1 and offer.missed == []
             async with sessions() as s:
                 row = (await s.scalars(select(OutboxItem))).one()
             assert row.leased_by == "worker-a" and row.leased_until is not None
@@ -810,7 +810,7 @@ async def test_handover_leaves_later_jobs_of_a_key_in_order(sessions: Sessions) 
     async with running(worker):
         async with worker.handover(db) as offer:
             await db.write(_queue(offer, ("conv:1", "first", "i-1"), ("conv:1", "second", "i-2")))
-        assert offer is not None and len(offer.taken) == 1 and offer.missed == 1
+        assert offer is not None and len(offer.taken) == 1 and offer.missed == ["conv:1"]
         await worker.drain()
     assert seen == [("first", "first"), ("second", None)]
 
@@ -918,3 +918,46 @@ async def test_the_next_job_of_a_key_comes_with_its_preload(sessions: Sessions) 
         await worker.drain()
     # The first job was claimed (no context); the second was leased when the first finished.
     assert seen == [("first", None), ("second", "preloaded second")]
+
+
+async def test_the_next_message_of_a_busy_conversation_needs_no_claim(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued while its conversation's chain runs, a job is leased by that chain when the
+    running job finishes: no claim transaction (one per message of a busy chat, before)."""
+    seen: list[str] = []
+    started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        seen.append(job.payload["name"])
+        if job.payload["name"] == "first":
+            started.set()
+            await release.wait()
+        else:
+            done.set()
+
+    worker = make_worker(sessions, poll_seconds=60)
+    worker.register("test", handler)
+    db = database_of(sessions)
+    async with running(worker):
+        await worker.drain()  # the worker's first (empty) claim is behind us
+        claims = 0
+        claim = worker._claim
+
+        async def counting(limit: int) -> list[Job]:
+            nonlocal claims
+            claims += 1
+            return await claim(limit)
+
+        monkeypatch.setattr(worker, "_claim", counting)
+        async with worker.handover(db) as offer:
+            await db.write(_queue(offer, ("conv:1", "first", "i-1")))
+        await asyncio.wait_for(started.wait(), 10)
+        async with worker.handover(db) as offer:
+            await db.write(_queue(offer, ("conv:1", "second", "i-2")))
+        assert offer is not None and offer.missed == ["conv:1"]
+        release.set()
+        await asyncio.wait_for(done.wait(), 10)
+        assert claims == 0
+        await worker.drain()
+    assert seen == ["first", "second"]
