@@ -79,6 +79,12 @@ class ProviderError(Exception):
         self.detail = detail or human
 
 
+def require_items(req: CheckoutRequest) -> None:
+    """Every provider refuses an empty cart the same way (!pay refuses it first)."""
+    if req.cart.is_empty:
+        raise ProviderError("the cart is empty; add products before !pay", permanent=True)
+
+
 class WebhookRejected(Exception):
     """A webhook delivery is refused: answer ``status`` and process nothing."""
 

@@ -32,8 +32,8 @@ from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
     PaymentEvent,
-    ProviderError,
     WebhookRejected,
+    require_items,
 )
 from hub.commerce.render import labels_for
 
@@ -384,8 +384,7 @@ class BuiltinProvider:
         self.http = http  # unused: the page is served by the hub itself
 
     async def create_checkout(self, req: CheckoutRequest) -> CheckoutLink:
-        if req.cart.is_empty:
-            raise ProviderError("the cart is empty; add products before !pay", permanent=True)
+        require_items(req)
         url = f"{self.settings.public_base_url}/checkout/{quote(req.reference, safe='')}"
         return CheckoutLink(url=url, provider_ref="")
 

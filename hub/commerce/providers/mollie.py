@@ -54,6 +54,7 @@ from hub.commerce.providers.base import (
     lines_summary,
     major_units_text,
     money_from_text,
+    require_items,
 )
 from hub.commerce.providers.settings import MollieSettings
 
@@ -73,8 +74,7 @@ _PAYMENT_ID_RE = re.compile(r"tr_[A-Za-z0-9]{1,64}")
 
 
 def payment_body(settings: MollieSettings, req: CheckoutRequest) -> dict[str, Any]:
-    if req.cart.is_empty:
-        raise ProviderError("the cart is empty; add products before !pay", permanent=True)
+    require_items(req)
     description = settings.description.replace("{order_number}", req.order_number).replace(
         "{items}", lines_summary(req.cart)
     )

@@ -41,6 +41,7 @@ from hub.commerce.providers.base import (
     hmac_sha256_base64_matches,
     json_object,
     money_from_text,
+    require_items,
 )
 from hub.commerce.providers.settings import ShopifySettings
 
@@ -63,8 +64,7 @@ def variant_number(variant_id: str | None) -> str | None:
 
 def cart_permalink(settings: ShopifySettings, req: CheckoutRequest) -> str:
     """The documented permalink; ProviderError (permanent) naming every line without variant."""
-    if req.cart.is_empty:
-        raise ProviderError("the cart is empty; add products before !pay", permanent=True)
+    require_items(req)
     items, missing = [], []
     for line in req.cart.lines:
         number = variant_number(line.variant_id)

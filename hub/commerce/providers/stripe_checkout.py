@@ -43,6 +43,7 @@ from hub.commerce.providers.base import (
     ProviderError,
     WebhookRejected,
     header,
+    require_items,
 )
 from hub.commerce.providers.settings import StripeSettings
 
@@ -107,8 +108,7 @@ def checkout_locale(locale: str) -> str:
 
 def session_params(req: CheckoutRequest) -> dict[str, Any]:
     """The documented Checkout Session parameters for ``req`` (mode "payment")."""
-    if req.cart.is_empty:
-        raise ProviderError("the cart is empty; add products before !pay", permanent=True)
+    require_items(req)
     currency = req.cart.currency.lower()
     metadata = {
         "reference": req.reference,

@@ -50,6 +50,7 @@ from hub.commerce.providers.base import (
     hmac_sha256_base64_matches,
     json_object,
     money_from_text,
+    require_items,
 )
 from hub.commerce.providers.settings import WooCommerceSettings
 
@@ -71,8 +72,7 @@ _ID_RE = re.compile(r"[0-9]{1,20}")
 
 
 def _product_ids(req: CheckoutRequest) -> list[tuple[str, int]]:
-    if req.cart.is_empty:
-        raise ProviderError("the cart is empty; add products before !pay", permanent=True)
+    require_items(req)
     ids, missing = [], []
     for line in req.cart.lines:
         product = (line.variant_id or "").strip()
