@@ -340,6 +340,8 @@ def _split(row: Any, *tables: Any) -> list[dict[str, Any]]:
         keys = table.columns.keys()
         out.append(dict(zip(keys, values[at : at + len(keys)], strict=True)))
         at += len(keys)
+    if at != len(values):
+        raise ValueError(f"row of {len(values)} columns, tables of {at}")
     return out
 
 
@@ -618,15 +620,9 @@ def delivery(conn: Connection, message_id: int) -> Delivery | None:
     row = _x(conn, "delivery", {"mid": message_id}).first()
     if row is None:
         return None
-    n_m, n_cv = len(M.columns), len(CV.columns)
-    values = tuple(row)
-    message = _model(Message, dict(zip(M.columns.keys(), values[:n_m], strict=True)))
-    conversation = _model(
-        Conversation, dict(zip(CV.columns.keys(), values[n_m : n_m + n_cv], strict=True))
-    )
-    identity = _model(
-        ChannelIdentity, dict(zip(CI.columns.keys(), values[n_m + n_cv :], strict=True))
-    )
+    m, cv, ci = _split(row, M, CV, CI)
+    message = _model(Message, m)
+    conversation, identity = _model(Conversation, cv), _model(ChannelIdentity, ci)
     target = None
     if message.reply_to_message_id:
         t = _x(conn, "message_by_id", {"mid": message.reply_to_message_id}).first()
