@@ -41,7 +41,7 @@ from hub.devserver.synapse import (  # noqa: E402
     synapse_for_hub,
 )
 from tests.e2e.conftest import DOMAIN, PASSWORD, STANDINS  # noqa: E402
-from tests.e2e.helpers import HubProcess  # noqa: E402
+from tests.e2e.helpers import HubProcess, generate_registration  # noqa: E402
 
 NAN = float("nan")
 SYNC_FILTER = json.dumps(
@@ -289,17 +289,7 @@ async def start_stack(
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     registration = root / "registration.yaml"
-    # The same command an admin runs: fills the CHANGE_ME tokens and writes the registration.
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "hub", "generate-registration"],
-        *["-c", str(config_path), "-o", str(registration)],
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"hub generate-registration failed: {out.decode()}")
+    await generate_registration(config_path, registration)
     hub_config = load_config(config_path)
     stack.synapse = synapse_for_hub(
         hub_config,

@@ -38,29 +38,25 @@ if str(REPO) not in sys.path:  # `python bench/relay.py` puts only bench/ on the
     sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
-import yaml  # noqa: E402
 
 from bench.common import (  # noqa: E402
     Receiver,
+    Stack,
     cpu_seconds,
     git_commit,
     log_levels,
     mem_mib,
     pct,
+    start_stack,
     summarize_profile,
     verdict,
 )
-from hub.config import load_config  # noqa: E402
 from hub.devserver.synapse import (  # noqa: E402
     DEFAULT_SYNAPSE_VERSION,
-    LocalSynapse,
-    ensure_synapse_installed,
-    free_port,
-    synapse_for_hub,
 )
 from hub.matrix.client import MatrixClient  # noqa: E402
 from tests.e2e.conftest import DOMAIN, PASSWORD  # noqa: E402
-from tests.e2e.helpers import Adviser, HubProcess, Visitor, is_message  # noqa: E402
+from tests.e2e.helpers import Adviser, Visitor, is_message  # noqa: E402
 
 NAN = float("nan")
 MSG_TIMEOUT = 20.0  # one message, send until seen in /sync
@@ -148,69 +144,12 @@ class Bench:
         return phase
 
 
-# -- the stack ------------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    synapse: LocalSynapse
-    hub: HubProcess
-    hub_url: str
-    as_token: str
-    adviser_mxid: str
-
-
-async def start_stack(root: Path, stack_box: list[Stack]) -> Stack:
-    """As tests/e2e/conftest.py's `stack` fixture, in root; stack_box gets it for cleanup."""
-    hub_port, hs_port = free_port(), free_port()
-    config = {
-        "data_dir": str(root / "hub"),
-        "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
-        "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
-        "http": {"host": "127.0.0.1", "port": hub_port},
-        "shop": {"name": "Farbenhaus Bench", "advisers": [f"@anna:{DOMAIN}"]},
-        "logging": {"level": "INFO"},
-    }
-    config_path = root / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    registration = root / "registration.yaml"
-    # The same command an admin runs: fills the CHANGE_ME tokens and writes the registration.
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "hub", "generate-registration"],
-        *["-c", str(config_path), "-o", str(registration)],
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"hub generate-registration failed: {out.decode()}")
-    hub_config = load_config(config_path)
-    synapse = synapse_for_hub(
-        hub_config,
-        registration,
-        root / "synapse",
-        await ensure_synapse_installed(),
-        secrets.token_hex(16),
-        for_tests=True,
-    )
-    as_token = hub_config.appservice.as_token
-    hub_url = f"http://127.0.0.1:{hub_port}"
-    hub = HubProcess(config_path, hub_url, root / "hub.log")
-    stack = Stack(synapse, hub, hub_url, as_token, "")
-    stack_box.append(stack)
-    synapse.write_config()
-    await synapse.start()
-    stack.adviser_mxid = await synapse.register_user("anna", PASSWORD, displayname="Anna")
-    await stack.hub.start()
-    return stack
-
-
 async def open_rooms(
     stack: Stack, http: aiohttp.ClientSession, count: int
 ) -> tuple[list[Visitor], list[str], list[str], str]:
     """count visitors each open a portal; the adviser joins them. -> visitors, rooms, ghosts,
     the adviser's access token."""
+    assert stack.synapse is not None and stack.hub_url
     adviser = Adviser(stack.synapse.url, stack.adviser_mxid)
     await adviser.login(PASSWORD)
     try:
@@ -345,16 +284,16 @@ def report(phases: list[Phase], args: argparse.Namespace, facts: Facts) -> str:
 
 async def bench(args: argparse.Namespace, facts: Facts) -> int:
     root = Path(tempfile.mkdtemp(prefix="hub-bench-"))
-    stack_box: list[Stack] = []
+    stack = Stack(root)
     rx: Receiver | None = None
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     try:
         print(f"starting Synapse and the hub in {root} ...", file=sys.stderr)
-        stack = await start_stack(root, stack_box)
+        await start_stack(stack)
+        assert stack.synapse is not None and stack.hub is not None
         # LocalSynapse has no public pid; its CPU is reported for context only.
-        assert stack.hub.proc is not None and stack.synapse._proc is not None
-        hub_pid = stack.hub.proc.pid
-        pids = {"hub": hub_pid, "synapse": stack.synapse._proc.pid, "bench": os.getpid()}
+        hub_pid = stack.hub_pid
+        pids = {"hub": hub_pid, "synapse": stack.synapse_pid, "bench": os.getpid()}
         await asyncio.sleep(2)  # let the start-up work (migrations, ping) finish
         before = cpu_seconds(hub_pid)
         await asyncio.sleep(5)  # /proc counts in 10 ms ticks
@@ -396,9 +335,7 @@ async def bench(args: argparse.Namespace, facts: Facts) -> int:
         if rx is not None:
             await rx.close()
         await http.close()
-        for stack in stack_box:
-            await stack.hub.stop()
-            await stack.synapse.stop()
+        await stack.stop()
         if args.keep:
             print(f"kept {root}", file=sys.stderr)
         else:

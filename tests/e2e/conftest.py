@@ -3,10 +3,8 @@ the hub itself running as a separate process (so it can be killed and restarted)
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import secrets
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from hub.devserver.synapse import (
     free_port,
     synapse_for_hub,
 )
-from tests.e2e.helpers import REPO, Adviser, HubProcess, Visitor
+from tests.e2e.helpers import REPO, Adviser, HubProcess, Visitor, generate_registration
 
 DOMAIN = "shop.example"
 PASSWORD = "adviser-password-1"
@@ -99,16 +97,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     registration = root / "registration.yaml"
-    # The same command an admin runs: fills the CHANGE_ME tokens and writes the registration.
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "hub", "generate-registration"],
-        *["-c", str(config_path), "-o", str(registration)],
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out.decode()
+    await generate_registration(config_path, registration)
     python = await ensure_synapse_installed()
     synapse = synapse_for_hub(
         load_config(config_path),

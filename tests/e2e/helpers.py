@@ -20,6 +20,21 @@ from nio import AsyncClient, InviteMemberEvent, LoginResponse, SyncResponse
 REPO = Path(__file__).resolve().parents[2]
 
 
+async def generate_registration(config_path: Path, registration: Path) -> None:
+    """The same command an admin runs: fills the CHANGE_ME tokens of the config and writes
+    the appservice registration for the homeserver."""
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "hub", "generate-registration"],
+        *["-c", str(config_path), "-o", str(registration)],
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"hub generate-registration failed: {out.decode()}")
+
+
 class HubProcess:
     """`hub run -c CONFIG` as a child process, so tests can kill -9 and restart it."""
 
