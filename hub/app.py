@@ -54,7 +54,7 @@ PROVIDER_CHANNELS = {
 async def build_hub(config: Config) -> Hub:
     engine = create_engine(config.database_url, echo=config.database.echo)
     try:
-        await migrate(engine)
+        await migrate(engine, in_child=True)
     except StartupError:
         await engine.dispose()
         raise

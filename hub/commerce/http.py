@@ -17,7 +17,7 @@ from hub.commerce.service import fill
 from hub.core.bot import enqueue_notice
 from hub.db import commerce_repo
 from hub.db.models import Conversation, Order, utcnow
-from hub.http.pages import templates
+from hub.http.pages import Pages
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -31,7 +31,7 @@ _REFERENCE = re.compile(r"^hub-[0-9a-f]{20}$")
 class CommerceHttp:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.env = templates()
+        self.pages = Pages()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/l/{code}", self.short_link)
@@ -69,8 +69,8 @@ class CommerceHttp:
 
     async def _render(self, name: str, **values: Any) -> web.Response:
         shop = self.hub.shop
-        page = await self.env.get_template(name).render_async(
-            shop_name=self.hub.config.shop.name, locale=shop.locale, **values
+        page = await self.pages.render(
+            name, shop_name=self.hub.config.shop.name, locale=shop.locale, **values
         )
         return web.Response(
             text=page,

@@ -147,11 +147,23 @@ async def schema_at_head(engine: AsyncEngine) -> bool:
     return [r[0] for r in rows] == [head]
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to this hub's head revision; refuse a newer or foreign schema."""
+async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
+    """Alembic's upgrade to head in this process -> (revision before, head)."""
+    async with database(engine).writing(), engine.begin() as conn:
+        return await conn.run_sync(_upgrade)
+
+
+async def migrate(engine: AsyncEngine, *, in_child: bool = False) -> None:
+    """Bring the schema to this hub's head revision; refuse a newer or foreign schema.
+    `in_child`: run Alembic in a child process (the long-running hub: see
+    hub.db.migrate_process), except for an in-memory database no other process can see."""
     if await schema_at_head(engine):
         return
-    async with database(engine).writing(), engine.begin() as conn:
-        before, head = await conn.run_sync(_upgrade)
+    if in_child and engine.url.database not in (None, "", ":memory:"):
+        from hub.db.migrate_process import migrate_in_child
+
+        before, head = await migrate_in_child(engine)
+    else:
+        before, head = await upgrade(engine)
     if before != head:
         log.info("database migrated from %s to %s", before or "empty", head)

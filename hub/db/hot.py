@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
@@ -33,6 +32,7 @@ from hub.db.models import (
     WebchatVisitor,
     utcnow,
 )
+from hub.db.upsert import dialect_insert
 
 CU = Customer.__table__
 CI = ChannelIdentity.__table__
@@ -44,14 +44,10 @@ WV = WebchatVisitor.__table__
 MF = MediaFile.__table__
 
 
-def _ins(dialect: str) -> Any:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 @functools.cache
 def _stmt(name: str, dialect: str) -> Executable:
     """Statement `name` for a dialect, built once."""
-    ins = _ins(dialect)
+    ins = dialect_insert(dialect)
     if name == "identity_conversation":
         # Whole rows: a message's delivery job can then be handed to the worker with them.
         return (

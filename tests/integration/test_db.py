@@ -8,6 +8,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,13 +55,14 @@ def _revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-async def test_migrate_creates_the_schema_on_a_fresh_database(db_url: str) -> None:
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child-process"])
+async def test_migrate_creates_the_schema_on_a_fresh_database(db_url: str, in_child: bool) -> None:
     engine = create_engine(db_url)
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == set()
-        await migrate(engine)
-        await migrate(engine)  # already at head: nothing to do, no error
+        await migrate(engine, in_child=in_child)
+        await migrate(engine, in_child=in_child)  # already at head: nothing to do, no error
         async with engine.connect() as conn:
             tables = await conn.run_sync(_tables)
             assert tables == set(Base.metadata.tables) | {"alembic_version"}
@@ -85,7 +87,8 @@ async def test_migrations_match_the_models(db_url: str) -> None:
         await engine.dispose()
 
 
-async def test_a_newer_schema_is_refused(db_url: str) -> None:
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child-process"])
+async def test_a_newer_schema_is_refused(db_url: str, in_child: bool) -> None:
     engine = create_engine(db_url)
     try:
         async with engine.begin() as conn:
@@ -94,12 +97,24 @@ async def test_a_newer_schema_is_refused(db_url: str) -> None:
             )
             await conn.execute(text("INSERT INTO alembic_version VALUES ('0042_from_the_future')"))
         with pytest.raises(StartupError) as info:
-            await migrate(engine)
+            await migrate(engine, in_child=in_child)
         message = str(info.value)
         assert "0042_from_the_future" in message
         assert "newer" in message
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == {"alembic_version"}  # nothing touched
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failing_migration_child_is_reported_not_hidden(tmp_path: Path) -> None:
+    """A database the child cannot open: a StartupError with its exit code and stderr tail."""
+    (tmp_path / "locked").mkdir()
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'locked'}")  # a directory
+    try:
+        failed = r"database migration failed \(exit 1\): .*unable to open database file"
+        with pytest.raises(StartupError, match=failed):
+            await migrate(engine, in_child=True)
     finally:
         await engine.dispose()
 

@@ -789,6 +789,14 @@ def test_builtin_form_limits_countries_when_asked() -> None:
     assert errors == {"country": "unknown_choice"}
 
 
+def test_builtin_settings_accept_country_codes_and_refuse_groupings() -> None:
+    settings = BuiltinSettings(public_base_url="https://hub.example", countries=["de", "AT", "LI"])
+    assert settings.countries == ["DE", "AT", "LI"]
+    for bad in (["DE", "EU"], ["UN"], ["XX"], ["DEU"]):
+        with pytest.raises(ValidationError, match="not ISO country codes"):
+            BuiltinSettings(public_base_url="https://hub.example", countries=bad)
+
+
 async def test_builtin_provider() -> None:
     settings = BuiltinSettings(public_base_url="https://hub.example/")
     provider = build_provider("builtin", {}, None, public_base_url="https://hub.example/")  # type: ignore[arg-type]
