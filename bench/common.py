@@ -75,6 +75,15 @@ def mem_mib(pid: int, key: str = "VmRSS") -> float:
     return NAN
 
 
+def private_mib(pid: int) -> float:
+    """Memory only this process holds (USS): private clean + dirty pages, in MiB."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024
+
+
 def busy_cpu_seconds() -> float:
     """CPU time the processes of the machine spent (the first line of /proc/stat). Interrupt
     time is left out: loopback traffic of the bench's own processes lands there."""
