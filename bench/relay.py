@@ -237,6 +237,10 @@ def report(phases: list[Phase], args: argparse.Namespace, facts: Facts) -> str:
         h, r = rate("hub", m), rate("raw", m)
         tgt = f"≥ {TARGET_RATIO:.2f}  {verdict(h / r >= TARGET_RATIO)}" if m == "many" else ""
         out.append(f"{label(m):{w}} {h:7.1f} {r:7.1f} {h / r:8.2f}  {tgt}")
+    if "one" in modes and "seq" in modes:
+        # What an order-keeping sender gets from Synapse: one PUT at a time.
+        h, r = rate("hub", "one"), rate("raw", "seq")
+        out.append(f"{'  * vs raw sent in order (1 in flight)':{w}} {h:7.1f} {r:7.1f} {h / r:8.2f}")
     out += ["", f"{'latency, ms (all rounds)':{w}} {'p50':>7} {'p99':>7}"]
     for m in modes:
         h, r = lat("hub", m), lat("raw", m)

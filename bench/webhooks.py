@@ -413,6 +413,10 @@ def report(
         tgt = f"≥ {TARGET_RATIO:.2f}  {verdict(ratio >= TARGET_RATIO)}" if m.in_flight > 1 else ""
         star = " *" if m.in_flight > 1 and m.rooms == 1 else ""
         out.append(f"{m.label() + star:{w}} {h:7.1f} {r:7.1f} {ratio:8.2f}  {tgt}")
+    if {"seq-one", "conc-one"} <= {m.key for m in modes}:
+        # What an order-keeping sender gets from Synapse in one room: one PUT at a time.
+        h, r = rate("hub", "conc-one"), rate("raw", "seq-one")
+        out.append(f"{'  * vs raw sent in order (1 in flight)':{w}} {h:7.1f} {r:7.1f} {h / r:8.2f}")
     out += ["", f"{'end-to-end latency, ms (all rounds)':{w}} {'p50':>7} {'p99':>7}"]
     for m in modes:
         h, r = vals(of("hub", m.key), "latencies"), vals(of("raw", m.key), "latencies")
