@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import importlib
 import logging
 import secrets
@@ -219,6 +220,15 @@ async def create_app(config: Config) -> web.Application:
     return app
 
 
+def freeze_startup_objects() -> None:
+    """Take what start-up left alive (the libraries' modules and classes, ORM mappers, the
+    config: ~120 000 objects) out of the garbage collector's full collections. Each of those
+    walked all of it: 30–70 ms in which nothing else ran and webhooks waited for their
+    acknowledgement (bench/webhooks.py caught one at p99 79 ms)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run the hub until cancelled (Ctrl-C / SIGTERM handled by the caller)."""
     app = await create_app(config)
@@ -242,6 +252,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         for channel in hub.channels.values()
         if hasattr(channel, "on_start")
     ]
+    freeze_startup_objects()
     if ready is not None:
         ready.set()
     try:
