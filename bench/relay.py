@@ -42,6 +42,7 @@ import aiohttp  # noqa: E402
 from bench.common import (  # noqa: E402
     Receiver,
     Stack,
+    collector_paused,
     cpu_seconds,
     git_commit,
     log_levels,
@@ -382,7 +383,8 @@ async def measure(b: Bench, args: argparse.Namespace) -> list[Phase]:
             # Alternate who goes first, so a drift of the machine's load hits both.
             for path in ("raw", "hub") if (rnd + k) % 2 == 0 else ("hub", "raw"):
                 await asyncio.sleep(SETTLE)
-                p = await b.phase(path, mode, args.n, f"r{rnd}")
+                with collector_paused():
+                    p = await b.phase(path, mode, args.n, f"r{rnd}")
                 phases.append(p)
                 print(
                     f"  round {rnd + 1} {path:3} {mode:4}: {p.rate:6.1f} msg/s, "

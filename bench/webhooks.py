@@ -50,6 +50,7 @@ from bench.common import (  # noqa: E402
     CpuMeter,
     Receiver,
     Stack,
+    collector_paused,
     find_py_spy,
     git_commit,
     loadavg,
@@ -326,7 +327,8 @@ async def measure(b: Bench, modes: list[Mode], args: argparse.Namespace) -> list
             # Alternate who goes first, so a drift of the machine's load hits both.
             for path in ("raw", "hub") if (rnd + k) % 2 == 0 else ("hub", "raw"):
                 await asyncio.sleep(SETTLE)
-                p = await b.phase(path, mode, args.n, f"r{rnd}")
+                with collector_paused():
+                    p = await b.phase(path, mode, args.n, f"r{rnd}")
                 phases.append(p)
                 print(
                     f"  round {rnd + 1} {path:3} {mode.label():24}: {p.rate:6.1f} msg/s, "
@@ -341,7 +343,8 @@ async def busy(b: Bench, workers: int) -> list[Phase]:
     out = []
     for name, run in (("saturated", lambda: b.saturated(workers)), ("frozen", b.frozen)):
         await asyncio.sleep(2 * SETTLE)
-        p = await run()
+        with collector_paused():
+            p = await run()
         out.append(p)
         print(
             f"  {name}: ack p50 {pct(p.answers, 50) * 1000:.1f} ms, p99 "
