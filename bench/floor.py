@@ -96,7 +96,11 @@ async def request_cpu(gaps_ms: list[float], n: int) -> dict[float, float]:
                         await resp.read()
                     break
                 except aiohttp.ClientConnectionError:
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"trivial server exited: {proc.returncode}") from None
                     await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("trivial server did not answer within 10 s")
             for gap in gaps_ms:
                 for i in range(50):  # warm-up at this pace
                     async with http.post(url, json={"n": i}) as resp:
@@ -109,7 +113,8 @@ async def request_cpu(gaps_ms: list[float], n: int) -> dict[float, float]:
                         await asyncio.sleep(gap / 1000)
                 out[gap] = (_sched_seconds(proc.pid) - before) * 1000 / n
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         await proc.wait()
     return out
 

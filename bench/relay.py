@@ -260,9 +260,12 @@ def report(phases: list[Phase], args: argparse.Namespace, facts: Facts) -> str:
                 f"{cpu_ms(path, m, 'synapse'):8.2f} {cpu_ms(path, m, 'bench'):7.2f}"
             )
     loaded, hub_cpu = cpu_ms("hub", "many", "hub"), cpu_ms("hub", None, "hub")
+    if "many" in modes:
+        out.append(
+            f"{'hub CPU per message, ' + label('many'):{w}} {loaded:7.2f}   "
+            f"target ≤ {TARGET_CPU_MS:.0f} ms  {verdict(loaded <= TARGET_CPU_MS)}"
+        )
     out += [
-        f"{'hub CPU per message, ' + label('many'):{w}} {loaded:7.2f}   "
-        f"target ≤ {TARGET_CPU_MS:.0f} ms  {verdict(loaded <= TARGET_CPU_MS)}",
         f"{'hub CPU per message, all hub phases':{w}} {hub_cpu:7.2f}   "
         f"target ≤ {TARGET_CPU_MS:.0f} ms  {verdict(hub_cpu <= TARGET_CPU_MS)}",
         f"  (raw phases: the hub only stores Synapse's echoes of its ghosts' events; "
@@ -354,7 +357,10 @@ async def bench(args: argparse.Namespace, facts: Facts) -> int:
         phases = await measure(b, args)
         seq = [x for p in phases if p.path == "hub" and p.mode == "seq" for x in p.latencies]
         if seq:  # the trivial request at the pace of the sequential hub phase
-            facts.request_cpu = await request_cpu([0.0, 1000 * statistics.mean(seq)], 300)
+            try:
+                facts.request_cpu = await request_cpu([0.0, 1000 * statistics.mean(seq)], 300)
+            except Exception as exc:  # a yardstick: never worth losing the run's figures
+                print(f"warning: bench/floor.py's request yardstick failed: {exc}", file=sys.stderr)
         await asyncio.sleep(SETTLE)
         facts.rss, facts.hwm = mem_mib(hub_pid), mem_mib(hub_pid, "VmHWM")
         facts.hub_log = log_levels(stack.hub.log_path)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -31,7 +31,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def create_engine(url: str, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1]
+        path = make_url(url).database  # decoded: "my%3Ashop" in a URL is the folder my:shop
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
@@ -159,7 +159,8 @@ async def migrate(engine: AsyncEngine, *, in_child: bool = False) -> None:
     hub.db.migrate_process), except for an in-memory database no other process can see."""
     if await schema_at_head(engine):
         return
-    if in_child and engine.url.database not in (None, "", ":memory:"):
+    in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+    if in_child and not in_memory:
         from hub.db.migrate_process import migrate_in_child
 
         before, head = await migrate_in_child(engine)

@@ -6,8 +6,9 @@ runs them in a child, which returns that memory when it exits. The database URL 
 child on stdin, never on its command line (other users see that in `ps`).
 
 Exit codes: 0 with `{"before": ..., "head": ...}` on stdout; 2 with the StartupError's text
-on stderr (a newer or foreign schema: the hub refuses it); anything else is a failure whose
-stderr tail the parent reports.
+on stderr (a newer or foreign schema: the hub refuses it); anything else is a failure: the
+child prints its traceback and then one line naming the error, which the parent reports
+(the traceback goes to the parent's log at DEBUG).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import asyncio
 import json
 import logging
 import sys
+import traceback
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.errors import StartupError
 
 REFUSED = 2
+FAILED = 1
+log = logging.getLogger(__name__)
 
 
 async def migrate_in_child(engine: AsyncEngine) -> tuple[str | None, str]:
@@ -29,6 +34,7 @@ async def migrate_in_child(engine: AsyncEngine) -> tuple[str | None, str]:
     url = engine.url.render_as_string(hide_password=False)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-P",  # not the working directory first on sys.path: a json.py there would shadow
         "-m",
         __name__,
         stdin=asyncio.subprocess.PIPE,
@@ -44,11 +50,14 @@ async def migrate_in_child(engine: AsyncEngine) -> tuple[str | None, str]:
             await proc.wait()
         raise
     text = err.decode(errors="replace").strip()
+    last = text.splitlines()[-1] if text else ""
     if proc.returncode == REFUSED:
-        raise StartupError(text.splitlines()[-1] if text else "database schema refused")
+        raise StartupError(last or "database schema refused")
     if proc.returncode != 0:
-        tail = " | ".join(text.splitlines()[-5:]) or "no output"
-        raise StartupError(f"database migration failed (exit {proc.returncode}): {tail}")
+        log.debug("migration child's output:\n%s", text)
+        raise StartupError(
+            f"database migration failed (exit {proc.returncode}): {last or 'no output'}"
+        )
     result = json.loads(out)
     return result["before"], result["head"]
 
@@ -71,6 +80,12 @@ def main() -> int:
     except StartupError as exc:
         print(str(exc), file=sys.stderr)
         return REFUSED
+    except Exception as exc:
+        traceback.print_exc()
+        # Last, on one line: SQLAlchemy's message ends with the statement and a link.
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        print(f"{type(cause).__name__}: {cause}".splitlines()[0], file=sys.stderr)
+        return FAILED
     print(json.dumps({"before": before, "head": head}))
     return 0
 

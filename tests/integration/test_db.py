@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.config import OutboxConfig
@@ -99,6 +99,7 @@ async def test_a_newer_schema_is_refused(db_url: str, in_child: bool) -> None:
         with pytest.raises(StartupError) as info:
             await migrate(engine, in_child=in_child)
         message = str(info.value)
+        assert not message.startswith("database migration failed")  # refused, not crashed
         assert "0042_from_the_future" in message
         assert "newer" in message
         async with engine.connect() as conn:
@@ -115,6 +116,34 @@ async def test_a_failing_migration_child_is_reported_not_hidden(tmp_path: Path) 
         failed = r"database migration failed \(exit 1\): .*unable to open database file"
         with pytest.raises(StartupError, match=failed):
             await migrate(engine, in_child=True)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_migration_failing_in_the_child_names_its_cause(tmp_path: Path) -> None:
+    """The parent reports the error line, not the tail of SQLAlchemy's SQL dump."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    try:
+        async with engine.begin() as conn:  # a table of the schema, but no alembic_version
+            await conn.execute(text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+        with pytest.raises(StartupError) as info:
+            await migrate(engine, in_child=True)
+        assert str(info.value) == (
+            "database migration failed (exit 1): OperationalError: table customers already exists"
+        )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_child_migrates_a_database_whose_path_needs_url_escaping(tmp_path: Path) -> None:
+    path = tmp_path / "shop: 50% #1" / "hub.db"
+    url = URL.create("sqlite+aiosqlite", database=str(path)).render_as_string()
+    engine = create_engine(url)
+    try:
+        await migrate(engine, in_child=True)
+        assert path.exists()
+        names = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.iterdir()))
+        assert names == ["shop: 50% #1"]  # no second, URL-escaped folder beside it
     finally:
         await engine.dispose()
 
