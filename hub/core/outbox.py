@@ -169,10 +169,6 @@ class OutboxWorker:
     _gate: asyncio.Event | None = None  # see _burst_gate
     _missed_keys: set[str] = field(default_factory=set)  # see _adopt
 
-    @property
-    def _inflight_keys(self) -> set[str]:
-        return set(self._inflight)
-
     def register(
         self,
         kind: str,
@@ -210,17 +206,16 @@ class OutboxWorker:
                     self.worker_id, self.config.lease_seconds, set(self._inflight), room
                 )
         self._offers_out += 1
+        committed = False
         try:
             yield offer
-        except BaseException:
+            committed = True
+        finally:
             self._offers_out -= 1
+            if committed:
+                self._adopt(offer)
             if self._offers_out == 0:
                 self._open_gate()
-            raise
-        self._offers_out -= 1
-        self._adopt(offer)
-        if self._offers_out == 0:
-            self._open_gate()
 
     def _adopt(self, offer: hot.LeaseOffer | None) -> None:
         if offer is None or self._stopping:

@@ -508,27 +508,27 @@ def enqueue(
     With an `offer`, a job due now that no other job of its key waits before is leased to
     that worker (see LeaseOffer); `context` travels with it to the handler."""
     row = job_row(kind, ordering_key, payload, idempotency_key, delay)
-    take = (
-        offer is not None
+    taker = (
+        offer
+        if offer is not None
         and not delay
         and offer.room > 0
         and ordering_key not in offer.busy
         and not has_pending(conn, ordering_key)
+        else None
     )
-    if take:
-        assert offer is not None
-        row["leased_until"] = row["created_at"] + timedelta(seconds=offer.seconds)
-        row["leased_by"] = offer.worker_id
+    if taker is not None:
+        row["leased_until"] = row["created_at"] + timedelta(seconds=taker.seconds)
+        row["leased_by"] = taker.worker_id
     new_id = _x(conn, "enqueue", row).scalar()
     if new_id is None:
         return None
-    if offer is not None and not take:
+    if taker is not None:
+        taker.taken.append(((int(new_id), kind, ordering_key, payload, 0), context))
+        taker.busy.add(ordering_key)
+        taker.room -= 1
+    elif offer is not None:
         offer.missed.append(ordering_key)
-    if take:
-        assert offer is not None
-        offer.taken.append(((int(new_id), kind, ordering_key, payload, 0), context))
-        offer.busy.add(ordering_key)
-        offer.room -= 1
     return int(new_id)
 
 
