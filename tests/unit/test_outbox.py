@@ -66,6 +66,18 @@ def make_worker(sessions: Sessions, **overrides: Any) -> OutboxWorker:
     return OutboxWorker(sessions, make_config(**overrides), worker_id=worker_id)
 
 
+def recording_worker(sessions: Sessions, **overrides: Any) -> tuple[OutboxWorker, list[str]]:
+    """A worker whose "test" handler only records the names of the jobs it ran, in order."""
+    worker = make_worker(sessions, **overrides)
+    ran: list[str] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.payload["name"])
+
+    worker.register("test", handler)
+    return worker, ran
+
+
 @contextlib.asynccontextmanager
 async def running(worker: OutboxWorker) -> AsyncIterator[OutboxWorker]:
     task = asyncio.create_task(worker.run())
@@ -660,11 +672,6 @@ async def test_a_finish_that_always_fails_is_counted_and_dead_lettered(
 async def test_a_lease_held_by_another_worker_is_respected_until_it_expires(
     sessions: Sessions,
 ) -> None:
-    ran: list[str] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.payload["name"])
-
     (held,) = await add(sessions, ("conv:1", "held", "held"))
     async with sessions.begin() as s:
         await s.execute(
@@ -672,8 +679,7 @@ async def test_a_lease_held_by_another_worker_is_respected_until_it_expires(
             .where(OutboxItem.id == held)
             .values(leased_until=utcnow() + timedelta(minutes=10), leased_by="worker-other")
         )
-    worker = make_worker(sessions)
-    worker.register("test", handler)
+    worker, ran = recording_worker(sessions)
     async with running(worker):
         await add(sessions, ("conv:2", "sentinel", "sentinel"), ("conv:1", "after", "after"))
         worker.wake()
@@ -715,13 +721,7 @@ async def test_drain_waits_for_running_jobs(sessions: Sessions) -> None:
 
 
 async def test_drain_ignores_jobs_scheduled_for_later(sessions: Sessions) -> None:
-    ran: list[str] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.payload["name"])
-
-    worker = make_worker(sessions)
-    worker.register("test", handler)
+    worker, ran = recording_worker(sessions)
     await add(sessions, ("conv:1", "later", "later"), delay=HOUR)
     async with running(worker):
         await worker.drain(timeout=5)
@@ -816,13 +816,7 @@ async def test_handover_leaves_later_jobs_of_a_key_in_order(sessions: Sessions) 
 
 
 async def test_a_failed_handover_block_starts_nothing(sessions: Sessions) -> None:
-    seen: list[str] = []
-
-    async def handler(job: Job) -> None:
-        seen.append(job.payload["name"])
-
-    worker = make_worker(sessions, poll_seconds=60)
-    worker.register("test", handler)
+    worker, seen = recording_worker(sessions, poll_seconds=60)
     db = database_of(sessions)
 
     def queue_then_fail(conn: Any) -> None:
@@ -846,13 +840,7 @@ async def test_a_burst_of_handovers_starts_together(
     """Jobs handed over while other stores of the burst still run wait for them, so the
     burst reaches Synapse together."""
     monkeypatch.setattr(outbox, "BURST_WAIT", 60.0)  # only the burst's end opens the gate
-    started: list[str] = []
-
-    async def handler(job: Job) -> None:
-        started.append(job.payload["name"])
-
-    worker = make_worker(sessions, poll_seconds=60)
-    worker.register("test", handler)
+    worker, started = recording_worker(sessions, poll_seconds=60)
     db = database_of(sessions)
     second_may_store = asyncio.Event()
 
@@ -879,18 +867,12 @@ async def test_a_burst_of_handovers_starts_together(
 async def test_a_taken_job_never_started_runs_once_its_lease_ends(sessions: Sessions) -> None:
     """The process that queued it died between commit and hand-over: the lease expires
     (or is released at the next start) and any worker claims it."""
-    seen: list[str] = []
-
-    async def handler(job: Job) -> None:
-        seen.append(job.payload["name"])
-
     crashed = make_worker(sessions, worker_id="worker-gone")
     db = database_of(sessions)
     offer = hot.LeaseOffer(crashed.worker_id, 600, set(), 4)  # what handover() would give
     await db.write(_queue(offer, ("conv:1", "alice", "i-a")))
     assert offer.taken
-    worker = make_worker(sessions)
-    worker.register("test", handler)
+    worker, seen = recording_worker(sessions)
     async with running(worker):
         await worker.drain()
         assert seen == []  # still leased to the process that died
