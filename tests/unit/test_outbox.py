@@ -921,17 +921,23 @@ async def test_the_next_message_of_a_busy_conversation_needs_no_claim(
     worker = make_worker(sessions, poll_seconds=60)
     worker.register("test", handler)
     db = database_of(sessions)
+    claims = 0
+    claim = worker._claim
+
+    async def counting(limit: int) -> list[Job]:
+        nonlocal claims
+        claims += 1
+        return await claim(limit)
+
+    async def started_up() -> bool:
+        return claims > 0
+
+    monkeypatch.setattr(worker, "_claim", counting)
     async with running(worker):
-        await worker.drain()  # the worker's first (empty) claim is behind us
+        # The worker's first (empty) claim at start is behind us; it waits for a wake now.
+        await eventually(started_up)
+        await worker.drain()
         claims = 0
-        claim = worker._claim
-
-        async def counting(limit: int) -> list[Job]:
-            nonlocal claims
-            claims += 1
-            return await claim(limit)
-
-        monkeypatch.setattr(worker, "_claim", counting)
         async with worker.handover(db) as offer:
             await db.write(_queue(offer, ("conv:1", "first", "i-1")))
         await asyncio.wait_for(started.wait(), 10)
