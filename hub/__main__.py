@@ -147,13 +147,13 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
 
 
 def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
-    from hub.bridges.base import ChannelError
     from hub.bridges.telegram.cli import set_webhook
+    from hub.errors import ExternalError
 
     config = load_config(args.config)
     try:
         print(asyncio.run(set_webhook(config)))
-    except ChannelError as exc:
+    except ExternalError as exc:
         print(f"setWebhook failed: {exc.human}", file=sys.stderr)
         return 1
     return 0

@@ -27,25 +27,6 @@ class Capabilities:
     templates: bool = False
 
 
-class ChannelError(Exception):
-    """A channel refused or failed a send. `human` is shown to advisers; `permanent` decides
-    between the outbox's retry and a dead letter; `retry_after` (s) overrides the backoff."""
-
-    def __init__(
-        self,
-        human: str,
-        *,
-        permanent: bool,
-        retry_after: float | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(human)
-        self.human = human
-        self.permanent = permanent
-        self.retry_after = retry_after
-        self.code = code
-
-
 class Channel(Protocol):
     kind: str  # stored in channel_identities.channel, e.g. "webchat", "whatsapp"
     code: str  # short, in ghost localparts: "web", "wa", "tg", "fb", "ig"
@@ -58,7 +39,7 @@ class Channel(Protocol):
         """Register the channel's webhook or API routes."""
 
     async def send(self, message: OutboundMessage) -> str:
-        """Deliver to the customer; return the remote message id. Raise ChannelError
+        """Deliver to the customer; return the remote message id. Raise ExternalError
         (e.g. permanent with a human reason when the reply window has closed)."""
         ...
 
@@ -67,7 +48,7 @@ class Channel(Protocol):
         ...
 
     async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
-        """An adviser reacted to a customer's message ("" removes). Raise ChannelError."""
+        """An adviser reacted to a customer's message ("" removes). Raise ExternalError."""
 
     async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
         """The customer's messages reached the shop ("delivered") or an adviser read them

@@ -10,7 +10,6 @@ import aiohttp
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.bridges.base import ChannelError
 from hub.core.bot import enqueue_notice
 from hub.core.ingest import set_blocked
 from hub.core.media import image_type
@@ -18,6 +17,7 @@ from hub.core.outbox import Finish, Job, PermanentFailure, RetryLater
 from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.db import repo
 from hub.db.models import Conversation, Message
+from hub.errors import BLOCKED, ExternalError
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEND_REACTION = "channel.react"
-BLOCKED = "blocked"  # ChannelError.code: the customer blocked the shop on this channel
 
 
 def _buttons(data: dict[str, Any] | None) -> tuple[Button, ...]:
@@ -70,7 +69,7 @@ class ChannelSender:
         )
         try:
             remote_id = await hub.channel(identity.channel).send(out)
-        except ChannelError as exc:
+        except ExternalError as exc:
             if exc.permanent:
                 raise PermanentFailure(exc.human, exc.code) from exc
             raise RetryLater(exc.human, exc.retry_after) from exc
@@ -169,7 +168,7 @@ class ChannelSender:
             return None
         try:
             await channel.send_reaction(identity.external_id, target.remote_id, p["emoji"])
-        except ChannelError as exc:
+        except ExternalError as exc:
             if exc.permanent:
                 raise PermanentFailure(exc.human) from exc
             raise RetryLater(exc.human, exc.retry_after) from exc

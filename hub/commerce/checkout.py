@@ -54,7 +54,7 @@ class Checkout:
 
     async def create(self, job: Job) -> Finish | None:
         """commerce.checkout: create the link at the provider, then send it (short link)."""
-        from hub.commerce.providers.base import CheckoutRequest, ProviderError
+        from hub.commerce.providers.base import CheckoutRequest, ExternalError
 
         hub, shop = self.hub, self.hub.shop
         async with hub.sessions() as s:
@@ -80,7 +80,7 @@ class Checkout:
         )
         try:
             link = await self.provider.create_checkout(request)
-        except ProviderError as exc:
+        except ExternalError as exc:
             if exc.permanent:
                 raise PermanentFailure(exc.human) from exc
             raise RetryLater(exc.human, exc.retry_after) from exc
@@ -128,7 +128,7 @@ class Checkout:
     async def webhook(self, request: web.Request) -> web.Response:
         """POST /webhooks/payments/{provider}: verified by the provider, deduplicated by the
         provider's event id, applied through the order state machine."""
-        from hub.commerce.providers.base import ProviderError, WebhookRejected
+        from hub.commerce.providers.base import ExternalError, WebhookRejected
 
         if request.match_info["provider"] != self.provider.name:
             raise web.HTTPNotFound()
@@ -138,7 +138,7 @@ class Checkout:
         except WebhookRejected as exc:
             log.warning("payment webhook (%s) rejected: %s", self.provider.name, exc.reason)
             return web.json_response({"error": exc.reason}, status=exc.status)
-        except ProviderError as exc:
+        except ExternalError as exc:
             log.warning("payment webhook (%s) not processed yet: %s", self.provider.name, exc.human)
             return web.json_response({"error": exc.human}, status=503)
         async with self.hub.sessions.begin() as s:

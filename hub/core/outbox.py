@@ -35,6 +35,7 @@ from hub.db.database import Database
 from hub.db.engine import database_of
 from hub.db.models import InboxTransaction, OutboxItem, utcnow
 from hub.db.upsert import insert_ignore
+from hub.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -563,16 +564,7 @@ def _lease_free(now: datetime) -> ColumnElement[bool]:
 
 
 def _classify(exc: Exception) -> tuple[bool, float | None] | None:
-    """(permanent, delay) for errors of known clients, None for unexpected ones."""
-    from hub.bridges.base import ChannelError
-    from hub.matrix.client import MatrixError, MatrixUnavailable
-
-    if isinstance(exc, ChannelError):
+    """(permanent, delay) for errors of other systems, None for unexpected ones."""
+    if isinstance(exc, ExternalError):
         return exc.permanent, exc.retry_after
-
-    if isinstance(exc, MatrixError):
-        delay = exc.retry_after_ms / 1000 if exc.retry_after_ms else None
-        return exc.permanent, delay
-    if isinstance(exc, MatrixUnavailable):
-        return False, None
     return None

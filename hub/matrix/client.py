@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from yarl import URL
+
+from hub.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +37,31 @@ def _json(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-@dataclass
-class MatrixError(Exception):
-    status: int
-    errcode: str
-    error: str
-    retry_after_ms: int | None = None
+class MatrixError(ExternalError):
+    """The homeserver answered with an error (`errcode` as the Matrix spec names it)."""
 
-    def __str__(self) -> str:
-        return f"{self.status} {self.errcode}: {self.error}"
-
-    @property
-    def permanent(self) -> bool:
-        """4xx other than rate limiting will not get better by retrying."""
-        return (
-            400 <= self.status < 500 and self.status != 429 and self.errcode != "M_LIMIT_EXCEEDED"
+    def __init__(
+        self, status: int, errcode: str, error: str, retry_after_ms: int | None = None
+    ) -> None:
+        # 4xx other than rate limiting will not get better by retrying.
+        limited = status == 429 or errcode == "M_LIMIT_EXCEEDED"
+        super().__init__(
+            f"{status} {errcode}: {error}",
+            permanent=400 <= status < 500 and not limited,
+            retry_after=retry_after_ms / 1000 if retry_after_ms else None,
+            code=errcode,
         )
+        self.status = status
+        self.errcode = errcode
+        self.error = error
+        self.retry_after_ms = retry_after_ms
 
 
-class MatrixUnavailable(Exception):
+class MatrixUnavailable(ExternalError):
     """The homeserver could not be reached (connection refused, timeout)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the homeserver could not be reached ({what})", permanent=False)
 
 
 def _rewrite(path: str, user_id: str | None) -> str:

@@ -17,7 +17,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.bridges.base import ChannelError
 from hub.bridges.meta import channel as channel_module
 from hub.bridges.meta.channel import InstagramChannel, MessengerChannel
 from hub.bridges.meta.client import GraphClient
@@ -27,6 +26,7 @@ from hub.core.media import MediaStore
 from hub.core.types import Button, Envelope, InboundMessage, MediaRef, OutboundMessage
 from hub.db.models import utcnow
 from hub.devserver.synapse import free_port
+from hub.errors import ExternalError
 from tests.standins import meta as standin_module
 from tests.standins.meta import MetaStandin
 
@@ -83,7 +83,7 @@ async def test_rate_limit_429_is_temporary_with_retry_after(
     standin: MetaStandin, http: aiohttp.ClientSession
 ) -> None:
     standin.fail_next(1, standin_module.rate_limited(retry_after="7"))
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http).send(text_body())
     err = info.value
     assert (err.permanent, err.retry_after, err.code) == (False, 7.0, "613")
@@ -109,7 +109,7 @@ async def test_error_table(
     words: str,
 ) -> None:
     standin.fail_next(1, failure)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http).send(text_body())
     assert (info.value.permanent, info.value.code) == (permanent, code)
     assert words in info.value.human
@@ -117,7 +117,7 @@ async def test_error_table(
 
 async def test_window_error_per_platform(standin: MetaStandin, http: aiohttp.ClientSession) -> None:
     standin.fail_next(1, standin_module.window_closed(standin.kind))
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http).send(text_body())
     subcode = "2018278" if standin.kind == "messenger" else "2534022"
     assert info.value.permanent and info.value.code == f"10/{subcode}"
@@ -127,7 +127,7 @@ async def test_window_error_per_platform(standin: MetaStandin, http: aiohttp.Cli
 async def test_wrong_token_is_refused_permanently(
     standin: MetaStandin, http: aiohttp.ClientSession
 ) -> None:
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http, page_access_token="EAAG-not-the-token").send(text_body())
     assert info.value.permanent and info.value.code == "190"
     assert standin.sent == []
@@ -136,7 +136,7 @@ async def test_wrong_token_is_refused_permanently(
 async def test_timeout_is_temporary(standin: MetaStandin, http: aiohttp.ClientSession) -> None:
     standin.delay_next(1)
     client = client_for(standin, http, request_timeout_seconds=0.3)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client.send(text_body())
     assert not info.value.permanent
     assert "did not answer within 0.3 s" in info.value.human
@@ -145,7 +145,7 @@ async def test_timeout_is_temporary(standin: MetaStandin, http: aiohttp.ClientSe
 async def test_unreachable_graph_api_is_temporary(http: aiohttp.ClientSession) -> None:
     dead = MetaStandin("messenger")
     dead.base_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(dead, http).send(text_body())
     assert not info.value.permanent and "cannot reach Meta" in info.value.human
 
@@ -174,10 +174,10 @@ async def test_download_with_cap_and_expiry(
     url = standin.add_file(b"x" * 5000, "image/jpeg", "photo.jpg")
     assert await client.download(url, 10_000) == (b"x" * 5000, "image/jpeg")
     assert "Authorization" not in standin.requests[-1].headers  # no token to the CDN
-    with pytest.raises(ChannelError) as too_big:
+    with pytest.raises(ExternalError) as too_big:
         await client.download(url, 4096)
     assert too_big.value.permanent and "max_media_bytes" in too_big.value.human
-    with pytest.raises(ChannelError) as gone:
+    with pytest.raises(ExternalError) as gone:
         await client.download(standin.base_url + "/cdn/0000/expired.jpg?oe=0", 10_000)
     assert gone.value.permanent and "no longer available" in gone.value.human
 
@@ -238,11 +238,11 @@ async def test_channel_window_rules(
         "HUMAN_AGENT",
     )
     calls = len(standin.requests)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await plain.send(outbound(last_inbound_at=late))
     assert info.value.permanent
     assert info.value.human.startswith("the 24-hour window has closed (the customer last wrote 30")
-    with pytest.raises(ChannelError):
+    with pytest.raises(ExternalError):
         await tagged.send(outbound(last_inbound_at=utcnow() - timedelta(days=8)))
     assert len(standin.requests) == calls  # refused by the hub itself: no call to Meta
 

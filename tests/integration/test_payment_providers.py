@@ -3,7 +3,7 @@
 Each provider creates a checkout against its stand-in (the exact request the API received is
 asserted) and reads webhooks that the stand-ins sign like the real services, delivered over
 HTTP to a tiny receiver that does what the hub's handler does: capped raw body ->
-parse_webhook -> 200, or the status of WebhookRejected, or 503 for a ProviderError.
+parse_webhook -> 200, or the status of WebhookRejected, or 503 for a ExternalError.
 The built-in checkout's form validation and its two templates are tested here too.
 """
 
@@ -32,9 +32,9 @@ from hub.commerce.money import Money
 from hub.commerce.providers import build_provider
 from hub.commerce.providers.base import (
     CheckoutRequest,
+    ExternalError,
     PaymentEvent,
     PaymentProvider,
-    ProviderError,
     WebhookRejected,
 )
 from hub.commerce.providers.builtin import (
@@ -108,7 +108,7 @@ class Receiver:
             events = await self.provider.parse_webhook(request.headers, raw)
         except WebhookRejected as exc:
             return web.Response(status=exc.status, text=exc.reason)
-        except ProviderError as exc:
+        except ExternalError as exc:
             return web.Response(status=503, text=exc.human)
         self.events.append(events)
         return web.Response(text="ok")
@@ -221,7 +221,7 @@ async def test_stripe_refuses_amounts_it_cannot_take(
     stripe_standin: StripeStandin, http: aiohttp.ClientSession
 ) -> None:
     cart = cart_of((product("X-1", Money(1255, "KWD")), 1))
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await stripe_provider(stripe_standin, http).create_checkout(request_for(cart))
     assert caught.value.permanent and "KWD" in caught.value.human
     assert stripe_standin.requests == []
@@ -244,7 +244,7 @@ async def test_stripe_errors_are_classified(
     words: str,
 ) -> None:
     stripe_standin.fail_next(status, kind, "Bad currency")
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await stripe_provider(stripe_standin, http).create_checkout(request_for())
     assert caught.value.permanent is permanent
     assert words in caught.value.human
@@ -254,14 +254,14 @@ async def test_stripe_wrong_key_and_timeout(
     stripe_standin: StripeStandin, http: aiohttp.ClientSession
 ) -> None:
     wrong = stripe_provider(stripe_standin, http, secret_key="sk_test_" + "0" * 24)
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await wrong.create_checkout(request_for())
     assert caught.value.permanent and "API key" in caught.value.human
     assert "sk_test_" not in caught.value.human + caught.value.detail
     stripe_standin.delay_seconds = 2
     slow = stripe_provider(stripe_standin, http, request_timeout_seconds=0.3)
     started = time.monotonic()
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await slow.create_checkout(request_for())
     assert not caught.value.permanent
     assert time.monotonic() - started < 1.5
@@ -408,7 +408,7 @@ async def test_mollie_errors_are_classified(
     mollie_standin.fail_next(status, "The amount is higher than the maximum")
     provider = mollie_provider(mollie_standin, http)
     try:
-        with pytest.raises(ProviderError) as caught:
+        with pytest.raises(ExternalError) as caught:
             await provider.create_checkout(request_for())
     finally:
         await provider.aclose()
@@ -423,13 +423,13 @@ async def test_mollie_wrong_key_and_timeout(
     wrong = mollie_provider(mollie_standin, http, api_key="test_" + "x" * 30)
     slow = mollie_provider(mollie_standin, http, request_timeout_seconds=0.3)
     try:
-        with pytest.raises(ProviderError) as caught:
+        with pytest.raises(ExternalError) as caught:
             await wrong.create_checkout(request_for())
         assert caught.value.permanent and "API key" in caught.value.human
         assert "test_xxx" not in caught.value.human + caught.value.detail
         mollie_standin.delay_seconds = 1.5
         started = time.monotonic()
-        with pytest.raises(ProviderError) as caught:
+        with pytest.raises(ExternalError) as caught:
             await slow.create_checkout(request_for())
         assert not caught.value.permanent
         assert time.monotonic() - started < 1.4
@@ -526,7 +526,7 @@ async def test_shopify_refuses_lines_without_variant() -> None:
         (product("NO-VAR", Money(100, "EUR")), 1),
         (product("BAD-VAR", Money(100, "EUR"), "blue-42"), 1),
     )
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await shopify().create_checkout(request_for(cart))
     assert caught.value.permanent
     assert "NO-VAR" in caught.value.human and "BAD-VAR" in caught.value.human
@@ -608,12 +608,12 @@ async def test_woocommerce_add_to_cart_link() -> None:
         (product("LA-1", Money(2490, "EUR"), "501"), 2),
         (product("PI-2", Money(450, "EUR"), "502"), 1),
     )
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await woo().create_checkout(request_for(two))
     assert caught.value.permanent and "one product" in caught.value.human
     multi = await woo(multi_product_links=True).create_checkout(request_for(two))
     assert "?add-to-cart=501:2,502:1&utm_source=" in multi.url
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await woo().create_checkout(request_for(EUR_CART))  # "gid://..." is no Woo id
     assert "PI-2" in caught.value.human
 
@@ -661,13 +661,13 @@ async def test_woocommerce_order_errors(
 ) -> None:
     woo_standin.fail_status.append(fail)
     provider = WooCommerceProvider(WooCommerceSettings(**woo_standin.hub_config()), http)
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await provider.create_checkout(
             request_for(cart_of((product("A", Money(1, "EUR"), "501"), 1)))
         )
     assert caught.value.permanent is permanent
     unknown = cart_of((product("GONE", Money(100, "EUR"), "999"), 1))
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await provider.create_checkout(request_for(unknown))
     assert caught.value.permanent and "Invalid product ID" in caught.value.human
 
@@ -803,7 +803,7 @@ async def test_builtin_provider() -> None:
     assert isinstance(provider, PaymentProvider)
     link = await provider.create_checkout(request_for())
     assert link.url == f"https://hub.example/checkout/{REFERENCE}"
-    with pytest.raises(ProviderError):
+    with pytest.raises(ExternalError):
         await provider.create_checkout(request_for(replace(EUR_CART, lines=())))
     with pytest.raises(WebhookRejected) as caught:
         await provider.parse_webhook({}, b"{}")

@@ -18,13 +18,13 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.bridges.base import ChannelError
 from hub.bridges.telegram.channel import TelegramChannel
 from hub.bridges.telegram.cli import set_webhook
 from hub.bridges.telegram.client import TelegramClient
 from hub.config import Config, parse_config
 from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.db.models import Message
+from hub.errors import ExternalError
 from tests.standins.telegram import BLOCKED, Failure, TelegramStandin, rate_limited
 
 CHAT = 424242
@@ -78,7 +78,7 @@ async def test_send_message_as_json(standin: TelegramStandin, http: aiohttp.Clie
 async def test_wrong_token_is_permanent(
     standin: TelegramStandin, http: aiohttp.ClientSession, token: str
 ) -> None:
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http, token=token).call("getMe")
     assert info.value.permanent and info.value.code == "unauthorized"
     assert token not in info.value.human
@@ -89,7 +89,7 @@ async def test_rate_limit_honours_retry_after(
 ) -> None:
     standin.fail_next(1, rate_limited(3))
     client = client_for(standin, http)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client.call("sendMessage", {"chat_id": CHAT, "text": "x"})
     assert (info.value.permanent, info.value.retry_after, info.value.code) == (
         False,
@@ -103,7 +103,7 @@ async def test_blocked_user_is_permanent_with_code(
     standin: TelegramStandin, http: aiohttp.ClientSession
 ) -> None:
     standin.fail_next(1, BLOCKED)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http).call("sendMessage", {"chat_id": CHAT, "text": "x"})
     assert info.value.permanent and info.value.code == "blocked"
 
@@ -111,10 +111,10 @@ async def test_blocked_user_is_permanent_with_code(
 async def test_bad_request_carries_telegrams_description(
     standin: TelegramStandin, http: aiohttp.ClientSession
 ) -> None:
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http).call("sendMessage", {"chat_id": 999, "text": "x"})
     assert info.value.permanent and info.value.code == "chat_not_found"
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http).call("noSuchMethod")
     assert info.value.code == "not_found"
 
@@ -123,7 +123,7 @@ async def test_server_error_is_temporary(
     standin: TelegramStandin, http: aiohttp.ClientSession
 ) -> None:
     standin.fail_next(1, Failure(500, "Internal Server Error"))
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http).call("getMe")
     assert not info.value.permanent
 
@@ -132,7 +132,7 @@ async def test_timeout_is_temporary_and_not_retried(
     standin: TelegramStandin, http: aiohttp.ClientSession
 ) -> None:
     standin.delay_next(1.5)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http, timeout=0.3).call(
             "sendMessage", {"chat_id": CHAT, "text": "slow"}
         )
@@ -146,7 +146,7 @@ async def test_connection_refused_is_temporary(http: aiohttp.ClientSession) -> N
     await closed.start()
     base = closed.base_url
     await closed.stop()
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(closed, http, base=base).call("getMe")
     assert not info.value.permanent
 
@@ -157,11 +157,11 @@ async def test_token_never_logged(
     caplog.set_level(logging.DEBUG)
     standin.fail_next(1, BLOCKED)
     client = client_for(standin, http)
-    with pytest.raises(ChannelError):
+    with pytest.raises(ExternalError):
         await client.call("sendMessage", {"chat_id": CHAT, "text": "x"})
     await client.call("getMe")
     standin.delay_next(1.0)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await client_for(standin, http, timeout=0.2).download("photos/none.jpg")
     assert standin.token not in caplog.text
     assert standin.token not in str(info.value) and info.value.__cause__ is None
@@ -193,10 +193,10 @@ async def test_get_file_and_download(standin: TelegramStandin, http: aiohttp.Cli
     info = await client.call("getFile", {"file_id": file_id})
     assert info["file_path"] == "photos/file_7.jpg"
     assert await client.download(info["file_path"]) == (data, "image/jpeg")
-    with pytest.raises(ChannelError) as too_big:
+    with pytest.raises(ExternalError) as too_big:
         await client_for(standin, http, cap=1000).download(info["file_path"])
     assert too_big.value.code == "file_too_big" and too_big.value.permanent
-    with pytest.raises(ChannelError) as missing:
+    with pytest.raises(ExternalError) as missing:
         await client.call("getFile", {"file_id": "nope"})
     assert missing.value.code == "bad_file"
 
@@ -322,7 +322,7 @@ async def test_failed_part_is_retried_without_resending_earlier_parts(
     text = ("Farbe " * 1500).strip()
     # Flood control hits the second part; the outbox retries the whole message later.
     standin.fail_next(1, rate_limited(1), {"sendMessage"}, after=1)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await channel.send(outbound(10, text=text))
     assert info.value.retry_after == 1.0
     assert len(standin.sent_to(CHAT)) == 1
@@ -374,7 +374,7 @@ async def test_blocked_send_raises_blocked(
     channel: TelegramChannel, standin: TelegramStandin
 ) -> None:
     standin.blocked.add(CHAT)
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await channel.send(outbound(text="hello"))
     assert info.value.code == "blocked" and info.value.permanent
 
@@ -386,7 +386,7 @@ async def test_reactions(channel: TelegramChannel, standin: TelegramStandin) -> 
     await channel.send_reaction(str(CHAT), "cb:77", "👍")  # not a message: nothing sent
     calls = standin.calls_of("setMessageReaction")
     assert [c.params["reaction"] for c in calls] == [[{"type": "emoji", "emoji": "👍"}], []]
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await channel.send_reaction(str(CHAT), f"{CHAT}:1001", "🦜")
     assert info.value.code == "reaction_invalid"
 
@@ -517,19 +517,19 @@ async def test_cli_refuses_urls_telegram_cannot_call(
     config = make_config(
         standin, tmp_path, public_url=public_url, api_base_url="https://api.telegram.org"
     )
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await set_webhook(config)
     assert "http.public_url" in info.value.human and info.value.permanent
 
 
 async def test_cli_needs_the_channel_enabled(standin: TelegramStandin, tmp_path: Path) -> None:
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await set_webhook(make_config(standin, tmp_path, enabled=False))
     assert "not enabled" in info.value.human
     assert standin.calls == []
 
 
 async def test_cli_reports_a_refused_token(standin: TelegramStandin, tmp_path: Path) -> None:
-    with pytest.raises(ChannelError) as info:
+    with pytest.raises(ExternalError) as info:
         await set_webhook(make_config(standin, tmp_path, bot_token="7000000001:revoked"))
     assert info.value.code == "unauthorized"

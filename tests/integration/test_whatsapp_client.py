@@ -14,13 +14,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hub.bridges.base import ChannelError
 from hub.bridges.whatsapp import outbound as wa_out
 from hub.bridges.whatsapp.channel import WhatsappChannel
 from hub.bridges.whatsapp.client import WhatsappClient
 from hub.config import Config, WhatsappConfig, parse_config
 from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.devserver.synapse import free_port
+from hub.errors import ExternalError
 from tests.standins.whatsapp import WhatsappStandin
 
 CUSTOMER = "4915112345678"
@@ -107,14 +107,14 @@ async def test_rate_limit_is_temporary_with_retry_after(
     client: WhatsappClient, standin: WhatsappStandin
 ) -> None:
     standin.fail_next(1, code=130429, http_status=429, retry_after=3)
-    with pytest.raises(ChannelError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await client.send_message(wa_out.text_payload(CUSTOMER, "x"))
     assert caught.value.permanent is False
     assert caught.value.retry_after == 3
     assert caught.value.code == "130429"
     # Without a header the table's default applies; the next call goes through.
     standin.fail_next(1, code=131056)
-    with pytest.raises(ChannelError) as pair:
+    with pytest.raises(ExternalError) as pair:
         await client.send_message(wa_out.text_payload(CUSTOMER, "x"))
     assert (pair.value.permanent, pair.value.retry_after) == (False, 10)
     assert await client.send_message(wa_out.text_payload(CUSTOMER, "x"))
@@ -125,7 +125,7 @@ async def test_permanent_errors(
     client: WhatsappClient, standin: WhatsappStandin, code: int
 ) -> None:
     standin.fail_next(1, code=code)
-    with pytest.raises(ChannelError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await client.send_message(wa_out.text_payload(CUSTOMER, "x"))
     assert caught.value.permanent is True
     assert caught.value.code == str(code)
@@ -138,7 +138,7 @@ async def test_wrong_token_is_permanent(
 ) -> None:
     section = standin.hub_config() | {"access_token": "EAAwrong"}
     bad = WhatsappClient(http, hub_config(section).channels.whatsapp)
-    with pytest.raises(ChannelError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await bad.send_message(wa_out.text_payload(CUSTOMER, "x"))
     assert caught.value.permanent is True
     assert caught.value.code == "190"
@@ -163,7 +163,7 @@ async def test_timeout_is_temporary(http: aiohttp.ClientSession, standin: Whatsa
             "request_timeout_seconds": 0.3,
         }
         slow_client = WhatsappClient(http, hub_config(section).channels.whatsapp)
-        with pytest.raises(ChannelError) as caught:
+        with pytest.raises(ExternalError) as caught:
             await slow_client.send_message(wa_out.text_payload(CUSTOMER, "x"))
         assert caught.value.permanent is False
         assert "in time" in caught.value.human
@@ -176,7 +176,7 @@ async def test_connection_refused_is_retried_then_temporary(
 ) -> None:
     section = standin.hub_config() | {"api_base_url": f"http://127.0.0.1:{free_port()}"}
     dead = WhatsappClient(http, hub_config(section).channels.whatsapp)
-    with pytest.raises(ChannelError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await dead.send_message(wa_out.text_payload(CUSTOMER, "x"))
     assert caught.value.permanent is False
     assert "cannot connect" in caught.value.human
@@ -204,10 +204,10 @@ async def test_fetch_media_refuses_big_files(
     client: WhatsappClient, standin: WhatsappStandin
 ) -> None:
     big = standin.add_media(b"x" * 5000, "application/pdf")
-    with pytest.raises(ChannelError) as caught:
+    with pytest.raises(ExternalError) as caught:
         await client.fetch_media(big, max_bytes=1024)
     assert caught.value.permanent is True
-    with pytest.raises(ChannelError) as gone:
+    with pytest.raises(ExternalError) as gone:
         await client.fetch_media("123", max_bytes=1024)
     assert gone.value.permanent is True  # unknown media id: (#100) invalid parameter
 
@@ -219,7 +219,7 @@ async def test_window_closed_refuses_free_text_but_not_templates(
     channel: WhatsappChannel, standin: WhatsappStandin
 ) -> None:
     for last in (None, datetime.now(UTC) - timedelta(hours=25)):
-        with pytest.raises(ChannelError) as caught:
+        with pytest.raises(ExternalError) as caught:
             await channel.send(message(last_inbound_at=last))
         assert caught.value.permanent is True
         assert caught.value.code == "window_closed"

@@ -7,7 +7,7 @@ customer names are not looked up (the ghost shows "Customer").
 
 Sending: inside 24 h of the customer's last message as RESPONSE; after that, with
 `human_agent_tag`, as MESSAGE_TAG HUMAN_AGENT up to 7 days; otherwise a permanent
-ChannelError whose text the advisers see in the room.
+ExternalError whose text the advisers see in the room.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from hub.bridges.base import Capabilities, ChannelError
+from hub.bridges.base import Capabilities
 from hub.bridges.http import (
     json_error,
     meta_verification,
@@ -43,6 +43,7 @@ from hub.config import MetaPageConfig
 from hub.core.ingest import ingest
 from hub.core.types import MediaRef, OutboundMessage
 from hub.db.models import utcnow
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -113,7 +114,7 @@ class MetaChannel:
 
     async def send(self, message: OutboundMessage) -> str:
         if message.kind == "template":
-            raise ChannelError(f"templates cannot be sent on {self.label}", permanent=True)
+            raise ExternalError(f"templates cannot be sent on {self.label}", permanent=True)
         now = utcnow()
         fields = messaging_fields(message.last_inbound_at, now, self.config.human_agent_tag)
         if fields is None:
@@ -121,7 +122,7 @@ class MetaChannel:
             human = window_closed_text(
                 message.last_inbound_at, now, self.config.human_agent_tag, self.kind
             )
-            raise ChannelError(human, permanent=True, code="window_closed")
+            raise ExternalError(human, permanent=True, code="window_closed")
         text = html_to_text(message.html) if message.html else (message.text or "")
         parts = split_text(text, self.text_limit, self.text_measure) if text.strip() else []
         bodies: list[dict[str, Any]] = []
@@ -129,7 +130,7 @@ class MetaChannel:
             bodies.append({"attachment": await self._upload(message.media)})
         bodies += [{"text": part} for part in parts]
         if not bodies:
-            raise ChannelError("the message is empty", permanent=True)
+            raise ExternalError("the message is empty", permanent=True)
         if message.buttons:
             bodies[-1]["quick_replies"] = quick_replies(message.buttons)
         recipient = {"id": message.external_id}
@@ -142,9 +143,9 @@ class MetaChannel:
 
     async def _upload(self, media: MediaRef) -> dict[str, Any]:
         if media.media_id is None:
-            raise ChannelError("the file is not stored in the hub", permanent=True)
+            raise ExternalError("the file is not stored in the hub", permanent=True)
         if media.size > MAX_UPLOAD_BYTES:
-            raise ChannelError(
+            raise ExternalError(
                 f"the file is too large for {self.label} (at most 25 MB)", permanent=True
             )
         data = await self.hub.media.read(media.media_id)
@@ -156,7 +157,7 @@ class MetaChannel:
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         if not media.remote_id:
-            raise ChannelError("the attachment has no download address", permanent=True)
+            raise ExternalError("the attachment has no download address", permanent=True)
         return await self.client.download(media.remote_id, self.config.max_media_bytes)
 
     async def fetch_display_name(self, external_id: str) -> str | None:
@@ -164,13 +165,13 @@ class MetaChannel:
         webhook). None when Meta will not tell (no permission, unknown user)."""
         try:
             return await self.client.profile_name(external_id)
-        except ChannelError as exc:
+        except ExternalError as exc:
             if exc.permanent:
                 return None
             raise
 
     async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
-        raise ChannelError(f"reactions are not sent to {self.label}", permanent=True)
+        raise ExternalError(f"reactions are not sent to {self.label}", permanent=True)
 
     async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
         """Not shown (yet). The Send API's `mark_seen` sender action could show "seen"; it

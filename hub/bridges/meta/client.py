@@ -3,7 +3,7 @@
 The page access token travels in the Authorization header, never in a URL, and no URL is
 ever logged (media URLs are signed). Every request has the configured timeout; only a
 failed connection is retried here (twice), because the request cannot have reached Meta.
-Everything else becomes a ChannelError through the error table, and the outbox retries.
+Everything else becomes a ExternalError through the error table, and the outbox retries.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 
-from hub.bridges.base import ChannelError
 from hub.bridges.meta.errors import classify
 from hub.config import MetaPageConfig
+from hub.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class GraphClient:
         doc = await self._call("send", path, json_body=body)
         mid = doc.get("message_id")
         if not isinstance(mid, str) or not mid:
-            raise ChannelError("Meta's answer carried no message id", permanent=True)
+            raise ExternalError("Meta's answer carried no message id", permanent=True)
         return mid
 
     async def upload_attachment(
@@ -74,7 +74,7 @@ class GraphClient:
         doc = await self._call("upload", attachments_path(self.config.page_id), form=form)
         attachment_id = doc.get("attachment_id")
         if not isinstance(attachment_id, str | int) or not str(attachment_id):
-            raise ChannelError("Meta's upload answer carried no attachment id", permanent=True)
+            raise ExternalError("Meta's upload answer carried no attachment id", permanent=True)
         return str(attachment_id)
 
     async def profile_name(self, user_id: str) -> str | None:
@@ -128,20 +128,20 @@ class GraphClient:
                     await asyncio.sleep(0.25 * (attempt + 1))
                     continue
                 log.warning("%s %s: cannot connect to the Graph API", self.channel, what)
-                raise ChannelError(
+                raise ExternalError(
                     "cannot reach Meta (connection failed); it will be tried again",
                     permanent=False,
                 ) from None
             except TimeoutError:
                 log.warning("%s %s: the Graph API did not answer in time", self.channel, what)
-                raise ChannelError(
+                raise ExternalError(
                     f"Meta did not answer within {self.config.request_timeout_seconds:g} s; "
                     "it will be tried again",
                     permanent=False,
                 ) from None
             except aiohttp.ClientError as exc:
                 log.warning("%s %s: %s", self.channel, what, type(exc).__name__)
-                raise ChannelError(
+                raise ExternalError(
                     "the connection to Meta failed; it will be tried again", permanent=False
                 ) from None
         raise AssertionError("unreachable")
@@ -153,18 +153,18 @@ class GraphClient:
             try:
                 async with self.http.get(url, timeout=self.timeout) as resp:
                     if resp.status in (403, 404, 410):
-                        raise ChannelError(
+                        raise ExternalError(
                             "the file is no longer available at Meta (its link expired)",
                             permanent=True,
                             code=str(resp.status),
                         )
                     if resp.status >= 400:
-                        raise ChannelError(
+                        raise ExternalError(
                             f"Meta's file server answered HTTP {resp.status}",
                             permanent=resp.status < 500 and resp.status != 429,
                             code=str(resp.status),
                         )
-                    too_big = ChannelError(
+                    too_big = ExternalError(
                         f"the file is larger than max_media_bytes ({max_bytes} bytes)",
                         permanent=True,
                     )
@@ -181,7 +181,7 @@ class GraphClient:
                     await asyncio.sleep(0.25 * (attempt + 1))
                     continue
                 log.warning("%s media download failed: %s", self.channel, type(exc).__name__)
-                raise ChannelError(
+                raise ExternalError(
                     "the file could not be downloaded from Meta; it will be tried again",
                     permanent=False,
                 ) from None

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hub.bridges.base import ChannelError
-from hub.bridges.sending import BLOCKED
+from hub.errors import BLOCKED, ExternalError
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,8 @@ def retry_after_seconds(header: str | None) -> float | None:
         return None
 
 
-def classify(status: int, body: Any, retry_after: str | None = None) -> ChannelError:
-    """The ChannelError for an HTTP error answer of the Graph API."""
+def classify(status: int, body: Any, retry_after: str | None = None) -> ExternalError:
+    """The ExternalError for an HTTP error answer of the Graph API."""
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
     code, subcode = _int(error.get("code")), _int(error.get("error_subcode"))
@@ -103,23 +102,23 @@ def classify(status: int, body: Any, retry_after: str | None = None) -> ChannelE
     delay = retry_after_seconds(retry_after)
     if status == 429:
         human = known.human if known and not known.permanent else _RATE.human
-        return ChannelError(human, permanent=False, retry_after=delay, code=code_text)
+        return ExternalError(human, permanent=False, retry_after=delay, code=code_text)
     if known is not None:
-        return ChannelError(
+        return ExternalError(
             f"{known.human} (Meta error {code_text})",
             permanent=known.permanent,
             retry_after=None if known.permanent else delay,
             code=BLOCKED if known.blocked else code_text,
         )
     if status >= 500 or error.get("is_transient") is True:
-        return ChannelError(
+        return ExternalError(
             f"Meta is unavailable right now (HTTP {status}); the message will be sent again",
             permanent=False,
             retry_after=delay,
             code=code_text,
         )
     detail = str(error.get("message") or f"HTTP {status}")[:200]
-    return ChannelError(
+    return ExternalError(
         f"Meta refused the message: {detail}" + (f" (Meta error {code_text})" if code_text else ""),
         permanent=True,
         code=code_text,

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from hub.bridges.base import Capabilities, ChannelError
+from hub.bridges.base import Capabilities
 from hub.bridges.http import parse_json_object, read_capped_body
 from hub.bridges.telegram import mapping
 from hub.bridges.telegram.client import TelegramClient
@@ -31,6 +31,7 @@ from hub.bridges.telegram.markup import (
 )
 from hub.core.ingest import ingest, mark_blocked
 from hub.core.types import MediaRef, OutboundMessage
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     from hub.config import Config
@@ -60,7 +61,7 @@ def checked_webhook_url(config: Config) -> str:
         return url
     parts = urlsplit(url)
     if parts.scheme != "https" or (parts.port or 443) not in WEBHOOK_PORTS:
-        raise ChannelError(
+        raise ExternalError(
             f"Telegram only calls https webhooks on port 443, 80, 88 or 8443, not {url}: set "
             "http.public_url to the hub's public https address",
             permanent=True,
@@ -122,7 +123,7 @@ class TelegramChannel:
             return
         try:
             url = await self.set_webhook()
-        except ChannelError as exc:
+        except ExternalError as exc:
             log.error("telegram: setWebhook at start failed: %s", exc.human)
             return
         log.info("telegram: webhook registered at %s", url)
@@ -176,16 +177,16 @@ class TelegramChannel:
                 self.client.call("answerCallbackQuery", {"callback_query_id": callback_query_id}),
                 CALLBACK_ANSWER_TIMEOUT,
             )
-        except (ChannelError, TimeoutError) as exc:
+        except (ExternalError, TimeoutError) as exc:
             log.info("telegram: answerCallbackQuery failed (%s)", getattr(exc, "code", "timeout"))
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         if not media.remote_id:
-            raise ChannelError("The file has no Telegram id.", permanent=True, code="bad_file")
+            raise ExternalError("The file has no Telegram id.", permanent=True, code="bad_file")
         info = await self.client.call("getFile", {"file_id": media.remote_id})
         size = info.get("file_size") if isinstance(info, dict) else None
         if isinstance(size, int) and size > self.client.max_download_bytes:
-            raise ChannelError(
+            raise ExternalError(
                 "The customer's file is larger than the hub accepts "
                 "(channels.telegram.max_media_bytes).",
                 permanent=True,
@@ -193,7 +194,7 @@ class TelegramChannel:
             )
         path = info.get("file_path") if isinstance(info, dict) else None
         if not isinstance(path, str) or not path:
-            raise ChannelError(
+            raise ExternalError(
                 "Telegram gave no download path for the file.", permanent=True, code="bad_file"
             )
         data, ctype = await self.client.download(path)
@@ -206,7 +207,7 @@ class TelegramChannel:
         try:
             steps = self._steps(message)
         except ValueError as exc:
-            raise ChannelError(str(exc), permanent=True, code="bad_request") from None
+            raise ExternalError(str(exc), permanent=True, code="bad_request") from None
         data = await self._file_bytes(message.media) if message.media else b""
         done = self._progress.setdefault(message.message_id, [])
         try:
@@ -214,7 +215,7 @@ class TelegramChannel:
                 if n < len(done):
                     continue  # sent by an earlier attempt of this job
                 done.append(mapping.sent_remote_id(await self._run(step, data)))
-        except ChannelError as exc:
+        except ExternalError as exc:
             if exc.permanent:
                 self._progress.pop(message.message_id, None)
             raise
@@ -225,11 +226,11 @@ class TelegramChannel:
 
     async def _file_bytes(self, media: MediaRef) -> bytes:
         if not media.media_id:
-            raise ChannelError("The file is not in the hub's store.", permanent=True)
+            raise ExternalError("The file is not in the hub's store.", permanent=True)
         try:
             return await self.hub.media.read(media.media_id)
         except FileNotFoundError:
-            raise ChannelError("The file is no longer stored.", permanent=True) from None
+            raise ExternalError("The file is no longer stored.", permanent=True) from None
 
     def _steps(self, message: OutboundMessage) -> list[_Step]:
         """The Bot API calls for one message: the file (with its caption if it fits), then
@@ -281,7 +282,7 @@ class TelegramChannel:
             return await self.client.upload(
                 step.method, step.params, field, data, filename, mimetype
             )
-        except ChannelError as exc:
+        except ExternalError as exc:
             if exc.code != "bad_formatting" or step.plain_fallback is None:
                 raise
             # Our HTML should always parse; if Telegram disagrees, the words still matter

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import aiohttp
 
-from hub.bridges.base import ChannelError
 from hub.bridges.telegram.channel import checked_webhook_url, webhook_parameters
 from hub.bridges.telegram.client import TelegramClient
 from hub.config import Config
+from hub.errors import ExternalError
 
 
 async def set_webhook(config: Config) -> str:
     """Call setWebhook (URL, secret token, allowed updates) and read the result back with
-    getWebhookInfo. Returns a line for the admin; raises ChannelError with a human text."""
+    getWebhookInfo. Returns a line for the admin; raises ExternalError with a human text."""
     tg = config.channels.telegram
     if not tg.enabled:
-        raise ChannelError("channels.telegram is not enabled in this configuration", permanent=True)
+        raise ExternalError(
+            "channels.telegram is not enabled in this configuration", permanent=True
+        )
     url = checked_webhook_url(config)
     async with aiohttp.ClientSession() as http:
         client = TelegramClient(

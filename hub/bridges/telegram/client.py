@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from hub.bridges.base import ChannelError
 from hub.bridges.telegram.errors import classify, network_error
+from hub.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ class TelegramClient:
         return b"".join(chunks), ctype.split(";")[0].strip()
 
 
-def _too_big(cap: int) -> ChannelError:
-    return ChannelError(
+def _too_big(cap: int) -> ExternalError:
+    return ExternalError(
         f"The customer's file is larger than the hub accepts ({cap // (1024 * 1024)} MB, "
         "channels.telegram.max_media_bytes).",
         permanent=True,

@@ -12,17 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hub.bridges.base import ChannelError
-
-# ChannelError.code the core reacts to: the conversation is marked blocked (see sending.py).
-BLOCKED = "blocked"
+from hub.errors import BLOCKED, ExternalError
 
 
 @dataclass(frozen=True)
 class ErrorRow:
     status: int | None  # the Bot API's error_code; None matches any
     fragment: str | None  # lower-case part of the description; None matches any
-    code: str  # our short machine code (ChannelError.code)
+    code: str  # our short machine code (ExternalError.code)
     human: str  # shown to advisers; "{description}" is replaced by Telegram's text
     permanent: bool
 
@@ -145,8 +142,8 @@ def _retry_after(doc: dict[str, Any]) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def classify(http_status: int, doc: dict[str, Any] | None) -> ChannelError:
-    """The ChannelError for a failed Bot API call (`doc` the JSON body, if there was one)."""
+def classify(http_status: int, doc: dict[str, Any] | None) -> ExternalError:
+    """The ExternalError for a failed Bot API call (`doc` the JSON body, if there was one)."""
     doc = doc or {}
     raw_code = doc.get("error_code")
     status = raw_code if isinstance(raw_code, int) else http_status
@@ -158,7 +155,7 @@ def classify(http_status: int, doc: dict[str, Any] | None) -> ChannelError:
             continue
         if row.fragment is not None and row.fragment not in lowered:
             continue
-        return ChannelError(
+        return ExternalError(
             row.human.replace("{description}", description),
             permanent=row.permanent,
             retry_after=retry_after if status == 429 else None,
@@ -166,20 +163,20 @@ def classify(http_status: int, doc: dict[str, Any] | None) -> ChannelError:
         )
     if status >= 500 or status in (420, 408):
         # Telegram's servers are struggling (5xx) or a flood wait (420): try again later.
-        return ChannelError(
+        return ExternalError(
             f"Telegram is not available right now ({description}); will retry.",
             permanent=False,
             retry_after=retry_after,
             code="unavailable",
         )
-    return ChannelError(
+    return ExternalError(
         f"Telegram refused the request: {description}", permanent=True, code="refused"
     )
 
 
-def network_error(kind: str) -> ChannelError:
+def network_error(kind: str) -> ExternalError:
     """No answer at all (connection refused, timeout): always worth another try later."""
-    return ChannelError(
+    return ExternalError(
         f"Telegram could not be reached ({kind}); will retry.",
         permanent=False,
         code="unreachable",

@@ -15,9 +15,10 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy import update
 
-from hub.bridges.base import Capabilities, ChannelError
+from hub.bridges.base import Capabilities
 from hub.core.types import MediaRef, OutboundMessage
 from hub.db.models import Message
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -87,7 +88,7 @@ class WebchatChannel:
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         # Widget uploads are stored at once; there is never a remote file to fetch.
-        raise ChannelError("web chat media is stored on upload", permanent=True)
+        raise ExternalError("web chat media is stored on upload", permanent=True)
 
     async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
         return None  # the widget does not show reactions (yet)

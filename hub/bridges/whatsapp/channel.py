@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from sqlalchemy import select
 
-from hub.bridges.base import Capabilities, ChannelError
+from hub.bridges.base import Capabilities
 from hub.bridges.http import (
     json_error,
     meta_verification,
@@ -32,6 +32,7 @@ from hub.bridges.whatsapp.markup import outbound_text, split_text
 from hub.core.ingest import ingest
 from hub.core.types import MediaRef, OutboundMessage
 from hub.db.models import Message
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -41,7 +42,7 @@ __all__ = ["WhatsappChannel", "register_commands"]
 log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
-WINDOW_CLOSED = "window_closed"  # ChannelError.code
+WINDOW_CLOSED = "window_closed"  # ExternalError.code
 MAX_CAPTION = 1024
 
 
@@ -100,7 +101,7 @@ class WhatsappChannel:
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         if not media.remote_id:
-            raise ChannelError("the file has no WhatsApp media id", permanent=True)
+            raise ExternalError("the file has no WhatsApp media id", permanent=True)
         return await self.client.fetch_media(media.remote_id, self.config.max_media_bytes)
 
     # --- outbound ------------------------------------------------------------------------
@@ -120,7 +121,7 @@ class WhatsappChannel:
             if last
             else "the customer has not written yet"
         )
-        raise ChannelError(
+        raise ExternalError(
             f"The 24-hour window has closed ({since}): WhatsApp only lets the shop send an "
             f"approved template now: use !template NAME [params…]; templates: "
             f"{self.template_names()}",
@@ -154,7 +155,7 @@ class WhatsappChannel:
 
     async def _send_text(self, to: str, text: str, reply_to: str | None) -> str:
         if not text.strip():
-            raise ChannelError("an empty message cannot be sent on WhatsApp", permanent=True)
+            raise ExternalError("an empty message cannot be sent on WhatsApp", permanent=True)
         first: str | None = None
         for n, part in enumerate(split_text(text)):
             wamid = await self.client.send_message(
@@ -169,7 +170,7 @@ class WhatsappChannel:
         configured = {t.name: t for t in self.config.templates}
         template = configured.get(name)
         if template is None:
-            raise ChannelError(
+            raise ExternalError(
                 f"Template {name!r} is not configured; templates: {self.template_names()}",
                 permanent=True,
             )
@@ -181,9 +182,9 @@ class WhatsappChannel:
         media = message.media
         assert media is not None
         if not media.media_id:
-            raise ChannelError("the file is not stored in the hub", permanent=True)
+            raise ExternalError("the file is not stored in the hub", permanent=True)
         if media.size > self.config.max_media_bytes:
-            raise ChannelError(
+            raise ExternalError(
                 "the file is larger than channels.whatsapp.max_media_bytes", permanent=True
             )
         data = await self.hub.media.read(media.media_id)
@@ -237,7 +238,7 @@ class WhatsappChannel:
                 )
             if remote_id:
                 await self.client.mark_read(outbound.read_payload(remote_id))
-        except ChannelError as exc:
+        except ExternalError as exc:
             log.info("whatsapp: marking a message as read failed: %s", exc.human)
         except Exception:
             log.exception("whatsapp: marking a message as read failed")

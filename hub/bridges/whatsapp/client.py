@@ -1,5 +1,5 @@
 """The WhatsApp Cloud API (Graph API) as the hub uses it: send messages, upload media, and
-download customers' media. Every failure becomes a ChannelError through the one error table
+download customers' media. Every failure becomes a ExternalError through the one error table
 (`errors.py`). The access token travels in the Authorization header only and is never
 logged; neither are message bodies.
 """
@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from hub.bridges.base import ChannelError
 from hub.bridges.whatsapp.errors import classify
 from hub.bridges.whatsapp.mapping import base_mimetype
 from hub.bridges.whatsapp.outbound import sent_message_id
 from hub.config import WhatsappConfig
+from hub.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class WhatsappClient:
         doc = await self._json("POST", self._url(self.config.phone_number_id, "messages"), payload)
         wamid = sent_message_id(doc)
         if not wamid:
-            raise ChannelError(
+            raise ExternalError(
                 "WhatsApp accepted the message but returned no message id", permanent=False
             )
         return wamid
@@ -65,14 +65,14 @@ class WhatsappClient:
         doc = await self._json("POST", self._url(self.config.phone_number_id, "media"), form=form)
         media_id = doc.get("id") if isinstance(doc, dict) else None
         if not media_id:
-            raise ChannelError("WhatsApp returned no id for the uploaded file", permanent=False)
+            raise ExternalError("WhatsApp returned no id for the uploaded file", permanent=False)
         return str(media_id)
 
     async def media_info(self, media_id: str) -> dict[str, Any]:
         """GET /{media-id}: the short-lived download URL, MIME type and size."""
         doc = await self._json("GET", self._url(media_id))
         if not isinstance(doc, dict) or not doc.get("url"):
-            raise ChannelError("WhatsApp returned no download address for a file", permanent=True)
+            raise ExternalError("WhatsApp returned no download address for a file", permanent=True)
         return doc
 
     async def fetch_media(self, media_id: str, max_bytes: int) -> tuple[bytes, str]:
@@ -122,7 +122,7 @@ class WhatsappClient:
                 try:
                     return await resp.json(content_type=None)
                 except ValueError:
-                    raise ChannelError(
+                    raise ExternalError(
                         "WhatsApp answered with something that is not JSON", permanent=False
                     ) from None
 
@@ -134,32 +134,32 @@ class WhatsappClient:
         for n in range(CONNECT_RETRIES + 1):
             try:
                 return await attempt()
-            except ChannelError:
+            except ExternalError:
                 raise
             except aiohttp.ClientConnectorError as exc:
                 reason = f"cannot connect to WhatsApp ({type(exc).__name__})"
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
                 if not idempotent:
-                    raise ChannelError(
+                    raise ExternalError(
                         "the connection to WhatsApp broke off; retrying", permanent=False
                     ) from exc
                 reason = f"connection to WhatsApp broke off ({type(exc).__name__})"
             except TimeoutError as exc:
-                raise ChannelError(
+                raise ExternalError(
                     "WhatsApp did not answer in time; retrying", permanent=False
                 ) from exc
             except aiohttp.ClientError as exc:
-                raise ChannelError(
+                raise ExternalError(
                     f"talking to WhatsApp failed ({type(exc).__name__}); retrying",
                     permanent=False,
                 ) from exc
             if n < CONNECT_RETRIES:
                 log.info("whatsapp: %s, attempt %d of %d", reason, n + 1, CONNECT_RETRIES + 1)
                 await asyncio.sleep(0.2 * (n + 1))
-        raise ChannelError(f"{reason}; retrying later", permanent=False)
+        raise ExternalError(f"{reason}; retrying later", permanent=False)
 
     @staticmethod
-    async def _error(resp: aiohttp.ClientResponse) -> ChannelError:
+    async def _error(resp: aiohttp.ClientResponse) -> ExternalError:
         try:
             body: Any = await resp.json(content_type=None)
         except (ValueError, aiohttp.ClientError):
@@ -171,7 +171,7 @@ class WhatsappClient:
             result.code,
             "retry" if not result.permanent else "permanent",
         )
-        return ChannelError(
+        return ExternalError(
             result.human,
             permanent=result.permanent,
             retry_after=result.retry_after,
@@ -186,8 +186,8 @@ def _int(value: object) -> int | None:
         return None
 
 
-def _too_big(max_bytes: int) -> ChannelError:
-    return ChannelError(
+def _too_big(max_bytes: int) -> ExternalError:
+    return ExternalError(
         f"the customer's file is larger than the hub accepts ({max_bytes // (1024 * 1024)} MB, "
         "channels.whatsapp.max_media_bytes)",
         permanent=True,

@@ -24,9 +24,9 @@ from pydantic import BaseModel
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
+    ExternalError,
     PaymentEvent,
     PaymentProvider,
-    ProviderError,
     WebhookRejected,
 )
 
@@ -79,9 +79,9 @@ __all__ = [
     "PROVIDERS",
     "CheckoutLink",
     "CheckoutRequest",
+    "ExternalError",
     "PaymentEvent",
     "PaymentProvider",
-    "ProviderError",
     "WebhookRejected",
     "build_provider",
 ]

@@ -5,7 +5,7 @@ provider's webhook deliveries into PaymentEvents (``parse_webhook``). Everything
 dedupe, messages, short links) is the hub's and never depends on which provider is configured.
 
 Errors come in two kinds, both with text for humans:
-- ProviderError: creating a checkout failed. ``human`` is shown to the adviser in the room;
+- ExternalError (hub.errors): creating a checkout failed. ``human`` is shown to the adviser;
   ``permanent`` tells the outbox whether retrying can help; ``retry_after`` honours the
   provider's back-off. Secrets never appear in either text.
 - WebhookRejected: a delivery is not authentic or not readable. The handler answers ``status``
@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from hub.commerce.cart import Cart
 from hub.commerce.money import Money, MoneyError, currency_exponent, parse_money
+from hub.errors import ExternalError
 
 PaymentKind = Literal["paid", "cancelled", "expired", "failed"]
 
@@ -61,28 +62,10 @@ class PaymentEvent:
     provider_order_id: str | None = None  # e.g. Shopify order name, shown to advisers
 
 
-class ProviderError(Exception):
-    """Creating a checkout failed; ``human`` is for the adviser, ``detail`` for the log."""
-
-    def __init__(
-        self,
-        human: str,
-        *,
-        permanent: bool,
-        retry_after: float | None = None,
-        detail: str | None = None,
-    ) -> None:
-        super().__init__(human)
-        self.human = human
-        self.permanent = permanent
-        self.retry_after = retry_after
-        self.detail = detail or human
-
-
 def require_items(req: CheckoutRequest) -> None:
     """Every provider refuses an empty cart the same way (!pay refuses it first)."""
     if req.cart.is_empty:
-        raise ProviderError("the cart is empty; add products before !pay", permanent=True)
+        raise ExternalError("the cart is empty; add products before !pay", permanent=True)
 
 
 class WebhookRejected(Exception):
@@ -99,7 +82,7 @@ class PaymentProvider(Protocol):
     name: str  # "stripe", "mollie", "shopify", "woocommerce", "builtin"
 
     async def create_checkout(self, req: CheckoutRequest) -> CheckoutLink:
-        """The link for the customer; raises ProviderError."""
+        """The link for the customer; raises ExternalError."""
         ...
 
     async def parse_webhook(self, headers: Mapping[str, str], raw: bytes) -> list[PaymentEvent]:

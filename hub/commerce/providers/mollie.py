@@ -13,7 +13,7 @@ not trusted, only the id. We GET the payment with our API key and map its status
 paid -> "paid", canceled -> "cancelled", expired -> "expired", failed -> "failed";
 open/pending/authorized -> no event yet. Dedupe id ``<payment id>:<status>``, since Mollie calls
 again for later changes of the same payment (a refund leaves it "paid": same id, no repeat).
-A fetch that fails for a passing reason raises ProviderError (transient): the handler answers
+A fetch that fails for a passing reason raises ExternalError (transient): the handler answers
 5xx and Mollie retries the webhook later.
 
 The SDK is synchronous (requests), so every call runs in a small thread pool owned by the
@@ -47,9 +47,9 @@ from mollie.api.error import (
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
+    ExternalError,
     PaymentEvent,
     PaymentKind,
-    ProviderError,
     WebhookRejected,
     lines_summary,
     major_units_text,
@@ -174,7 +174,7 @@ class MollieProvider:
             raise _provider_error(exc, "create the payment") from exc
         url = payment.checkout_url
         if not url:
-            raise ProviderError("Mollie created a payment without a checkout link", permanent=True)
+            raise ExternalError("Mollie created a payment without a checkout link", permanent=True)
         log.info("mollie payment %s created for %s", payment.id, req.reference)
         return CheckoutLink(url=str(url), provider_ref=str(payment.id))
 
@@ -195,19 +195,19 @@ class MollieProvider:
             client_session.close()
 
 
-def _provider_error(exc: BaseException, action: str) -> ProviderError:
+def _provider_error(exc: BaseException, action: str) -> ExternalError:
     detail = f"mollie: could not {action}: {type(exc).__name__}: {exc}"
     if isinstance(exc, UnauthorizedError | RequestSetupError):
-        return ProviderError(
+        return ExternalError(
             "Mollie refused the API key (commerce.mollie.api_key)", permanent=True, detail=detail
         )
     if isinstance(exc, TimeoutError | RequestError | ResponseHandlingError):
-        return ProviderError(
+        return ExternalError(
             "Mollie is not reachable right now; it will be retried", permanent=False, detail=detail
         )
     status = getattr(exc, "status", None) if isinstance(exc, ResponseError) else None
     if isinstance(status, int) and (status == 429 or status >= 500):
-        return ProviderError("Mollie is busy; it will be retried", permanent=False, detail=detail)
+        return ExternalError("Mollie is busy; it will be retried", permanent=False, detail=detail)
     field = getattr(exc, "field", None)
     where = f" ({field})" if field else ""
-    return ProviderError(f"Mollie refused the payment{where}: {exc}", permanent=True, detail=detail)
+    return ExternalError(f"Mollie refused the payment{where}: {exc}", permanent=True, detail=detail)

@@ -33,9 +33,9 @@ from urllib.parse import quote
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
+    ExternalError,
     PaymentEvent,
     PaymentKind,
-    ProviderError,
     WebhookRejected,
     header,
     hmac_sha256_base64_matches,
@@ -63,7 +63,7 @@ def variant_number(variant_id: str | None) -> str | None:
 
 
 def cart_permalink(settings: ShopifySettings, req: CheckoutRequest) -> str:
-    """The documented permalink; ProviderError (permanent) naming every line without variant."""
+    """The documented permalink; ExternalError (permanent) naming every line without variant."""
     require_items(req)
     items, missing = [], []
     for line in req.cart.lines:
@@ -73,7 +73,7 @@ def cart_permalink(settings: ShopifySettings, req: CheckoutRequest) -> str:
         else:
             items.append(f"{number}:{line.quantity}")
     if missing:
-        raise ProviderError(
+        raise ExternalError(
             "Shopify needs a variant id for every product; missing (or not a Shopify variant "
             f"id) for: {', '.join(missing)}. Add variant_id to the catalogue.",
             permanent=True,

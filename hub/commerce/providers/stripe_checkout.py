@@ -38,9 +38,9 @@ from hub.commerce.money import Money, MoneyError
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
+    ExternalError,
     PaymentEvent,
     PaymentKind,
-    ProviderError,
     WebhookRejected,
     header,
     require_items,
@@ -63,19 +63,19 @@ def stripe_exponent(currency: str) -> int:
 
 
 def to_stripe_amount(money: Money) -> int:
-    """``money`` in Stripe's integer unit; ProviderError (permanent) if not exactly possible."""
+    """``money`` in Stripe's integer unit; ExternalError (permanent) if not exactly possible."""
     shift = stripe_exponent(money.currency) - money.exponent
     if shift >= 0:
         amount = money.minor * 10**shift
     elif money.minor % 10**-shift:
-        raise ProviderError(
+        raise ExternalError(
             f"Stripe takes {money.currency} only in whole units; {money} cannot be charged",
             permanent=True,
         )
     else:
         amount = money.minor // 10**-shift
     if money.currency in THREE_DECIMAL and amount % 10:
-        raise ProviderError(
+        raise ExternalError(
             f"Stripe needs {money.currency} amounts rounded to 0.010 ({money} is not); "
             "adjust the price in the catalogue",
             permanent=True,
@@ -201,13 +201,13 @@ class StripeProvider:
                     options=options,
                 )
         except TimeoutError as exc:
-            raise ProviderError(
+            raise ExternalError(
                 "Stripe did not answer in time; the link will be retried", permanent=False
             ) from exc
         except stripe.StripeError as exc:
             raise _provider_error(exc) from exc
         if not session.url:
-            raise ProviderError("Stripe created a session without a URL", permanent=True)
+            raise ExternalError("Stripe created a session without a URL", permanent=True)
         log.info("stripe checkout session %s created for %s", session.id, req.reference)
         return CheckoutLink(url=str(session.url), provider_ref=str(session.id))
 
@@ -233,20 +233,20 @@ class StripeProvider:
         return None
 
 
-def _provider_error(exc: stripe.StripeError) -> ProviderError:
+def _provider_error(exc: stripe.StripeError) -> ExternalError:
     status = exc.http_status or 0
     detail = f"{type(exc).__name__} ({status}, request {exc.request_id}): {exc.user_message}"
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        return ProviderError(
+        return ExternalError(
             "Stripe refused the API key (commerce.stripe.secret_key)", permanent=True, detail=detail
         )
     if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError) or status >= 500:
-        return ProviderError(
+        return ExternalError(
             "Stripe is not reachable right now; the link will be retried",
             permanent=False,
             detail=detail,
         )
-    return ProviderError(
+    return ExternalError(
         f"Stripe refused the checkout: {exc.user_message or type(exc).__name__}",
         permanent=True,
         detail=detail,

@@ -42,9 +42,9 @@ from urllib.parse import urlencode
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
+    ExternalError,
     PaymentEvent,
     PaymentKind,
-    ProviderError,
     WebhookRejected,
     header,
     hmac_sha256_base64_matches,
@@ -81,7 +81,7 @@ def _product_ids(req: CheckoutRequest) -> list[tuple[str, int]]:
         else:
             missing.append(line.label())
     if missing:
-        raise ProviderError(
+        raise ExternalError(
             "WooCommerce needs the product (or variation) id of every product as variant_id in "
             f"the catalogue; missing or not a number for: {', '.join(missing)}",
             permanent=True,
@@ -90,10 +90,10 @@ def _product_ids(req: CheckoutRequest) -> list[tuple[str, int]]:
 
 
 def add_to_cart_url(settings: WooCommerceSettings, req: CheckoutRequest) -> str:
-    """The add-to-cart link (mode "link"); ProviderError for what it cannot carry."""
+    """The add-to-cart link (mode "link"); ExternalError for what it cannot carry."""
     ids = _product_ids(req)
     if len(ids) > 1 and not settings.multi_product_links:
-        raise ProviderError(
+        raise ExternalError(
             f"a WooCommerce add-to-cart link carries one product, this cart has {len(ids)}. "
             "Send one product per order, or set commerce.woocommerce.mode to 'order' (REST API "
             "keys) or multi_product_links (needs a multi add-to-cart plugin).",
@@ -194,7 +194,7 @@ class WooCommerceProvider:
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(
+            raise ExternalError(
                 "WooCommerce did not answer; the link will be retried",
                 permanent=False,
                 detail=f"POST {url}: {type(exc).__name__}: {exc}",
@@ -240,21 +240,21 @@ def _json_or_none(raw: bytes) -> object:
         return None
 
 
-def _order_error(status: int, body: object, retry_after: str | None) -> ProviderError:
+def _order_error(status: int, body: object, retry_after: str | None) -> ExternalError:
     text = _error_text(status, body)
     detail = f"WooCommerce POST /orders answered {status}: {text}"
     if 200 <= status < 300:
-        return ProviderError(
+        return ExternalError(
             "WooCommerce created the order but sent no payment_url", permanent=True, detail=detail
         )
     if status in (401, 403):
-        return ProviderError(
+        return ExternalError(
             "WooCommerce refused the REST API keys (they need read/write access)",
             permanent=True,
             detail=detail,
         )
     if status == 404:
-        return ProviderError(
+        return ExternalError(
             "WooCommerce's REST API was not found; check commerce.woocommerce.store_url",
             permanent=True,
             detail=detail,
@@ -264,10 +264,10 @@ def _order_error(status: int, body: object, retry_after: str | None) -> Provider
             after = float(retry_after) if retry_after else None
         except ValueError:
             after = None
-        return ProviderError(
+        return ExternalError(
             "WooCommerce is busy; the link will be retried",
             permanent=False,
             retry_after=after,
             detail=detail,
         )
-    return ProviderError(f"WooCommerce refused the order: {text}", permanent=True, detail=detail)
+    return ExternalError(f"WooCommerce refused the order: {text}", permanent=True, detail=detail)
