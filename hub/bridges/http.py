@@ -1,4 +1,4 @@
-"""Helpers shared by webhook handlers: capped raw bodies and Meta's signature check."""
+"""Helpers shared by webhook handlers: JSON errors and bodies, Meta's signature check."""
 
 from __future__ import annotations
 
@@ -14,16 +14,6 @@ log = logging.getLogger(__name__)
 
 def json_error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status)
-
-
-async def read_capped_body(request: web.Request, cap: int) -> bytes:
-    """The raw request body, refusing (413) anything over `cap` bytes before reading it all."""
-    if request.content_length is not None and request.content_length > cap:
-        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=request.content_length)
-    raw = await request.content.read(cap + 1)
-    if len(raw) > cap:
-        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=len(raw))
-    return raw
 
 
 def verify_hub_signature(raw: bytes, header: str | None, app_secret: str) -> bool:

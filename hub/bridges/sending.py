@@ -18,6 +18,7 @@ from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.db import repo
 from hub.db.models import Conversation, Message
 from hub.errors import BLOCKED, ExternalError
+from hub.net import read_capped
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -119,12 +120,19 @@ class ChannelSender:
 
     async def _fetch_image(self, url: str, cap: int) -> tuple[bytes, str] | None:
         """A product picture from the shop's site; None when it cannot be had (logged)."""
+
+        def too_big() -> ExternalError:
+            return ExternalError(f"more than {cap} bytes", permanent=True)
+
         try:
             async with self.hub.http.get(url, timeout=aiohttp.ClientTimeout(total=15)) as resp:
-                data = await resp.content.read(cap + 1)
-                if resp.status != 200 or len(data) > cap:
-                    log.warning("product image %s: HTTP %s, %d bytes", url, resp.status, len(data))
+                if resp.status != 200:
+                    log.warning("product image %s: HTTP %s", url, resp.status)
                     return None
+                data = await read_capped(resp, cap, too_big)
+        except ExternalError as exc:
+            log.warning("product image %s: %s", url, exc.human)
+            return None
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("product image %s could not be fetched: %r", url, exc)
             return None

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.bridges.http import read_capped_body
 from hub.commerce.cart import Cart
 from hub.commerce.money import Money
 from hub.commerce.orders import InvalidTransition, OrderEvent
@@ -18,6 +17,7 @@ from hub.core.bot import enqueue_notice
 from hub.core.outbox import Finish, Job, PermanentFailure, RetryLater
 from hub.db import commerce_repo
 from hub.db.models import ChannelIdentity, Conversation, Order
+from hub.net import read_body
 
 if TYPE_CHECKING:
     from hub.commerce.providers.base import PaymentEvent, PaymentProvider
@@ -132,7 +132,7 @@ class Checkout:
 
         if request.match_info["provider"] != self.provider.name:
             raise web.HTTPNotFound()
-        raw = await read_capped_body(request, self.hub.config.http.max_body_bytes)
+        raw = await read_body(request, self.hub.config.http.max_body_bytes)
         try:
             events = await self.provider.parse_webhook(request.headers, raw)
         except WebhookRejected as exc:

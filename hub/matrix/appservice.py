@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.db import hot
 from hub.db.engine import database_of
+from hub.net import read_body
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,11 @@ class AppserviceApi:
 
     async def transaction(self, request: web.Request) -> web.StreamResponse:
         txn_id = request.match_info["txn_id"]
-        if request.content_length and request.content_length > MAX_TRANSACTION_BYTES:
+        try:
+            raw = await read_body(request, MAX_TRANSACTION_BYTES)
+        except web.HTTPRequestEntityTooLarge:
             return _matrix_error(413, "M_TOO_LARGE", "transaction too large")
         try:
-            raw = await request.content.read(MAX_TRANSACTION_BYTES + 1)
-            if len(raw) > MAX_TRANSACTION_BYTES:
-                return _matrix_error(413, "M_TOO_LARGE", "transaction too large")
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             log.warning("appservice: transaction %s is not valid JSON", txn_id)

@@ -4,13 +4,12 @@ Requests are built by the small path builders below (the same paths and bodies a
 matrix-nio's sans-I/O `nio.Api`, whose import would cost the hub ~9 MiB for a handful of
 URLs) and sent through one aiohttp session with the as_token in a header; acting as a ghost
 adds `?user_id=` (appservice masquerading). Each call has a timeout and a small bounded
-retry on connection errors; long-term retry is the outbox's job, so errors are raised,
-classified.
+retry on connection errors (hub.net); long-term retry is the job queue's, so errors are
+raised, classified (MatrixError, MatrixUnavailable: both ExternalErrors).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -20,10 +19,10 @@ import aiohttp
 from yarl import URL
 
 from hub.errors import ExternalError
+from hub.net import read_capped, with_retries
 
 log = logging.getLogger(__name__)
 
-_CONNECT_RETRIES = 2
 CLIENT_V3 = "/_matrix/client/v3"
 MEDIA_V3 = "/_matrix/media/v3"
 
@@ -90,6 +89,7 @@ class MatrixClient:
         self._base = base_url.rstrip("/")
         self._token = as_token
         self.bot_mxid = bot_mxid
+        self._seconds = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def request(
@@ -110,18 +110,22 @@ class MatrixClient:
             payload = (body if isinstance(body, str) else json.dumps(body)).encode()
         if payload is not None:
             headers["Content-Type"] = content_type
-        for attempt in range(_CONNECT_RETRIES + 1):
-            try:
-                async with self._http.request(
-                    method, url, data=payload, headers=headers, timeout=self._timeout
-                ) as resp:
-                    raw = await resp.read()
-                    return self._parse(resp.status, raw)
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if attempt == _CONNECT_RETRIES:
-                    raise MatrixUnavailable(f"{method} {url.path}: {exc!r}") from exc
-                await asyncio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+
+        async def attempt() -> dict[str, Any]:
+            async with self._http.request(
+                method, url, data=payload, headers=headers, timeout=self._timeout
+            ) as resp:
+                return self._parse(resp.status, await resp.read())
+
+        # Every request of the hub is idempotent (transaction ids, aliases, "already"
+        # answers taken as success), so a broken connection may be retried too.
+        return await with_retries(
+            attempt,
+            service="the homeserver",
+            timeout=self._seconds,
+            idempotent=True,
+            failed=lambda why: MatrixUnavailable(f"{method} {url.path}: {why}"),
+        )
 
     @staticmethod
     def _parse(status: int, raw: bytes) -> dict[str, Any]:
@@ -267,23 +271,24 @@ class MatrixClient:
         server, media_id = mxc[len("mxc://") :].split("/", 1)
         url = f"{self._base}/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}"
         headers = {"Authorization": f"Bearer {self._token}"}
-        try:
+
+        def too_big() -> MatrixError:
+            return MatrixError(413, "M_TOO_LARGE", f"media larger than {max_bytes} bytes")
+
+        async def attempt() -> tuple[bytes, str]:
             async with self._http.get(url, headers=headers, timeout=self._timeout) as resp:
                 if resp.status >= 400:
                     self._parse(resp.status, await resp.read())
-                if resp.content_length and resp.content_length > max_bytes:
-                    raise MatrixError(413, "M_TOO_LARGE", f"media larger than {max_bytes} bytes")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise MatrixError(413, "M_TOO_LARGE", f"media larger than {max_bytes}")
-                    chunks.append(chunk)
-                ctype = resp.headers.get("Content-Type", "application/octet-stream")
-                return b"".join(chunks), ctype
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise MatrixUnavailable(f"download {mxc}: {exc!r}") from exc
+                data = await read_capped(resp, max_bytes, too_big)
+                return data, resp.headers.get("Content-Type", "application/octet-stream")
+
+        return await with_retries(
+            attempt,
+            service="the homeserver",
+            timeout=self._seconds,
+            idempotent=True,
+            failed=lambda why: MatrixUnavailable(f"download {mxc}: {why}"),
+        )
 
     # -- appservice ----------------------------------------------------------------------
 

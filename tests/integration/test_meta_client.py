@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hub.bridges.meta import channel as channel_module
 from hub.bridges.meta.channel import InstagramChannel, MessengerChannel
-from hub.bridges.meta.client import GraphClient
+from hub.bridges.meta.client import MetaClient
 from hub.bridges.sending import BLOCKED
 from hub.config import MetaPageConfig, parse_config
 from hub.core.media import MediaStore
@@ -55,8 +55,8 @@ def config_for(standin: MetaStandin, **overrides: Any) -> MetaPageConfig:
     return MetaPageConfig.model_validate({**standin.hub_config(), **overrides})
 
 
-def client_for(standin: MetaStandin, http: aiohttp.ClientSession, **overrides: Any) -> GraphClient:
-    return GraphClient(http, config_for(standin, **overrides), standin.kind)
+def client_for(standin: MetaStandin, http: aiohttp.ClientSession, **overrides: Any) -> MetaClient:
+    return MetaClient(http, config_for(standin, **overrides), standin.kind)
 
 
 def text_body(customer: str = "6543210987654321", text: str = "Grüße 🎨") -> dict[str, Any]:
@@ -147,7 +147,7 @@ async def test_unreachable_graph_api_is_temporary(http: aiohttp.ClientSession) -
     dead.base_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(ExternalError) as info:
         await client_for(dead, http).send(text_body())
-    assert not info.value.permanent and "cannot reach Meta" in info.value.human
+    assert not info.value.permanent and "cannot connect to Meta" in info.value.human
 
 
 async def test_upload_attachment_multipart(

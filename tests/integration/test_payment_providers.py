@@ -25,7 +25,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import AnyHttpUrl, BaseModel, SecretStr, ValidationError
 
-from hub.bridges.http import read_capped_body
 from hub.commerce.cart import Cart
 from hub.commerce.catalogue import Product
 from hub.commerce.money import Money
@@ -48,6 +47,7 @@ from hub.commerce.providers.shopify import ShopifyProvider, ShopifySettings
 from hub.commerce.providers.stripe_checkout import StripeProvider, StripeSettings
 from hub.commerce.providers.woocommerce import WooCommerceProvider, WooCommerceSettings
 from hub.http.pages import templates
+from hub.net import read_body
 from tests.standins.mollie import MollieStandin
 from tests.standins.shop_webhooks import ShopifyWebhooks, WooCommerceStandin, WooWebhooks
 from tests.standins.stripe import StripeStandin
@@ -103,7 +103,7 @@ class Receiver:
         self.server: TestServer | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        raw = await read_capped_body(request, 1_048_576)
+        raw = await read_body(request, 1_048_576)
         try:
             events = await self.provider.parse_webhook(request.headers, raw)
         except WebhookRejected as exc:

@@ -166,7 +166,7 @@ async def test_timeout_is_temporary(http: aiohttp.ClientSession, standin: Whatsa
         with pytest.raises(ExternalError) as caught:
             await slow_client.send_message(wa_out.text_payload(CUSTOMER, "x"))
         assert caught.value.permanent is False
-        assert "in time" in caught.value.human
+        assert "did not answer within" in caught.value.human
     finally:
         await runner.cleanup()
 
@@ -179,7 +179,7 @@ async def test_connection_refused_is_retried_then_temporary(
     with pytest.raises(ExternalError) as caught:
         await dead.send_message(wa_out.text_payload(CUSTOMER, "x"))
     assert caught.value.permanent is False
-    assert "cannot connect" in caught.value.human
+    assert "cannot connect to WhatsApp" in caught.value.human
 
 
 async def test_upload_and_fetch_media(client: WhatsappClient, standin: WhatsappStandin) -> None:

@@ -24,10 +24,9 @@ from hub.bridges.http import (
     json_error,
     meta_verification,
     parse_json_object,
-    read_capped_body,
     verify_hub_signature,
 )
-from hub.bridges.meta.client import GraphClient
+from hub.bridges.meta.client import MetaClient
 from hub.bridges.meta.mapping import (
     WEBHOOK_OBJECTS,
     attachment_type,
@@ -44,6 +43,7 @@ from hub.core.ingest import ingest
 from hub.core.types import MediaRef, OutboundMessage
 from hub.db.models import utcnow
 from hub.errors import ExternalError
+from hub.net import read_body
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -68,7 +68,7 @@ class MetaChannel:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.config: MetaPageConfig = getattr(hub.config.channels, self.kind)
-        self.client = GraphClient(hub.http, self.config, self.kind)
+        self.client = MetaClient(hub.http, self.config, self.kind)
         self.webhook_object = WEBHOOK_OBJECTS[self.kind]
 
     def add_routes(self, app: web.Application) -> None:
@@ -79,7 +79,7 @@ class MetaChannel:
         return meta_verification(request, self.config.verify_token)
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        raw = await read_capped_body(request, self.hub.config.http.max_body_bytes)
+        raw = await read_body(request, self.hub.config.http.max_body_bytes)
         header = request.headers.get("X-Hub-Signature-256")
         if not verify_hub_signature(raw, header, self.config.app_secret):
             log.warning(

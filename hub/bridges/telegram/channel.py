@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from hub.bridges.base import Capabilities
-from hub.bridges.http import parse_json_object, read_capped_body
+from hub.bridges.http import parse_json_object
 from hub.bridges.telegram import mapping
 from hub.bridges.telegram.client import TelegramClient
 from hub.bridges.telegram.markup import (
@@ -32,6 +32,7 @@ from hub.bridges.telegram.markup import (
 from hub.core.ingest import ingest, mark_blocked
 from hub.core.types import MediaRef, OutboundMessage
 from hub.errors import ExternalError
+from hub.net import read_body
 
 if TYPE_CHECKING:
     from hub.config import Config
@@ -146,7 +147,7 @@ class TelegramChannel:
         return None
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        raw = await read_capped_body(request, self.hub.config.http.max_body_bytes)
+        raw = await read_body(request, self.hub.config.http.max_body_bytes)
         refused = self._verify(request)
         if refused is not None:
             return refused

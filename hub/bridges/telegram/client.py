@@ -2,13 +2,12 @@
 
 The bot token is part of every URL, so no URL (and no aiohttp exception text, which can
 contain one) is ever logged or put into an error; errors are classified through
-`errors.classify`. Only a failed connect is retried here (twice): the request cannot have
-reached Telegram, so a retry cannot send a message twice. Everything else is the outbox's job.
+`errors.classify`. Connect retries and capped downloads come from hub.net; every longer
+retry is the job queue's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -19,10 +18,9 @@ import aiohttp
 
 from hub.bridges.telegram.errors import classify, network_error
 from hub.errors import ExternalError
+from hub.net import read_capped, with_retries
 
 log = logging.getLogger(__name__)
-
-CONNECT_RETRIES = 2
 
 
 class TelegramClient:
@@ -38,6 +36,7 @@ class TelegramClient:
         self._http = http
         self._base = base_url.rstrip("/")
         self._token = token
+        self._seconds = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_download_bytes = max_download_bytes
 
@@ -75,22 +74,20 @@ class TelegramClient:
         return await self._post(method, form)
 
     async def _post(self, method: str, kwargs: Callable[[], dict[str, Any]]) -> Any:
-        for attempt in range(CONNECT_RETRIES + 1):
-            try:
-                async with self._http.post(
-                    self._method_url(method), timeout=self._timeout, **kwargs()
-                ) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-                break
-            except aiohttp.ClientConnectorError:
-                if attempt == CONNECT_RETRIES:
-                    raise network_error("connection failed") from None
-                await asyncio.sleep(0.2 * 2**attempt)
-            except TimeoutError:
-                raise network_error("timeout") from None
-            except aiohttp.ClientError as exc:
-                raise network_error(type(exc).__name__) from None
+        async def attempt() -> tuple[int, bytes]:
+            async with self._http.post(
+                self._method_url(method), timeout=self._timeout, **kwargs()
+            ) as resp:
+                return resp.status, await resp.read()
+
+        # Not idempotent: a call that may have reached Telegram is not repeated here.
+        status, raw = await with_retries(
+            attempt,
+            service="Telegram",
+            timeout=self._seconds,
+            idempotent=False,
+            failed=network_error,
+        )
         doc = _json(raw)
         if status == 200 and doc is not None and doc.get("ok") is True:
             log.debug("telegram %s: ok", method)
@@ -103,25 +100,22 @@ class TelegramClient:
         """Fetch `https://api.telegram.org/file/bot<token>/<file_path>` (from getFile)."""
         url = f"{self._base}/file/bot{self._token}/{quote(file_path, safe='/')}"
         cap = self.max_download_bytes
-        try:
+
+        async def attempt() -> tuple[bytes, str]:
             async with self._http.get(url, timeout=self._timeout) as resp:
                 if resp.status != 200:
                     raise classify(resp.status, _json(await resp.read()))
-                if resp.content_length is not None and resp.content_length > cap:
-                    raise _too_big(cap)
-                chunks: list[bytes] = []
-                total = 0
-                async for chunk in resp.content.iter_chunked(65536):
-                    total += len(chunk)
-                    if total > cap:
-                        raise _too_big(cap)
-                    chunks.append(chunk)
-                ctype = resp.headers.get("Content-Type", "application/octet-stream")
-        except TimeoutError:
-            raise network_error("timeout") from None
-        except aiohttp.ClientError as exc:
-            raise network_error(type(exc).__name__) from None
-        return b"".join(chunks), ctype.split(";")[0].strip()
+                data = await read_capped(resp, cap, lambda: _too_big(cap))
+                return data, resp.headers.get("Content-Type", "application/octet-stream")
+
+        data, ctype = await with_retries(
+            attempt,
+            service="Telegram",
+            timeout=self._seconds,
+            idempotent=True,
+            failed=network_error,
+        )
+        return data, ctype.split(";")[0].strip()
 
 
 def _too_big(cap: int) -> ExternalError:

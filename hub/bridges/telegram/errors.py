@@ -175,7 +175,8 @@ def classify(http_status: int, doc: dict[str, Any] | None) -> ExternalError:
 
 
 def network_error(kind: str) -> ExternalError:
-    """No answer at all (connection refused, timeout): always worth another try later."""
+    """No answer at all (connection refused, timeout): always worth another try later.
+    `kind` never holds a URL (it would carry the bot token)."""
     return ExternalError(
         f"Telegram could not be reached ({kind}); will retry.",
         permanent=False,

@@ -22,7 +22,6 @@ from hub.bridges.http import (
     json_error,
     meta_verification,
     parse_json_object,
-    read_capped_body,
     verify_hub_signature,
 )
 from hub.bridges.whatsapp import mapping, outbound
@@ -33,6 +32,7 @@ from hub.core.ingest import ingest
 from hub.core.types import MediaRef, OutboundMessage
 from hub.db.models import Message
 from hub.errors import ExternalError
+from hub.net import read_body
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -71,7 +71,7 @@ class WhatsappChannel:
         return meta_verification(request, self.config.verify_token)
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        raw = await read_capped_body(request, self.hub.config.http.max_body_bytes)
+        raw = await read_body(request, self.hub.config.http.max_body_bytes)
         signature = request.headers.get("X-Hub-Signature-256")
         if not signature:
             log.warning("whatsapp webhook without X-Hub-Signature-256 refused")

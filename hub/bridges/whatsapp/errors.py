@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from hub.errors import ExternalError
+
 WINDOW_CLOSED = 131047  # re-engagement message: outside the 24-hour customer service window
 TEMPLATE_HINT = "only an approved template can be sent now (use !template)"
 
@@ -193,14 +195,6 @@ class GraphError:
     fbtrace_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Classified:
-    human: str
-    permanent: bool
-    retry_after: float | None
-    code: str | None
-
-
 def _int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
@@ -260,7 +254,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if 0 <= seconds <= 24 * 3600 else None
 
 
-def classify(status: int, body: object, retry_after_header: str | None = None) -> Classified:
+def classify(status: int, body: object, retry_after_header: str | None = None) -> ExternalError:
     """An HTTP error response of the Graph API as permanent or temporary, with human text."""
     err = parse_error_body(body)
     code = err.code if err else None
@@ -283,4 +277,9 @@ def classify(status: int, body: object, retry_after_header: str | None = None) -
     if status == 429 or (code in RATE_LIMITED):
         permanent = False
     retry_after = None if permanent else (header_wait if header_wait is not None else default_wait)
-    return Classified(human, permanent, retry_after, str(code) if code is not None else None)
+    return ExternalError(
+        human,
+        permanent=permanent,
+        retry_after=retry_after,
+        code=str(code) if code is not None else None,
+    )

@@ -1,0 +1,106 @@
+"""HTTP plumbing shared by every edge: whole request bodies up to a cap (webhooks, the
+homeserver's transactions), and for calls to other systems bounded connect retries and
+size-capped reads.
+
+Only a failure before the request can have reached the other side is retried here (twice):
+repeating a POST that may have arrived could send a customer the same message twice. Every
+longer retry is the job queue's, so network failures come out as temporary ExternalErrors.
+Nothing here logs or raises a URL: some carry secrets (Telegram's bot token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from hub.errors import ExternalError
+
+T = TypeVar("T")
+
+CONNECT_RETRIES = 2
+CHUNK = 64 * 1024
+
+
+async def read_body(request: web.Request, cap: int) -> bytes:
+    """The whole raw request body; 413 when it is (or announces to be) over `cap` bytes.
+    One `read(n)` would return only what the socket delivered so far: a signed webhook of a
+    few hundred KB would be hashed truncated and refused as forged."""
+    if request.content_length is not None and request.content_length > cap:
+        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=request.content_length)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def unreachable(service: str, why: str) -> ExternalError:
+    return ExternalError(
+        f"cannot connect to {service} ({why}); it will be tried again",
+        permanent=False,
+        code="unreachable",
+    )
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    service: str,
+    timeout: float,
+    idempotent: bool,
+    failed: Callable[[str], ExternalError] | None = None,
+) -> T:
+    """Run one request; retry it when the connection could not be made (or, for an idempotent
+    request, broke off). Network failures become `failed(reason)`, by default a temporary
+    ExternalError naming `service`; errors the attempt raised itself pass through."""
+    fail = failed or (lambda why: unreachable(service, why))
+    why = "connection failed"
+    for n in range(CONNECT_RETRIES + 1):
+        try:
+            return await attempt()
+        except ExternalError:
+            raise
+        except aiohttp.ClientConnectorError:
+            why = "connection failed"
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            why = f"the connection broke off ({type(exc).__name__})"
+            if not idempotent:
+                raise fail(why) from None
+        except TimeoutError:
+            raise (
+                failed(f"no answer within {timeout:g} s")
+                if failed
+                else ExternalError(
+                    f"{service} did not answer within {timeout:g} s; it will be tried again",
+                    permanent=False,
+                    code="timeout",
+                )
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise fail(type(exc).__name__) from None
+        if n < CONNECT_RETRIES:
+            await asyncio.sleep(0.2 * (n + 1))
+    raise fail(why)
+
+
+async def read_capped(
+    resp: aiohttp.ClientResponse, max_bytes: int, too_big: Callable[[], ExternalError]
+) -> bytes:
+    """A response body of at most `max_bytes`, refused early when it announces more."""
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise too_big()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big()
+        chunks.append(chunk)
+    return b"".join(chunks)
