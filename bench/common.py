@@ -278,9 +278,12 @@ async def start_stack(
     shop_name: str = "Farbenhaus Bench",
     standins: tuple[str, ...] = (),
     extra_config: dict[str, Any] | None = None,
+    registrations: tuple[Path, ...] = (),
 ) -> Stack:
     """As tests/e2e/conftest.py's `stack` fixture, in stack.root. Fills `stack` as it goes,
-    so the caller's `finally: await stack.stop()` stops whatever did start."""
+    so the caller's `finally: await stack.stop()` stops whatever did start. `registrations`:
+    further appservice registration files Synapse loads beside the hub's (e.g. a bench's
+    yardstick appservice)."""
     root = stack.root
     hub_port, hs_port = free_port(), free_port()
     config: dict[str, Any] = {
@@ -310,6 +313,7 @@ async def start_stack(
         secrets.token_hex(16),
         for_tests=True,
     )
+    stack.synapse.config.registration_files += registrations
     stack.as_token = hub_config.appservice.as_token
     stack.hub_url = f"http://127.0.0.1:{hub_port}"
     stack.synapse.write_config()

@@ -93,17 +93,17 @@ def cmd_generate_registration(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from hub.db.engine import create_engine, migrate
+    from hub.db.engine import migrate, open_database
 
     config: Config = load_config(args.config)
     _setup_logging("INFO")
 
     async def go() -> None:
-        engine = create_engine(config.database_url)
+        db = open_database(config.database_url)
         try:
-            await migrate(engine)
+            await migrate(db)
         finally:
-            await engine.dispose()
+            await db.close()
 
     asyncio.run(go())
     print("database schema is up to date")
@@ -122,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_catalog_import(args: argparse.Namespace) -> int:
     from hub.commerce.catalogue import CatalogueError
     from hub.commerce.catalogue_import import read_catalogue, store_catalogue
-    from hub.db.engine import create_engine, migrate, session_factory
+    from hub.db.engine import migrate, open_database
 
     config = load_config(args.config)
     try:
@@ -134,12 +134,12 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> int:
-        engine = create_engine(config.database_url)
+        db = open_database(config.database_url)
         try:
-            await migrate(engine)
-            return await store_catalogue(session_factory(engine), products, progress=True)
+            await migrate(db)
+            return await store_catalogue(db, products, progress=True)
         finally:
-            await engine.dispose()
+            await db.close()
 
     count = asyncio.run(go())
     print(f"{args.file}: {count} products imported (the running hub picks them up)")

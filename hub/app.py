@@ -1,49 +1,72 @@
-"""Build the aiohttp application of a hub from its config; start and stop its services."""
+"""What runs at start-up: the hub's web application, built from its config as a chain of
+steps in dependency order. Each step sets up one thing and cleans it up at stop; when a
+step fails, the clean-ups of the steps before it run (aiohttp's cleanup_ctx):
+
+1. database   open it, bring the schema up to date (in a child process), load the catalogue
+2. http       the client session of every outgoing call
+3. matrix     the homeserver's client (the token checked), portals, the appservice API
+4. channels   the enabled channels with their webhook routes, the ingest, the pages
+5. shop       the shop, the checkout and its payment provider, the commerce pages
+6. worker     the bot's commands and every job kind's handler; the job worker runs
+7. started    once the hub listens: the homeserver ping and the channels' start-up work
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import importlib
 import logging
 import secrets
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from hub.bridges.sending import SEND_REACTION, ChannelSender
+from hub.bridges.base import Channel, ChannelDeps, Channels
+from hub.bridges.sending import ChannelSender
 from hub.bridges.webchat.channel import WebchatChannel
+from hub.bridges.webhooks import Webhook
 from hub.commerce.catalogue import CatalogueError
 from hub.commerce.catalogue_import import load_configured_catalogue
-from hub.commerce.checkout import Checkout
-from hub.commerce.commands import register_commands as register_commerce_commands
+from hub.commerce.checkout import Checkout, make_provider
+from hub.commerce.commands import CommerceCommands
 from hub.commerce.http import CommerceHttp
-from hub.commerce.service import CREATE_CHECKOUT, Shop
+from hub.commerce.service import Shop
 from hub.config import Config
-from hub.core.bot import MATRIX_SEND, register_core_commands
-from hub.core.ingest import FETCH_PROFILE, ORDER_TO_CART, fetch_profile
+from hub.core.bot import CommandHandler, CommandRunner, help_command
+from hub.core.commands import CommandRegistry
+from hub.core.ingest import Ingest
 from hub.core.media import MediaStore
-from hub.core.outbox import OutboxWorker
-from hub.core.router import DELIVER_TO_MATRIX, SEND_TO_CHANNEL
-from hub.db.engine import create_engine, database_of, migrate, session_factory
-from hub.errors import StartupError
+from hub.db.database import Database
+from hub.db.engine import migrate, open_database
+from hub.errors import ExternalError, StartupError
 from hub.http.pages import add_page_routes
-from hub.hub import Hub
-from hub.matrix.appservice import MATRIX_EVENT, MATRIX_RECEIPT, AppserviceApi
+from hub.jobs.worker import Worker
+from hub.matrix.appservice import AppserviceApi
 from hub.matrix.client import MatrixClient, MatrixError, MatrixUnavailable
-from hub.matrix.deliver import MatrixDelivery, preload_delivery
+from hub.matrix.deliver import MatrixDelivery
 from hub.matrix.dispatcher import Dispatcher
-from hub.matrix.portal import Portals
-from hub.matrix.receipts import SEND_RECEIPT, Receipts
+from hub.matrix.portal import Portals, PortalSettings
+from hub.matrix.receipts import Receipts
 
 log = logging.getLogger(__name__)
 
-HUB = web.AppKey("hub", Hub)
-# Messenger channels, imported only when enabled.
+CONFIG = web.AppKey("config", Config)
+DB = web.AppKey("db", Database)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+MATRIX = web.AppKey("matrix", MatrixClient)
+PORTALS = web.AppKey("portals", Portals)
+MEDIA = web.AppKey("media", MediaStore)
+CHANNELS = web.AppKey("channels", Channels)
+SHOP = web.AppKey("shop", Shop)
+CHECKOUT = web.AppKey("checkout", Checkout)
+WORKER = web.AppKey("worker", Worker)
+LISTENING = web.AppKey("listening", asyncio.Event)
+
+# Messenger channels, imported only when enabled: module:class.
 PROVIDER_CHANNELS = {
     "whatsapp": "hub.bridges.whatsapp.channel:WhatsappChannel",
     "telegram": "hub.bridges.telegram.channel:TelegramChannel",
@@ -51,91 +74,212 @@ PROVIDER_CHANNELS = {
     "instagram": "hub.bridges.meta.channel:InstagramChannel",
 }
 
+Step = Callable[[web.Application], AsyncIterator[None]]
 
-async def build_hub(config: Config) -> Hub:
-    engine = create_engine(config.database_url, echo=config.database.echo)
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    db = open_database(config.database_url, echo=config.database.echo)
     try:
-        await migrate(engine, in_child=True)
-    except StartupError:
-        await engine.dispose()
+        await migrate(db, in_child=True)
+        await load_configured_catalogue(config, db)
+    except CatalogueError as exc:
+        await db.close()
+        raise StartupError(
+            f"commerce.catalogue_file {config.commerce.catalogue_file}: "
+            + "; ".join(exc.problems[:10])
+        ) from None
+    except BaseException:
+        await db.close()
         raise
-    sessions = session_factory(engine)
-    http = aiohttp.ClientSession()
-    matrix = MatrixClient(
-        http,
+    app[DB] = db
+    app[MEDIA] = MediaStore(config.media_dir)
+    yield
+    await db.close()
+
+
+async def http_session(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as http:
+        app[HTTP] = http
+        yield
+
+
+async def matrix(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    client = MatrixClient(
+        app[HTTP],
         config.homeserver.base_url,
         config.appservice.as_token,
         config.bot_mxid,
         timeout=config.homeserver.request_timeout_seconds,
     )
-    hub = Hub(
-        config=config,
-        engine=engine,
-        sessions=sessions,
-        http=http,
-        matrix=matrix,
-        portals=Portals(config, matrix, sessions),
-        worker=OutboxWorker(sessions, config.outbox),
-        media=MediaStore(config.media_dir),
+    await check_homeserver(client, config)
+    portals = Portals(
+        app[DB],
+        client,
+        PortalSettings(
+            domain=config.homeserver.domain,
+            bot_mxid=config.bot_mxid,
+            ghost_prefix=config.appservice.ghost_prefix,
+            alias_prefix=config.appservice.alias_prefix,
+            advisers=tuple(config.shop.advisers),
+            shop_name=config.shop.name,
+        ),
     )
-    try:
-        _assemble(hub)
-    except BaseException:
-        await close_hub(hub)
-        raise
-    return hub
+    app[MATRIX], app[PORTALS] = client, portals
+    AppserviceApi(
+        app[DB],
+        config.appservice.hs_token,
+        portals.is_own,
+        lambda alias: alias.startswith("#" + config.appservice.alias_prefix),
+    ).add_routes(app)
+    yield
 
 
-def _assemble(hub: Hub) -> None:
-    """Channels, commands and outbox handlers of a freshly constructed hub."""
-    config = hub.config
-    hub.receipts = Receipts(hub)
-    hub.shop = Shop(hub)
-    hub.checkout = Checkout(hub)
-    register_core_commands(hub)
-    register_commerce_commands(hub)
+async def channels(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    deps = ChannelDeps(app[DB], app[HTTP], app[MEDIA], config.http.public_base)
+    ingest = Ingest(
+        app[DB],
+        ghost_prefix=config.appservice.ghost_prefix,
+        domain=config.homeserver.domain,
+        shop_name=config.shop.name,
+    )
+    enabled = Channels()
     if config.channels.webchat.enabled:
-        hub.channels["webchat"] = WebchatChannel(hub)
-    for name, target in PROVIDER_CHANNELS.items():
+        enabled["webchat"] = WebchatChannel(
+            deps, config.channels.webchat, app[MATRIX], ingest, config.homeserver.domain
+        )
+    for name in PROVIDER_CHANNELS:
         if getattr(config.channels, name).enabled:
-            module_name, _, class_name = target.partition(":")
-            channel_class = getattr(importlib.import_module(module_name), class_name)
-            hub.channels[name] = channel_class(hub)
-            register = getattr(sys.modules[module_name], "register_commands", None)
-            if register is not None:
-                register(hub)
-    delivery, sender, dispatcher = MatrixDelivery(hub), ChannelSender(hub), Dispatcher(hub)
-    hub.worker.register(
-        DELIVER_TO_MATRIX,
-        delivery.deliver_inbound,
-        delivery.on_deliver_dead,
-        preload=preload_delivery,
+            enabled[name] = provider_channel(name, deps, config)
+    for channel in enabled.values():
+        Webhook(channel, ingest, config.http.max_body_bytes).add_routes(app)
+        channel.add_routes(app)
+    webchat = config.channels.webchat
+    add_page_routes(
+        app,
+        app[DB],
+        shop_name=config.shop.name,
+        public_base=config.http.public_base,
+        demo_page=webchat.enabled and webchat.demo_page,
     )
-    hub.worker.register(MATRIX_SEND, delivery.send_room_event)
-    hub.worker.register(SEND_TO_CHANNEL, sender.send, sender.on_dead)
-    hub.worker.register(SEND_REACTION, sender.react)
-    hub.worker.register(FETCH_PROFILE, functools.partial(fetch_profile, hub))
-    hub.worker.register(MATRIX_EVENT, dispatcher.handle)
-    hub.worker.register(MATRIX_RECEIPT, hub.receipts.adviser_read)
-    hub.worker.register(SEND_RECEIPT, hub.receipts.send)
-    hub.worker.register(ORDER_TO_CART, hub.shop.order_to_cart)
-    hub.worker.register(CREATE_CHECKOUT, hub.checkout.create, hub.checkout.on_dead)
+    app[CHANNELS] = enabled
+    yield
+    for channel in enabled.values():
+        await channel.close()
 
 
-async def close_hub(hub: Hub) -> None:
-    await hub.worker.stop()
-    if hasattr(hub, "checkout"):
-        await hub.checkout.close()
-    await hub.http.close()
-    database_of(hub.sessions).close()
-    await hub.engine.dispose()
+def provider_channel(name: str, deps: ChannelDeps, config: Config) -> Channel:
+    """A messenger channel, its module imported only when it is enabled."""
+    module_name, _, class_name = PROVIDER_CHANNELS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    section = getattr(config.channels, name)
+    if name == "whatsapp":
+        return cls(deps, section, config.bot.command_prefix)  # type: ignore[no-any-return]
+    return cls(deps, section)  # type: ignore[no-any-return]
 
 
-async def check_homeserver(hub: Hub, attempts: int = 30) -> None:
+async def shop(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    the_shop = Shop(
+        config.shop,
+        config.commerce,
+        config.channels.whatsapp,
+        {kind: ch.reply_window for kind, ch in app[CHANNELS].items()},
+        config.http.public_base,
+    )
+    provider = make_provider(config.commerce, app[HTTP], config.http.public_base)
+    checkout = Checkout(
+        app[DB], the_shop, provider, config.http.public_base, config.http.max_body_bytes
+    )
+    CommerceHttp(
+        app[DB], the_shop, checkout, config.commerce, config.appservice.hs_token.encode()
+    ).add_routes(app)
+    app[SHOP], app[CHECKOUT] = the_shop, checkout
+    yield
+    await checkout.close()
+
+
+async def worker(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    db, enabled, portals = app[DB], app[CHANNELS], app[PORTALS]
+    commands: CommandRegistry[CommandHandler] = CommandRegistry()
+    specs = [help_command(commands, config.bot.command_prefix)]
+    specs += CommerceCommands(app[SHOP]).specs()
+    for channel in enabled.values():
+        specs += channel.commands()
+    for spec in specs:
+        commands.register(spec)
+    job_worker = Worker(db, config.outbox)
+    job_worker.register_handlers(
+        MatrixDelivery(db, app[MATRIX], portals, enabled, app[MEDIA]),
+        ChannelSender(
+            db,
+            enabled,
+            app[MEDIA],
+            app[MATRIX],
+            app[HTTP],
+            max_fetch_bytes=config.channels.webchat.max_upload_bytes * 5,
+        ),
+        Dispatcher(
+            db,
+            portals.is_own,
+            commands,
+            CommandRunner(commands, config.shop.advisers),
+            config.bot.command_prefix,
+        ),
+        Receipts(db, app[MATRIX], enabled, portals.is_own),
+        app[SHOP],
+        app[CHECKOUT],
+    )
+    db.sink = job_worker  # every commit that queues jobs now reaches the worker
+    task = asyncio.create_task(job_worker.run(), name="job-worker")
+    app[WORKER] = job_worker
+    yield
+    db.sink = None
+    await job_worker.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def started(app: web.Application) -> AsyncIterator[None]:
+    """Work that needs the hub to listen: the homeserver's ping (it then resends what it
+    queued while we were down) and the channels' start-up (Telegram's setWebhook)."""
+    listening = app[LISTENING]
+
+    async def when_listening(work: Any) -> None:
+        await listening.wait()
+        await work
+
+    tasks = [asyncio.create_task(when_listening(ping_homeserver(app[MATRIX], app[CONFIG])))]
+    tasks += [
+        asyncio.create_task(when_listening(channel.on_start()))
+        for channel in app[CHANNELS].values()
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+
+
+STEPS: list[Step] = [database, http_session, matrix, channels, shop, worker, started]
+
+
+def create_app(config: Config) -> web.Application:
+    """The hub's application; its steps run when it starts (AppRunner.setup)."""
+    app = web.Application(client_max_size=config.http.max_body_bytes)
+    app[CONFIG] = config
+    app[LISTENING] = asyncio.Event()
+    app.cleanup_ctx.extend(STEPS)
+    return app
+
+
+async def check_homeserver(client: MatrixClient, config: Config, attempts: int = 30) -> None:
     """Fail clearly when the homeserver rejects our token; tolerate it being down a while."""
     for attempt in range(attempts):
         try:
-            me = await hub.matrix.whoami()
+            me = await client.whoami()
         except MatrixError as exc:
             if exc.errcode in ("M_UNKNOWN_TOKEN", "M_FORBIDDEN", "M_MISSING_TOKEN"):
                 raise StartupError(
@@ -147,118 +291,68 @@ async def check_homeserver(hub: Hub, attempts: int = 30) -> None:
         except MatrixUnavailable:
             if attempt == attempts - 1:
                 log.warning(
-                    "homeserver %s unreachable; will keep retrying through the outbox",
-                    hub.config.homeserver.base_url,
+                    "homeserver %s unreachable; will keep retrying through the job queue",
+                    config.homeserver.base_url,
                 )
                 return
             await asyncio.sleep(1)
             continue
-        if me != hub.config.bot_mxid:
+        if me != config.bot_mxid:
             raise StartupError(
-                f"the homeserver says as_token belongs to {me}, not {hub.config.bot_mxid}: "
+                f"the homeserver says as_token belongs to {me}, not {config.bot_mxid}: "
                 "check appservice.bot_localpart and homeserver.domain"
             )
-        await hub.matrix.ensure_registered(hub.config.appservice.bot_localpart)
-        with contextlib.suppress(MatrixError, MatrixUnavailable):
-            await hub.matrix.set_displayname(
-                hub.config.bot_mxid, hub.config.appservice.bot_displayname
-            )
+        await client.ensure_registered(config.appservice.bot_localpart)
+        with contextlib.suppress(ExternalError):
+            await client.set_displayname(config.bot_mxid, config.appservice.bot_displayname)
         return
 
 
-async def ping_homeserver(hub: Hub) -> None:
+async def ping_homeserver(client: MatrixClient, config: Config) -> None:
     """Ask the homeserver to ping us: a success makes it resend transactions it queued while
     we were down at once, instead of after its backoff of up to ~8 minutes."""
     for attempt in range(20):
         try:
-            await hub.matrix.ping(hub.config.appservice.id, f"hub-start-{secrets.token_hex(4)}")
+            await client.ping(config.appservice.id, f"hub-start-{secrets.token_hex(4)}")
             log.info("homeserver ping succeeded; queued transactions will be resent now")
             return
-        except (MatrixError, MatrixUnavailable) as exc:
+        except ExternalError as exc:
             log.warning("homeserver ping failed (attempt %d): %s", attempt + 1, exc)
             await asyncio.sleep(min(30, 0.5 * 2**attempt))
-
-
-async def create_app(config: Config) -> web.Application:
-    """Assemble the hub and its web application; the outbox worker runs while the app does."""
-    hub = await build_hub(config)
-    try:
-        await check_homeserver(hub)
-        await load_configured_catalogue(config, hub.sessions)
-    except CatalogueError as exc:
-        await close_hub(hub)
-        raise StartupError(
-            f"commerce.catalogue_file {config.commerce.catalogue_file}: "
-            + "; ".join(exc.problems[:10])
-        ) from None
-    except BaseException:
-        await close_hub(hub)
-        raise
-    app = web.Application(client_max_size=config.http.max_body_bytes)
-    app[HUB] = hub
-    AppserviceApi(
-        hub.sessions,
-        config.appservice.hs_token,
-        hub.worker.wake,
-        hub.portals.is_own,
-        lambda alias: alias.startswith("#" + config.appservice.alias_prefix),
-    ).add_routes(app)
-    for channel in hub.channels.values():
-        channel.add_routes(app)
-    add_page_routes(app, hub)
-    CommerceHttp(hub).add_routes(app)
-
-    async def worker(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(hub.worker.run(), name="outbox-worker")
-        yield
-        await close_hub(hub)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.append(worker)
-    return app
 
 
 def freeze_startup_objects() -> None:
     """Take what start-up left alive (the libraries' modules and classes, ORM mappers, the
     config: ~120 000 objects) out of the garbage collector's full collections. Each of those
     walked all of it: 30–70 ms in which nothing else ran and webhooks waited for their
-    acknowledgement (bench/webhooks.py caught one at p99 79 ms)."""
+    acknowledgement."""
     gc.collect()
     gc.freeze()
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run the hub until cancelled (Ctrl-C / SIGTERM handled by the caller)."""
-    app = await create_app(config)
+    app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.http.host, config.http.port)
     try:
-        await site.start()
-    except OSError as exc:
+        await runner.setup()
+        site = web.TCPSite(runner, config.http.host, config.http.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {config.http.host}:{config.http.port} ({exc.strerror}); "
+                "is another hub running? change http.port"
+            ) from None
+    except BaseException:
         await runner.cleanup()
-        raise StartupError(
-            f"cannot listen on {config.http.host}:{config.http.port} ({exc.strerror}); "
-            "is another hub running? change http.port"
-        ) from None
+        raise
     log.info("hub listening on %s", config.http.public_base)
-    hub = app[HUB]
-    ping = asyncio.create_task(ping_homeserver(hub))
-    # Channels with start-up work (Telegram's setWebhook) do it once the webhook listens.
-    starting = [
-        asyncio.create_task(channel.on_start())
-        for channel in hub.channels.values()
-        if hasattr(channel, "on_start")
-    ]
+    app[LISTENING].set()
     freeze_startup_objects()
     if ready is not None:
         ready.set()
     try:
         await asyncio.Event().wait()
     finally:
-        ping.cancel()
-        for task in starting:
-            task.cancel()
         await runner.cleanup()

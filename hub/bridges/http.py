@@ -1,4 +1,4 @@
-"""Helpers shared by webhook handlers: JSON errors and bodies, Meta's signature check."""
+"""Helpers of the webhook channels: JSON bodies, Meta's signature check and handshake."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
-
-
-def json_error(status: int, text: str) -> web.Response:
-    return web.json_response({"error": text}, status=status)
 
 
 def verify_hub_signature(raw: bytes, header: str | None, app_secret: str) -> bool:
@@ -34,12 +31,12 @@ def parse_json_object(raw: bytes) -> dict[str, object] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def meta_verification(request: web.Request, verify_token: str) -> web.Response:
+def meta_verification(query: Mapping[str, str], verify_token: str, kind: str) -> web.Response:
     """The GET handshake of Meta webhooks: echo hub.challenge if hub.verify_token matches."""
-    mode = request.query.get("hub.mode")
-    token = request.query.get("hub.verify_token", "")
-    challenge = request.query.get("hub.challenge", "")
+    mode = query.get("hub.mode")
+    token = query.get("hub.verify_token", "")
+    challenge = query.get("hub.challenge", "")
     if mode == "subscribe" and hmac.compare_digest(token.encode(), verify_token.encode()):
         return web.Response(text=challenge, content_type="text/plain")
-    log.warning("webhook verification refused for %s (mode=%r)", request.path, mode)
+    log.warning("%s webhook verification refused (mode=%r)", kind, mode)
     return web.Response(status=403, text="verification failed")

@@ -1,31 +1,30 @@
-"""Outbox handlers that write to a customer's channel: messages ("channel.send") and
-advisers' reactions ("channel.react")."""
+"""Jobs that talk to a customer's channel: messages (channel.send), advisers' reactions
+(channel.react) and the customer's name (channel.profile)."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 import aiohttp
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.core.bot import enqueue_notice
-from hub.core.ingest import set_blocked
-from hub.core.media import image_type
-from hub.core.outbox import Finish, Job, PermanentFailure, RetryLater
+from hub.bridges.base import Channels
+from hub.core.media import MediaStore, image_type
+from hub.core.text import storable
 from hub.core.types import Button, MediaRef, OutboundMessage
-from hub.db import repo
-from hub.db.models import Conversation, Message
+from hub.db import conversations, media, outbound
+from hub.db.database import Database, Tx
+from hub.db.models import ChannelIdentity, Message
 from hub.errors import BLOCKED, ExternalError
+from hub.jobs import kinds
+from hub.jobs.job import Finish, Job, PermanentFailure, handles
+from hub.matrix.client import MatrixClient
 from hub.net import read_capped
-
-if TYPE_CHECKING:
-    from hub.hub import Hub
 
 log = logging.getLogger(__name__)
 
-SEND_REACTION = "channel.react"
+IMAGE_FETCH_SECONDS = 15
 
 
 def _buttons(data: dict[str, Any] | None) -> tuple[Button, ...]:
@@ -33,99 +32,108 @@ def _buttons(data: dict[str, Any] | None) -> tuple[Button, ...]:
     return tuple(Button(b["id"], b["title"], b.get("description")) for b in rows)
 
 
-class ChannelSender:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+def with_button_titles(text: str | None, buttons: tuple[Button, ...]) -> str:
+    """The text for a channel without buttons: the choices written out."""
+    choices = " / ".join(b.title for b in buttons)
+    return f"{text}\n\n{choices}" if text else choices
 
+
+class ChannelSender:
+    def __init__(
+        self,
+        db: Database,
+        channels: Channels,
+        store: MediaStore,
+        matrix: MatrixClient,
+        http: aiohttp.ClientSession,
+        max_fetch_bytes: int,
+    ) -> None:
+        self.db = db
+        self.channels = channels
+        self.store = store
+        self.matrix = matrix
+        self.http = http
+        self.max_fetch_bytes = max_fetch_bytes
+
+    @handles(kinds.CHANNEL_SEND, on_dead="on_dead")
     async def send(self, job: Job) -> Finish | None:
-        hub = self.hub
-        async with hub.sessions() as s:
-            msg = await s.get(Message, job.payload["message_id"])
-            if msg is None:
-                raise PermanentFailure("message no longer exists (erased?)")
-            if msg.status in ("sent", "delivered", "read"):
-                return None
-            conversation, identity = await repo.conversation_with_identity(s, msg.conversation_id)
-            reply_remote = None
-            if msg.reply_to_message_id:
-                target = await s.get(Message, msg.reply_to_message_id)
-                reply_remote = target.remote_id if target else None
-        media = await self._local_media(msg)
-        kind = msg.kind if media or not msg.media else "text"  # a product image that failed
-        out = OutboundMessage(
+        found = await self.db.read(outbound.sending, job.payload["message_id"])
+        if found is None:
+            raise PermanentFailure("message no longer exists (erased?)")
+        msg, conversation, identity = found.message, found.conversation, found.identity
+        if msg.status in ("sent", "delivered", "read"):
+            return None
+        channel = self.channels.channel(identity.channel)
+        out = await self._outbound(
+            msg, identity, found.reply_remote_id, conversation.last_inbound_at
+        )
+        if out.buttons and not channel.capabilities.buttons:
+            out = _without_buttons(out)
+        remote_id = await channel.send(out)
+        unblock = conversation.id if (conversation.meta or {}).get("blocked") else None
+
+        def finish(tx: Tx) -> None:
+            outbound.mark_sent(tx, msg.id, remote_id, unblock)
+
+        return finish
+
+    async def _outbound(
+        self, msg: Message, identity: ChannelIdentity, reply_remote: str | None, last_inbound: Any
+    ) -> OutboundMessage:
+        media_ref = await self._local_media(msg)
+        kind = msg.kind if media_ref or not msg.media else "text"  # a product image that failed
+        return OutboundMessage(
             message_id=msg.id,
             conversation_id=msg.conversation_id,
             external_id=identity.external_id,
             kind=kind,  # type: ignore[arg-type]
             text=msg.text,
             html=msg.html,
-            media=media,
+            media=media_ref,
             reply_to_remote_id=reply_remote,
             sender_mxid=msg.sender_mxid,
             sender_name=msg.sender_name,
-            last_inbound_at=conversation.last_inbound_at,
+            last_inbound_at=last_inbound,
             data=msg.data,
             buttons=_buttons(msg.data),
             list_button=(msg.data or {}).get("list_button"),
         )
-        try:
-            remote_id = await hub.channel(identity.channel).send(out)
-        except ExternalError as exc:
-            if exc.permanent:
-                raise PermanentFailure(exc.human, exc.code) from exc
-            raise RetryLater(exc.human, exc.retry_after) from exc
-
-        was_blocked = bool((conversation.meta or {}).get("blocked"))
-
-        async def finish(s: AsyncSession) -> None:
-            await s.execute(
-                update(Message)
-                .where(Message.id == msg.id, Message.status.in_(("pending", "failed")))
-                .values(remote_id=remote_id, status="sent")
-            )
-            if was_blocked:  # it went through: the customer no longer blocks the shop
-                await set_blocked(s, conversation.id, False)
-
-        return finish
 
     async def _local_media(self, msg: Message) -> MediaRef | None:
-        """Channels send bytes: fetch an adviser's Matrix media into the hub's store once."""
+        """Channels send bytes: fetch an adviser's Matrix media (or a product picture) into
+        the hub's store once."""
         if not msg.media:
             return None
         m = dict(msg.media)
         if not m.get("media_id"):
-            cap = self.hub.config.channels.webchat.max_upload_bytes * 5
             if m.get("url"):
-                fetched = await self._fetch_image(m["url"], cap)
+                fetched = await self._fetch_image(m["url"])
                 if fetched is None:
                     # Sent as text: a product card without its picture beats no card.
-                    async with self.hub.sessions.begin() as s:
-                        await s.execute(
-                            update(Message)
-                            .where(Message.id == msg.id)
-                            .values(kind="text", media=None)
-                        )
+                    await self.db.write(
+                        conversations.update_message, msg.id, kind="text", media=None
+                    )
                     return None
                 data, ctype = fetched
             else:
-                data, ctype = await self.hub.matrix.download(m["mxc"], max_bytes=cap)
+                data, ctype = await self.matrix.download(m["mxc"], max_bytes=self.max_fetch_bytes)
             mimetype = m.get("mimetype") or ctype
-            async with self.hub.sessions.begin() as s:
-                row = await self.hub.media.save(
-                    s, data, m["filename"], mimetype, msg.conversation_id, mxc=m.get("mxc")
-                )
-                m |= {"media_id": row.id, "size": row.size, "mimetype": mimetype}
-                await s.execute(update(Message).where(Message.id == msg.id).values(media=m))
+            stored = await self.store.write(data, m["filename"], mimetype)
+            m = await self.db.write(
+                media.record_file, stored, msg.conversation_id, msg.id, m, m.get("mxc")
+            )
         return MediaRef(m["filename"], m["mimetype"], int(m["size"]), m["media_id"], m.get("mxc"))
 
-    async def _fetch_image(self, url: str, cap: int) -> tuple[bytes, str] | None:
+    async def _fetch_image(self, url: str) -> tuple[bytes, str] | None:
         """A product picture from the shop's site; None when it cannot be had (logged)."""
+        cap = self.max_fetch_bytes
 
         def too_big() -> ExternalError:
             return ExternalError(f"more than {cap} bytes", permanent=True)
 
+        timeout = aiohttp.ClientTimeout(total=IMAGE_FETCH_SECONDS)
         try:
-            async with self.hub.http.get(url, timeout=aiohttp.ClientTimeout(total=15)) as resp:
+            async with self.http.get(url, timeout=timeout) as resp:
                 if resp.status != 200:
                     log.warning("product image %s: HTTP %s", url, resp.status)
                     return None
@@ -144,40 +152,43 @@ class ChannelSender:
 
     async def on_dead(self, job: Job, reason: str, code: str | None) -> None:
         """Tell the advisers in plain words; mark a conversation whose customer blocked us."""
-        async with self.hub.sessions.begin() as s:
-            msg = await s.get(Message, job.payload["message_id"])
-            if msg is None:
-                return
-            msg.status = "failed"
-            conversation = await s.get(Conversation, msg.conversation_id)
-            assert conversation is not None
-            if code == BLOCKED:
-                conversation.meta = {**(conversation.meta or {}), "blocked": True}
-            if conversation.room_id:
-                await enqueue_notice(
-                    s,
-                    conversation.room_id,
-                    f"⚠️ Not delivered to the customer: {reason}",
-                    f"undelivered:{msg.id}",
-                    reply_to=msg.matrix_event_id,
-                )
-        self.hub.worker.wake()
+        await self.db.write(
+            outbound.send_failed, job.payload["message_id"], reason, code == BLOCKED
+        )
 
-    async def react(self, job: Job) -> Finish | None:
-        """channel.react: an adviser's reaction to a customer's message."""
-        p = job.payload
-        async with self.hub.sessions() as s:
-            target = await s.get(Message, p["target_message_id"])
-            if target is None or not target.remote_id:
-                return None
-            _, identity = await repo.conversation_with_identity(s, target.conversation_id)
-        channel = self.hub.channel(identity.channel)
-        if not channel.capabilities.reactions:
+    @handles(kinds.CHANNEL_REACT)
+    async def react(self, job: Job) -> None:
+        """An adviser's reaction to a customer's message."""
+        found = await self.db.read(outbound.reaction_target, job.payload["target_message_id"])
+        if found is None:
             return None
-        try:
-            await channel.send_reaction(identity.external_id, target.remote_id, p["emoji"])
-        except ExternalError as exc:
-            if exc.permanent:
-                raise PermanentFailure(exc.human) from exc
-            raise RetryLater(exc.human, exc.retry_after) from exc
+        target, identity = found
+        channel = self.channels.channel(identity.channel)
+        if channel.capabilities.reactions:
+            assert target.remote_id is not None
+            await channel.send_reaction(
+                identity.external_id, target.remote_id, job.payload["emoji"]
+            )
         return None
+
+    @handles(kinds.CHANNEL_PROFILE)
+    async def fetch_profile(self, job: Job) -> Finish | None:
+        """Ask the channel for the customer's name, once per identity."""
+        identity_id = job.payload["identity_id"]
+        identity = await self.db.read(conversations.identity, identity_id)
+        if identity is None or identity.display_name:
+            return None
+        name = await self.channels.channel(identity.channel).fetch_display_name(
+            identity.external_id
+        )
+        if not name:
+            return None
+
+        def finish(tx: Tx) -> None:
+            outbound.set_display_name(tx, identity_id, storable(str(name)))
+
+        return finish
+
+
+def _without_buttons(out: OutboundMessage) -> OutboundMessage:
+    return replace(out, text=with_button_titles(out.text, out.buttons), html=None, buttons=())

@@ -6,11 +6,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from hub.commerce.catalogue import Product, load_catalogue
 from hub.config import Config
-from hub.db import commerce_repo
+from hub.db import commerce
+from hub.db.database import Database
 
 
 def read_catalogue(config: Config, path: Path) -> list[Product]:
@@ -20,17 +19,14 @@ def read_catalogue(config: Config, path: Path) -> list[Product]:
     )
 
 
-async def store_catalogue(
-    sessions: async_sessionmaker[AsyncSession], products: list[Product], progress: bool = False
-) -> int:
+async def store_catalogue(db: Database, products: list[Product], progress: bool = False) -> int:
     """Replace the catalogue in one transaction, with a progress bar for large files."""
-    async with sessions.begin() as s:
-        if progress and len(products) > 1000:
-            _bar(0, len(products))
-        count = await commerce_repo.replace_catalogue(s, products)
-        if progress and len(products) > 1000:
-            _bar(len(products), len(products))
-            print(file=sys.stderr)
+    if progress and len(products) > 1000:
+        _bar(0, len(products))
+    count = await db.write(commerce.replace_catalogue, products)
+    if progress and len(products) > 1000:
+        _bar(len(products), len(products))
+        print(file=sys.stderr)
     return count
 
 
@@ -41,13 +37,11 @@ def _bar(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-async def load_configured_catalogue(
-    config: Config, sessions: async_sessionmaker[AsyncSession]
-) -> int | None:
+async def load_configured_catalogue(config: Config, db: Database) -> int | None:
     """commerce.catalogue_file at start; None when no file is configured."""
     if config.commerce.catalogue_file is None:
         return None
     path = config.commerce.catalogue_file
     path = path if path.is_absolute() else config.data_dir / path
     products = await asyncio.to_thread(read_catalogue, config, path)
-    return await store_catalogue(sessions, products)
+    return await store_catalogue(db, products)

@@ -6,21 +6,20 @@ import hashlib
 import hmac
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from hub.commerce.cart import Cart
+from hub.commerce.checkout import Checkout
 from hub.commerce.money import Money
 from hub.commerce.orders import OrderStatus
-from hub.commerce.service import fill
-from hub.core.bot import enqueue_notice
-from hub.db import commerce_repo
+from hub.commerce.service import Shop, fill
+from hub.config import CommerceConfig
+from hub.db import commerce, notices
+from hub.db.database import Database, Tx
 from hub.db.models import Conversation, Order, utcnow
-from hub.http.pages import Pages
-
-if TYPE_CHECKING:
-    from hub.hub import Hub
+from hub.http.pages import Pages, secure_headers
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +28,25 @@ _REFERENCE = re.compile(r"^hub-[0-9a-f]{20}$")
 
 
 class CommerceHttp:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        db: Database,
+        shop: Shop,
+        checkout: Checkout,
+        config: CommerceConfig,
+        csrf_key: bytes,
+    ) -> None:
+        self.db = db
+        self.shop = shop
+        self.checkout = checkout
+        self.config = config
+        self._csrf_key = csrf_key
         self.pages = Pages()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/l/{code}", self.short_link)
-        app.router.add_post("/webhooks/payments/{provider}", self.hub.checkout.webhook)
-        if self.hub.config.commerce.provider == "builtin":
+        app.router.add_post("/webhooks/payments/{provider}", self.checkout.webhook)
+        if self.config.provider == "builtin":
             app.router.add_get("/checkout/{reference}", self.checkout_page)
             app.router.add_post("/checkout/{reference}", self.checkout_submit)
         app.router.add_get("/checkout/{reference}/{outcome:done|cancelled}", self.after_provider)
@@ -45,8 +55,7 @@ class CommerceHttp:
         code = request.match_info["code"]
         if not _CODE.fullmatch(code):
             raise web.HTTPNotFound()
-        async with self.hub.sessions.begin() as s:
-            url = await commerce_repo.click_short_link(s, code)
+        url = await self.db.write(commerce.click_short_link, code)
         if url is None:
             raise web.HTTPNotFound(text="This link does not exist (any more).")
         raise web.HTTPFound(
@@ -56,42 +65,37 @@ class CommerceHttp:
     async def _order(self, reference: str) -> Order:
         if not _REFERENCE.fullmatch(reference):
             raise web.HTTPNotFound()
-        async with self.hub.sessions() as s:
-            order = await commerce_repo.order_by_reference(s, reference)
+        order = await self.db.read(commerce.order_by_reference, reference)
         if order is None:
             raise web.HTTPNotFound(text="Unknown order.")
         return order
 
     def _csrf(self, reference: str) -> str:
         # Bound to the order: a form posted from elsewhere lacks it.
-        key = self.hub.config.appservice.hs_token.encode()
-        return hmac.new(key, f"checkout:{reference}".encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(
+            self._csrf_key, f"checkout:{reference}".encode(), hashlib.sha256
+        ).hexdigest()[:32]
 
     async def _render(self, name: str, **values: Any) -> web.Response:
-        shop = self.hub.shop
         page = await self.pages.render(
-            name, shop_name=self.hub.config.shop.name, locale=shop.locale, **values
+            name, shop_name=self.shop.shop.name, locale=self.shop.locale, **values
         )
         return web.Response(
             text=page,
             content_type="text/html",
-            headers={
-                "Cache-Control": "no-store",
-                "X-Frame-Options": "DENY",
-                "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'",
-            },
+            headers=secure_headers(style_inline=True) | {"Cache-Control": "no-store"},
         )
 
     def _page_values(self, order: Order) -> dict[str, Any]:
-        shop = self.hub.shop
+        shop = self.shop
         from hub.commerce.providers.builtin import checkout_page_context
 
         return checkout_page_context(
             cart=Cart.from_json(order.cart),
             locale=shop.locale,
             order_number=shop.order_number(order),
-            methods=self.hub.config.commerce.builtin.payment_methods,
-            settings=self.hub.config.commerce.builtin,
+            methods=self.config.builtin.payment_methods,
+            settings=self.config.builtin,
         )
 
     async def checkout_page(self, request: web.Request) -> web.Response:
@@ -109,7 +113,7 @@ class CommerceHttp:
     def _done_values(self, order: Order, outcome: str = "done") -> dict[str, Any]:
         from hub.commerce.providers.builtin import done_page_context
 
-        shop = self.hub.shop
+        shop = self.shop
         method = (order.details or {}).get("payment_method")
         return done_page_context(locale=shop.locale, payment_method=method) | {
             "outcome": outcome,
@@ -121,7 +125,7 @@ class CommerceHttp:
         }
 
     def _instructions(self, method: str | None) -> str:
-        b = self.hub.config.commerce.builtin
+        b = self.config.builtin
         return {"prepayment": b.prepayment_instructions, "invoice": b.invoice_instructions}.get(
             method or "", ""
         )
@@ -134,9 +138,7 @@ class CommerceHttp:
         if not hmac.compare_digest(form.get("csrf", ""), self._csrf(order.reference)):
             log.warning("checkout form for %s without a valid CSRF token", order.reference)
             raise web.HTTPForbidden(text="This form has expired; reload the page.")
-        details, errors = validate_checkout_form(
-            form, self.hub.config.commerce.builtin.payment_methods
-        )
+        details, errors = validate_checkout_form(form, self.config.builtin.payment_methods)
         if details is None:
             return await self._render(
                 "checkout.html",
@@ -145,37 +147,39 @@ class CommerceHttp:
                 errors=errors,
                 **self._page_values(order),
             )
-        async with self.hub.sessions.begin() as s:
-            row = await s.get(Order, order.id)
-            assert row is not None
-            if not (row.details or {}).get("placed") and row.status == OrderStatus.PENDING:
-                row.details = {**details.as_dict(), "placed": utcnow().isoformat()}
-                row.updated_at = utcnow()
-                await self._announce(s, row)
-            order = row
-        self.hub.worker.wake()
+        order = await self.db.write(self._place, order.id, details.as_dict())
         return await self._render("checkout_done.html", **self._done_values(order))
 
-    async def _announce(self, s: Any, order: Order) -> None:
-        shop = self.hub.shop
-        conversation = await s.get(Conversation, order.conversation_id)
+    def _place(self, tx: Tx, order_id: int, details: dict[str, Any]) -> Order:
+        """The customer placed the order on the checkout page (once)."""
+        row = tx.orm.get(Order, order_id)
+        assert row is not None
+        if not (row.details or {}).get("placed") and row.status == OrderStatus.PENDING:
+            row.details = {**details, "placed": utcnow().isoformat()}
+            row.updated_at = utcnow()
+            self._announce(tx, row)
+        return row
+
+    def _announce(self, tx: Tx, order: Order) -> None:
+        shop = self.shop
+        conversation = tx.orm.get(Conversation, order.conversation_id)
         assert conversation is not None
         number = shop.order_number(order)
         amount = shop.money(Money(order.total_minor, order.currency))
         method = (order.details or {}).get("payment_method", "")
         text = fill(
-            self.hub.config.commerce.texts.order_placed,
+            self.config.texts.order_placed,
             number=number,
             amount=amount,
             instructions=self._instructions(method),
         )
-        await shop.tell_customer(
-            s, conversation, text, f"order-placed:{order.id}", template_params=[number, text]
+        shop.tell_customer(
+            tx, conversation, text, f"order-placed:{order.id}", template_params=[number, text]
         )
         if conversation.room_id:
             name = (order.details or {}).get("name", "")
-            await enqueue_notice(
-                s,
+            notices.notice(
+                tx,
                 conversation.room_id,
                 f"🧾 Order {number} placed on the checkout page: {amount}, {method}, {name}",
                 f"order-placed-notice:{order.id}",

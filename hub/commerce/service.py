@@ -1,39 +1,44 @@
 """The shop inside the hub: catalogue index, carts, orders and what tells the customer.
 
-Command handlers and webhooks call these functions inside a DB transaction; external calls
-(creating a checkout at a payment provider) happen in the "commerce.checkout" outbox job.
+Its methods take the unit of work's `tx` (commands, webhooks and job finishes run them in
+their transaction); external calls (creating a checkout at a payment provider) happen in the
+commerce.checkout job.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.commerce.cart import Cart, CartError
 from hub.commerce.catalogue import CatalogueIndex
 from hub.commerce.money import Money, format_money
 from hub.commerce.orders import OrderEvent, OrderStatus, format_order_number, transition
 from hub.commerce.render import cart_notice
-from hub.core.bot import enqueue_notice, enqueue_room_event
-from hub.core.outbox import Finish, Job
-from hub.core.router import queue_outbound
-from hub.db import commerce_repo
-from hub.db.models import ChannelIdentity, Conversation, Message, Order, utcnow
+from hub.config import CommerceConfig, ShopConfig, WhatsappConfig
+from hub.db import commerce, conversations, notices, outbound
+from hub.db.models import Conversation, Order, utcnow
+from hub.jobs import kinds
+from hub.jobs.job import Finish, Job, handles
 
 if TYPE_CHECKING:
-    from hub.hub import Hub
+    from hub.db.database import Tx
 
 log = logging.getLogger(__name__)
 
 CART_STATE_EVENT = "org.matrix_commerce_hub.cart"
-CREATE_CHECKOUT = "commerce.checkout"
 _INDEX_MAX_AGE = timedelta(seconds=10)
+_ORDER_ICONS = {
+    OrderStatus.PAID: "💳",
+    OrderStatus.SHIPPED: "📦",
+    OrderStatus.DELIVERED: "✅",
+    OrderStatus.CANCELLED: "✖️",
+    OrderStatus.EXPIRED: "⌛",
+}
 
 
 class _Blank(dict[str, str]):
@@ -50,50 +55,52 @@ def fill(template: str, **values: Any) -> str:
 
 @dataclass
 class Shop:
-    hub: Hub
+    shop: ShopConfig
+    commerce: CommerceConfig
+    whatsapp: WhatsappConfig  # templates and the Meta catalogue, for WhatsApp customers
+    # The reply window of each enabled channel (None: unlimited).
+    reply_windows: dict[str, timedelta | None]
+    public_base: str
     _index: CatalogueIndex | None = None
     _version: tuple[int, str] | None = None
-    _checked_at: Any = None
+    _checked_at: datetime | None = field(default=None)
 
     @property
     def locale(self) -> str:
-        return self.hub.config.shop.locale
+        return self.shop.locale
 
     @property
     def currency(self) -> str:
-        return self.hub.config.shop.currency
+        return self.shop.currency
 
     def money(self, m: Money) -> str:
         return format_money(m, self.locale)
 
     def short_url(self, code: str) -> str:
-        base = self.hub.config.commerce.short_link_base or self.hub.config.http.public_base
+        base = self.commerce.short_link_base or self.public_base
         return f"{str(base).rstrip('/')}/l/{code}"
 
     def order_number(self, order: Order) -> str:
-        return format_order_number(order.id, prefix=self.hub.config.commerce.order_number_prefix)
+        return format_order_number(order.id, prefix=self.commerce.order_number_prefix)
 
-    async def index(self, s: AsyncSession) -> CatalogueIndex:
+    def index(self, tx: Tx) -> CatalogueIndex:
         """The search index, rebuilt when the catalogue in the database changed."""
         now = utcnow()
         if self._index is not None and self._checked_at and now - self._checked_at < _INDEX_MAX_AGE:
             return self._index
-        version = await commerce_repo.catalogue_version(s)
+        version = commerce.catalogue_version(tx)
         if self._index is None or version != self._version:
-            self._index = CatalogueIndex(await commerce_repo.load_products(s))
+            self._index = CatalogueIndex(commerce.load_products(tx))
             self._version = version
         self._checked_at = now
         return self._index
 
-    def forget_index(self) -> None:
-        self._index = None
-
-    async def save_cart(self, s: AsyncSession, conversation: Conversation, cart: Cart) -> None:
+    def save_cart(self, tx: Tx, conversation: Conversation, cart: Cart) -> None:
         """Store the cart and mirror it as a room state event every client can read."""
-        await commerce_repo.save_cart(s, conversation.id, cart)
+        commerce.save_cart(tx, conversation.id, cart)
         if conversation.room_id:
-            await enqueue_room_event(
-                s,
+            notices.room_event(
+                tx,
                 conversation.room_id,
                 CART_STATE_EVENT,
                 cart.to_json(),
@@ -101,9 +108,9 @@ class Shop:
                 state_key="",
             )
 
-    async def tell_customer(
+    def tell_customer(
         self,
-        s: AsyncSession,
+        tx: Tx,
         conversation: Conversation,
         text: str,
         key: str,
@@ -116,16 +123,15 @@ class Shop:
     ) -> None:
         """A message to the customer in their channel; where the reply window has closed and
         a template is configured, the template (WhatsApp) goes instead of free text."""
-        identity = await s.get(ChannelIdentity, conversation.identity_id)
+        identity = conversations.identity(tx, conversation.identity_id)
         assert identity is not None
-        channel = self.hub.channels.get(identity.channel)
         values: dict[str, Any] = {
             "kind": "text",
             "text": text,
             "sender_mxid": sender_mxid,
-            "sender_name": self.hub.config.shop.name,
+            "sender_name": self.shop.name,
         }
-        catalog_id = self.hub.config.channels.whatsapp.catalog_id
+        catalog_id = self.whatsapp.catalog_id
         if product_sku and identity.channel == "whatsapp" and catalog_id:
             # WhatsApp shows the product from the shop's Meta catalogue, with add-to-cart.
             values |= {"kind": "product", "data": {"catalog_id": catalog_id, "sku": product_sku}}
@@ -135,29 +141,29 @@ class Shop:
                 "kind": "image",
                 "media": {"url": image_url, "filename": image_name, "mimetype": "", "size": 0},
             }
-        template = self.hub.config.commerce.order_update_template
-        window = channel.reply_window if channel else None
-        closed = window is not None and (
-            conversation.last_inbound_at is None or utcnow() - conversation.last_inbound_at > window
-        )
-        if closed and template and template_params is not None:
+        template = self.commerce.order_update_template
+        if (
+            template
+            and template_params is not None
+            and self._window_closed(identity.channel, conversation)
+        ):
             language = next(
-                (
-                    t.language
-                    for t in self.hub.config.channels.whatsapp.templates
-                    if t.name == template
-                ),
-                "en",
+                (t.language for t in self.whatsapp.templates if t.name == template), "en"
             )
             values |= {
                 "kind": "template",
                 "data": {"name": template, "language": language, "params": template_params},
             }
-        await queue_outbound(s, conversation, identity.channel, values, idempotency=key)
+        outbound.queue(tx, conversation.id, identity.channel, values, idempotency=key)
 
-    async def apply(
+    def _window_closed(self, channel: str, conversation: Conversation) -> bool:
+        window = self.reply_windows.get(channel)
+        last = conversation.last_inbound_at
+        return window is not None and (last is None or utcnow() - last > window)
+
+    def apply(
         self,
-        s: AsyncSession,
+        tx: Tx,
         order: Order,
         event: OrderEvent,
         *,
@@ -174,32 +180,17 @@ class Shop:
             return False
         order.status = after.value
         order.updated_at = utcnow()
-        conversation = await s.get(Conversation, order.conversation_id)
+        if after == OrderStatus.PAID:
+            order.paid_at = utcnow()
+        conversation = tx.orm.get(Conversation, order.conversation_id)
         assert conversation is not None
         number = self.order_number(order)
         amount = self.money(Money(order.total_minor, order.currency))
-        texts = self.hub.config.commerce.texts
-        customer = {
-            OrderStatus.PAID: fill(texts.thank_you, number=number, amount=amount),
-            OrderStatus.SHIPPED: fill(
-                texts.shipped, number=number, tracking_url=tracking_url or ""
-            ),
-            OrderStatus.DELIVERED: fill(texts.delivered, number=number),
-            OrderStatus.CANCELLED: fill(texts.cancelled, number=number, reason=detail),
-        }.get(after)
-        icon = {
-            OrderStatus.PAID: "💳",
-            OrderStatus.SHIPPED: "📦",
-            OrderStatus.DELIVERED: "✅",
-            OrderStatus.CANCELLED: "✖️",
-            OrderStatus.EXPIRED: "⌛",
-        }.get(after, "•")
-        if after == OrderStatus.PAID:
-            order.paid_at = utcnow()
         key = f"order:{order.id}:{after.value}"
+        customer = self._order_text(after, number, amount, tracking_url, detail)
         if customer:
-            await self.tell_customer(
-                s,
+            self.tell_customer(
+                tx,
                 conversation,
                 customer,
                 f"{key}:customer",
@@ -207,44 +198,47 @@ class Shop:
                 template_params=[number, customer],
             )
         if conversation.room_id:
-            note = f"{icon} Order {number} {after.value} ({amount}) — {source}"
+            note = (
+                f"{_ORDER_ICONS.get(after, '•')} Order {number} {after.value} ({amount}) — {source}"
+            )
             if tracking_url:
                 note += f" — tracking: {tracking_url}"
             if detail:
                 note += f" — {detail}"
-            await enqueue_notice(s, conversation.room_id, note, f"{key}:room")
+            notices.notice(tx, conversation.room_id, note, f"{key}:room")
         return True
 
-    async def order_to_cart(self, job: Job) -> Finish | None:
-        """commerce.order_to_cart: a WhatsApp catalogue order becomes the conversation's cart.
-        Queued behind the order's own delivery (same conversation), so the room exists."""
+    def _order_text(
+        self, after: OrderStatus, number: str, amount: str, tracking: str | None, detail: str
+    ) -> str | None:
+        texts = self.commerce.texts
+        return {
+            OrderStatus.PAID: fill(texts.thank_you, number=number, amount=amount),
+            OrderStatus.SHIPPED: fill(texts.shipped, number=number, tracking_url=tracking or ""),
+            OrderStatus.DELIVERED: fill(texts.delivered, number=number),
+            OrderStatus.CANCELLED: fill(texts.cancelled, number=number, reason=detail),
+        }.get(after)
 
-        async def finish(s: AsyncSession) -> None:
-            message = await s.get(Message, job.payload["message_id"])
+    @handles(kinds.ORDER_TO_CART)
+    async def order_to_cart(self, job: Job) -> Finish | None:
+        """A WhatsApp catalogue order becomes the conversation's cart. Queued behind the
+        order's own delivery (same conversation), so the room exists."""
+
+        def finish(tx: Tx) -> None:
+            message = conversations.message(tx, job.payload["message_id"])
             if message is None:
                 return
-            conversation = await s.get(Conversation, message.conversation_id)
+            conversation = tx.orm.get(Conversation, message.conversation_id)
             assert conversation is not None
-            index = await self.index(s)
-            cart, problems = Cart(self.currency, ()), []
-            for item in (message.data or {}).get("items", []):
-                product = index.get(str(item.get("sku") or ""))
-                qty = item.get("quantity")
-                if product is None:
-                    problems.append(f"{item.get('sku')}: not in the catalogue")
-                    continue
-                try:
-                    cart = cart.add(product, int(qty), self.hub.config.commerce.max_quantity)
-                except (CartError, TypeError, ValueError) as exc:
-                    problems.append(f"{product.sku}: {exc}")
-            await self.save_cart(s, conversation, cart)
+            cart, problems = self._cart_of_order(tx, message.data or {})
+            self.save_cart(tx, conversation, cart)
             if conversation.room_id:
                 text, html = cart_notice(cart, self.locale)
                 intro = "🛒 The customer's WhatsApp order is now the cart."
                 if problems:
                     intro += " Not taken over: " + "; ".join(problems)
-                await enqueue_notice(
-                    s,
+                notices.notice(
+                    tx,
                     conversation.room_id,
                     f"{intro}\n{text}",
                     f"order-cart-notice:{message.id}",
@@ -252,3 +246,17 @@ class Shop:
                 )
 
         return finish
+
+    def _cart_of_order(self, tx: Tx, data: dict[str, Any]) -> tuple[Cart, list[str]]:
+        index = self.index(tx)
+        cart, problems = Cart(self.currency, ()), []
+        for item in data.get("items", []):
+            product = index.get(str(item.get("sku") or ""))
+            if product is None:
+                problems.append(f"{item.get('sku')}: not in the catalogue")
+                continue
+            try:
+                cart = cart.add(product, int(item.get("quantity")), self.commerce.max_quantity)
+            except (CartError, TypeError, ValueError) as exc:
+                problems.append(f"{product.sku}: {exc}")
+        return cart, problems

@@ -8,11 +8,8 @@ import mimetypes
 import os
 import secrets
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from hub.db.models import MediaFile, utcnow
 
 _MAGIC: dict[str, tuple[bytes, ...]] = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
@@ -41,38 +38,32 @@ def image_type(data: bytes) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A file written to the hub's store; its row is written by the unit of work that uses
+    it (hub.db.media.record_file, or with a widget upload's message)."""
+
+    media_id: str
+    filename: str
+    mimetype: str
+    size: int
+    sha256: str
+
+
 class MediaStore:
+    """The bytes, on disk under media_dir (never in the database)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def path(self, media_id: str) -> Path:
         return self.root / media_id[:2] / media_id
 
-    async def save(
-        self,
-        s: AsyncSession,
-        data: bytes,
-        filename: str,
-        mimetype: str,
-        conversation_id: int | None,
-        mxc: str | None = None,
-    ) -> MediaFile:
-        """Write the file (atomically) and add its row to the caller's transaction."""
+    async def write(self, data: bytes, filename: str, mimetype: str) -> StoredFile:
+        """Write the file atomically under a new unguessable id."""
         media_id = secrets.token_urlsafe(18)
         await asyncio.to_thread(self._write, self.path(media_id), data)
-        row = MediaFile(
-            id=media_id,
-            conversation_id=conversation_id,
-            filename=filename,
-            mimetype=mimetype,
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            mxc_uri=mxc,
-            created_at=utcnow(),
-        )
-        s.add(row)
-        await s.flush()
-        return row
+        return StoredFile(media_id, filename, mimetype, len(data), hashlib.sha256(data).hexdigest())
 
     async def read(self, media_id: str) -> bytes:
         return await asyncio.to_thread(self.path(media_id).read_bytes)

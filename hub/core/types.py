@@ -1,8 +1,8 @@
 """Plain data passed between channels, the router and the Matrix side (no I/O here).
 
-A channel's pure mapping module turns a provider payload into `Envelope`s (who, what);
-`hub.core.ingest` stores them in one transaction. Outbound, the hub hands a channel an
-`OutboundMessage` and the channel maps it to the provider's request.
+A channel's pure mapping module turns a provider payload into `Parsed`: `Envelope`s (who,
+what) and what it skipped; hub.db.inbound stores them in one transaction. Outbound, the hub
+hands a channel an `OutboundMessage` and the channel maps it to the provider's request.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class MediaRef:
     media_id: str | None = None
     mxc: str | None = None
     remote_id: str | None = None
+    # Set for a file the hub just received itself (a widget upload, already on disk): its
+    # media_files row is written with the message.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,14 @@ class StatusUpdate:
     error_text: str | None = None  # human text, from the channel's error table
 
 
-InboundEvent = InboundMessage | InboundReaction | InboundEdit | StatusUpdate
+@dataclass(frozen=True)
+class BlockChange:
+    """The customer blocked (or unblocked) the shop's account on the channel."""
+
+    blocked: bool
+
+
+InboundEvent = InboundMessage | InboundReaction | InboundEdit | StatusUpdate | BlockChange
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,21 @@ class Envelope:
 
     sender: Sender | None
     event: InboundEvent
+
+
+@dataclass
+class Parsed:
+    """What a channel's webhook delivery holds, whatever the channel."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+    # Why parts were not stored -> how often (logged once per delivery).
+    skipped: dict[str, int] = field(default_factory=dict)
+    # Tokens the channel acknowledges to its provider once the delivery is stored
+    # (Telegram's callback query ids: the tapped button stops spinning).
+    acks: list[str] = field(default_factory=list)
+
+    def skip(self, why: str, count: int = 1) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + count
 
 
 @dataclass(frozen=True)

@@ -1,257 +1,197 @@
-"""Units of work for the hot path: one transaction, run as one synchronous function.
+"""The one way to the database: units of work.
 
-`Database.write(fn, *args)` runs `fn(conn, *args)` in one write transaction and returns its
-result; `read` does the same in a read-only one. `fn` is plain synchronous SQLAlchemy Core on
-a `Connection` (the repository functions in hub/db/hot.py), so the same code serves both
-engines:
+A unit of work is a plain synchronous function `fn(tx, *args)` in a hub.db module; it
+reads and writes through `tx` (SQLAlchemy Core statements of hub.db.statements, or the ORM
+through `tx.orm`) and may queue jobs (hub.db.jobs.enqueue). Everything outside hub.db runs
+units and never writes SQL itself:
 
-- SQLite (a file): a synchronous pysqlite engine with one connection on one dedicated
-  thread. A whole transaction costs one hop to that thread instead of one per DBAPI call
-  (aiosqlite), and no ORM bookkeeping. Writers of this process queue on one FIFO
-  `asyncio.Lock` (shared with `HubSessions.begin()`), so they are handed over at once instead
-  of sleeping in SQLite's busy handler; `busy_timeout` still covers other processes. Reads
-  use a deferred BEGIN and take no lock (WAL: readers never block writers).
-- PostgreSQL (or an in-memory SQLite): `AsyncConnection.run_sync` on the async engine; no
-  lock, several processes stay correct through conditional UPDATEs / ON CONFLICT.
+    result = await db.write(inbound.store_events, facts, envelopes, urgent=True)
+    rows = await db.read(conversations.visible_messages, conversation_id, after_id)
+
+`write` commits when the unit returns (and rolls back when it raises); then, on the event
+loop, the jobs it queued are handed to the job worker (the `JobSink`: no caller wakes the
+worker by hand) and its after-commit steps run (`tx.after_commit`: tell a widget about rows
+only once other readers can see them). `urgent`: someone waits for the answer (a webhook's
+acknowledgement), so the write goes before background writes.
+
+The same units serve both engines:
+- an SQLite file: its own thread, writer lock, group commit and prepared statements
+  (hub.db.sqlite, private to this module);
+- PostgreSQL (or an in-memory SQLite): `AsyncConnection.run_sync` on the async engine;
+  several processes stay correct through conditional UPDATEs and ON CONFLICT.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-import queue
-import threading
-import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.orm import Session
 
+from hub.db.sqlite import READ_OPTION, SqliteFile
+
+if TYPE_CHECKING:
+    from hub.db.jobs import LeaseOffer
+
+log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Execution option marking a read-only connection: a deferred BEGIN instead of IMMEDIATE.
-READ_OPTION = "hub_read"
+AfterCommit = Callable[[], Awaitable[None]]
 
 
-def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL lets the widget read history while the outbox writes; foreign keys are off by default.
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-    # Let SQLAlchemy's "begin" event issue BEGIN itself (see below).
-    dbapi_conn.isolation_level = None
+class Tx:
+    """A unit of work's transaction: the connection, the ORM session over it (made on first
+    use), the jobs it queued and what must happen once it committed."""
+
+    __slots__ = ("_after", "_orm", "conn", "offer", "queued")
+
+    def __init__(self, conn: Connection, offer: LeaseOffer | None = None) -> None:
+        self.conn = conn
+        # The job worker's offer to take jobs queued here straight away (hub.db.jobs).
+        self.offer = offer
+        self.queued = False  # set by hub.db.jobs.enqueue
+        self._orm: Session | None = None
+        self._after: list[AfterCommit] = []
+
+    @property
+    def orm(self) -> Session:
+        """An ORM session joined to this transaction; objects stay usable after commit."""
+        if self._orm is None:
+            self._orm = Session(bind=self.conn, expire_on_commit=False, autoflush=True)
+        return self._orm
+
+    @property
+    def orm_active(self) -> bool:
+        return self._orm is not None
+
+    def after_commit(self, step: AfterCommit) -> None:
+        self._after.append(step)
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the unit that may fail alone: when it raises, its writes and the jobs
+        it queued are undone and the rest of the unit goes on."""
+        offer, queued = self.offer, self.queued
+        mark = (len(offer.taken), len(offer.missed), set(offer.busy), offer.room) if offer else None
+        try:
+            with self.orm.begin_nested():
+                yield
+        except BaseException:
+            if offer is not None and mark is not None:
+                del offer.taken[mark[0] :], offer.missed[mark[1] :]
+                offer.busy, offer.room = mark[2], mark[3]
+            self.queued = queued
+            raise
+
+    def _finish(self) -> None:
+        if self._orm is not None:
+            self._orm.flush()
+
+    def _close(self) -> None:
+        if self._orm is not None:
+            self._orm.close()
+            self._orm = None
 
 
-def sqlite_begin(conn: Connection) -> None:
-    # A deferred transaction that reads and then writes fails at once with "database is locked"
-    # when another writer committed in between; taking the write lock at BEGIN makes writers
-    # queue instead. Read-only connections (READ_OPTION) begin deferred and never wait.
-    sql = "BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE"
-    if conn.dialect.driver == "pysqlite":  # the hot path's thread: straight to the driver
-        conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
-    else:
-        conn.exec_driver_sql(sql)
+class JobSink(Protocol):
+    """The job worker, as the database sees it (hub.jobs.worker.Worker)."""
+
+    def offer(self, urgent: bool) -> LeaseOffer | None:
+        """Asked on the event loop before a write to an SQLite file: jobs the write queues
+        may go straight to the worker (None: they are claimed)."""
+
+    def settled(self, offer: LeaseOffer | None, queued: bool, committed: bool) -> None:
+        """A write ended; `queued`: it queued jobs; `committed`: they exist."""
 
 
 class Database:
-    """The hot path's transactions (see the module docstring); one per engine."""
-
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        # FIFO; held by every write transaction of this process on SQLite.
-        self.write_lock: WriterLock | None = WriterLock() if self.is_sqlite else None
-        self._owner: asyncio.Task[Any] | None = None
-        self._sync: Engine | None = None
-        self._conns: dict[bool, Connection | None] = {True: None, False: None}
-        self._thread: DatabaseThread | None = None
+        self.sink: JobSink | None = None
         path = engine.url.database if self.is_sqlite else None
-        if path and path != ":memory:" and not path.startswith("file:"):
-            self._sync_path: str | None = str(Path(path))
-        else:
-            self._sync_path = None
+        file = path and path != ":memory:" and not path.startswith("file:")
+        self._file = SqliteFile(str(Path(path))) if file and path else None
 
-    # -- the writer lock (SQLite) -------------------------------------------------------------
+    @property
+    def serialised(self) -> bool:
+        """Writers of this process take turns (an SQLite file): "no other pending job of
+        this key" stays true until commit, which lets a write hand its jobs over."""
+        return self._file is not None
 
-    @contextlib.asynccontextmanager
-    async def writing(self, *, urgent: bool = False) -> AsyncIterator[None]:
-        """Hold this process's SQLite write lock (FIFO, urgent writers first); nothing on
-        PostgreSQL. A task that holds it already (a write inside a write) does not wait for
-        itself."""
-        lock = self.write_lock
-        task = asyncio.current_task()
-        if lock is None or (self._owner is not None and self._owner is task):
-            yield
-            return
-        await lock.acquire(urgent)
-        self._owner = task
+    async def write(
+        self, fn: Callable[..., T], *args: Any, urgent: bool = False, **kwargs: Any
+    ) -> T:
+        """Run `fn(tx, *args, **kwargs)` in one write transaction; committed when it
+        returns."""
+        sink = self.sink
+        offer = sink.offer(urgent) if sink is not None and self._file is not None else None
+
+        def unit(conn: Connection) -> tuple[T, Tx]:
+            tx = Tx(conn, offer)
+            try:
+                result = fn(tx, *args, **kwargs)
+                tx._finish()
+                return result, tx
+            finally:
+                tx._close()
+
         try:
-            yield
-        finally:
-            self._owner = None
-            lock.release()
+            if self._file is not None:
+                result, tx = await self._file.write(unit, urgent=urgent)
+            else:
+                async with self.engine.begin() as conn:
+                    result, tx = await conn.run_sync(unit)
+        except BaseException:
+            if sink is not None and offer is not None:
+                sink.settled(offer, False, False)
+            raise
+        if sink is not None and (tx.queued or offer is not None):
+            sink.settled(offer, tx.queued, True)
+        for step in tx._after:
+            try:
+                await step()
+            except Exception:
+                log.exception("an after-commit step failed")
+        return result
 
-    # -- units of work ----------------------------------------------------------------------
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(tx, *args, **kwargs)` in one read-only transaction (never waits for
+        writers)."""
 
-    async def write(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
-        """Run `fn(conn, *args)` in one write transaction; committed when it returns.
-        `urgent`: somebody waits for the answer (a webhook's acknowledgement, a widget's
-        send), so it goes before queued background writes (finishing jobs)."""
-        async with self.writing(urgent=urgent):
-            if self._sync_path is not None:
-                return await self._in_thread(fn, args, write=True)
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(fn, *args)
+        def unit(conn: Connection) -> T:
+            tx = Tx(conn)
+            try:
+                return fn(tx, *args, **kwargs)
+            finally:
+                tx._close()
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` in one read-only transaction (never takes the write lock)."""
-        if self._sync_path is not None:
-            return await self._in_thread(fn, args, write=False)
+        if self._file is not None:
+            return await self._file.read(unit)
         engine = self.engine.execution_options(**{READ_OPTION: True})
         async with engine.connect() as conn:
-            return await conn.run_sync(fn, *args)
+            return await conn.run_sync(unit)
 
-    async def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool) -> T:
-        if self._thread is None:
-            self._start()
-        assert self._thread is not None
-        return await self._thread.submit(self._run, fn, args, write)
-
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], write: bool) -> T:
-        # The thread's two Connections (a write and a read one, over the same pysqlite
-        # connection) stay open: checking one out of the pool per transaction cost more CPU
-        # than most of the transactions themselves.
-        conn = self._conns[write]
-        if conn is None:
-            assert self._sync is not None
-            conn = self._sync.connect()
-            if not write:
-                conn.execution_options(**{READ_OPTION: True})
-            self._conns[write] = conn
-        with conn.begin():
-            return fn(conn, *args)
-
-    def _start(self) -> None:
-        assert self._sync_path is not None
-        self._sync = create_sync_engine(
-            f"sqlite:///{self._sync_path}",
-            poolclass=StaticPool,  # one connection, only ever used by the one thread
-            connect_args={"timeout": 30, "check_same_thread": False},
-        )
-        event.listen(self._sync, "connect", sqlite_pragmas)
-        event.listen(self._sync, "begin", sqlite_begin)
-        self._thread = DatabaseThread()
-        weakref.finalize(self, _shutdown, self._sync, self._thread)
-
-    def close(self) -> None:
-        """Release the SQLite thread and its connection (also done when collected)."""
-        if self._sync is not None and self._thread is not None:
-            _shutdown(self._sync, self._thread)
-        self._sync, self._thread = None, None
-        self._conns = {True: None, False: None}
-
-
-class WriterLock:
-    """A FIFO lock with two queues: urgent waiters are handed the lock before the others.
-    Hand-over keeps it locked, so nobody can slip in between."""
-
-    def __init__(self) -> None:
-        self._locked = False
-        self._queues: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
-
-    def locked(self) -> bool:
-        return self._locked
-
-    async def acquire(self, urgent: bool = False) -> None:
-        if not self._locked and not any(self._queues):
-            self._locked = True
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Hold this process's SQLite writer lock around writes made another way (schema
+        migrations through Alembic); nothing on PostgreSQL."""
+        if self._file is None:
+            yield
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue_ = self._queues[0 if urgent else 1]
-        queue_.append(future)
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()  # handed the lock just as the waiter was cancelled
-            else:
-                queue_.remove(future)
-            raise
+        async with self._file.writing():
+            yield
 
-    def release(self) -> None:
-        for queue_ in self._queues:
-            while queue_:
-                future = queue_.popleft()
-                if not future.done():
-                    future.set_result(None)
-                    return
-        self._locked = False
+    async def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        await self.engine.dispose()
 
 
-class DatabaseThread:
-    """One thread running submitted calls in order. Lighter than a ThreadPoolExecutor, whose
-    submit (locks, work item, thread accounting) and future chaining cost about as much CPU
-    as a hot-path transaction: a call here is one SimpleQueue.put and one
-    call_soon_threadsafe back."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="hub-db", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, fn, args))
-        return future
-
-    def call(self, fn: Callable[[], Any], timeout: float) -> None:
-        """Run fn on the thread and wait for it (from outside an event loop)."""
-        done = concurrent.futures.Future[Any]()
-        self._queue.put((None, done, fn, ()))
-        done.result(timeout=timeout)
-
-    def stop(self, timeout: float = 5) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _serve(self) -> None:
-        while (item := self._queue.get()) is not None:
-            loop, future, fn, args = item
-            try:
-                result = fn(*args)
-            except BaseException as exc:
-                if loop is None:
-                    future.set_exception(exc)
-                else:
-                    loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                if loop is None:
-                    future.set_result(result)
-                else:
-                    loop.call_soon_threadsafe(_settle, future, result, None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.cancelled():  # the caller gave up; the work is done (or rolled back) anyway
-        return
-    if exc is None:
-        future.set_result(result)
-    else:
-        future.set_exception(exc)
-
-
-def _shutdown(sync: Engine, thread: DatabaseThread) -> None:
-    with contextlib.suppress(Exception):
-        thread.call(sync.dispose, timeout=5)
-    thread.stop()
+def alive(tx: Tx) -> None:
+    """The cheapest round trip (the health check)."""
+    tx.conn.exec_driver_sql("SELECT 1")

@@ -1,25 +1,19 @@
-"""Async engine creation, session factories and schema migrations (Alembic) run at start."""
+"""Opening the database (the async engine and its Database) and schema migrations (Alembic)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from hub.db.database import READ_OPTION, Database, sqlite_begin, sqlite_pragmas
+from hub.db.database import Database
+from hub.db.sqlite import sqlite_begin, sqlite_pragmas
 from hub.errors import StartupError
 
 if TYPE_CHECKING:
@@ -41,43 +35,9 @@ def create_engine(url: str, echo: bool = False) -> AsyncEngine:
     return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def database(engine: AsyncEngine) -> Database:
-    """The engine's hot-path runner and SQLite writer lock (one per engine)."""
-    sync = engine.sync_engine
-    db: Database | None = getattr(sync, "hub_database", None)
-    if db is None:
-        db = Database(engine)
-        sync.hub_database = db  # type: ignore[attr-defined]
-    return db
-
-
-class HubSessions(async_sessionmaker[AsyncSession]):
-    """`sessions()` opens a read session (deferred BEGIN on SQLite: it never waits for a
-    writer); `sessions.begin()` a write transaction that holds the process's SQLite writer
-    lock (FIFO) until it ends, shared with `Database.write`. `db` runs the hot path."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.db = database(engine)
-        self._write_bind = engine
-        read_bind = engine.execution_options(**{READ_OPTION: True}) if self.db.is_sqlite else engine
-        super().__init__(read_bind, expire_on_commit=False)
-
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
-        async with self.db.writing(), self(bind=self._write_bind) as s, s.begin():
-            yield s
-
-
-def session_factory(engine: AsyncEngine) -> HubSessions:
-    return HubSessions(engine)
-
-
-def database_of(sessions: async_sessionmaker[Any]) -> Database:
-    """The hot-path runner behind a session factory (HubSessions, or any bound to an engine)."""
-    if isinstance(sessions, HubSessions):
-        return sessions.db
-    bind = sessions.kw["bind"]
-    return database(bind)
+def open_database(url: str, echo: bool = False) -> Database:
+    """The Database of a URL (hub.db.database): the one way to it."""
+    return Database(create_engine(url, echo=echo))
 
 
 # -- migrations ------------------------------------------------------------------------------
@@ -147,16 +107,17 @@ async def schema_at_head(engine: AsyncEngine) -> bool:
     return [r[0] for r in rows] == [head]
 
 
-async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
+async def upgrade(db: Database) -> tuple[str | None, str]:
     """Alembic's upgrade to head in this process -> (revision before, head)."""
-    async with database(engine).writing(), engine.begin() as conn:
+    async with db.writing(), db.engine.begin() as conn:
         return await conn.run_sync(_upgrade)
 
 
-async def migrate(engine: AsyncEngine, *, in_child: bool = False) -> None:
+async def migrate(db: Database, *, in_child: bool = False) -> None:
     """Bring the schema to this hub's head revision; refuse a newer or foreign schema.
     `in_child`: run Alembic in a child process (the long-running hub: see
     hub.db.migrate_process), except for an in-memory database no other process can see."""
+    engine = db.engine
     if await schema_at_head(engine):
         return
     in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
@@ -165,6 +126,6 @@ async def migrate(engine: AsyncEngine, *, in_child: bool = False) -> None:
 
         before, head = await migrate_in_child(engine)
     else:
-        before, head = await upgrade(engine)
+        before, head = await upgrade(db)
     if before != head:
         log.info("database migrated from %s to %s", before or "empty", head)

@@ -63,17 +63,17 @@ async def migrate_in_child(engine: AsyncEngine) -> tuple[str | None, str]:
 
 
 def main() -> int:
-    from hub.db.engine import create_engine, upgrade
+    from hub.db.engine import open_database, upgrade
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     url = sys.stdin.read().strip()
 
     async def go() -> tuple[str | None, str]:
-        engine = create_engine(url)
+        db = open_database(url)
         try:
-            return await upgrade(engine)
+            return await upgrade(db)
         finally:
-            await engine.dispose()
+            await db.close()
 
     try:
         before, head = asyncio.run(go())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+if TYPE_CHECKING:
+    from hub.db.database import Tx
 
 
 def dialect_insert(dialect: str) -> Callable[..., Any]:
@@ -17,12 +18,10 @@ def dialect_insert(dialect: str) -> Callable[..., Any]:
     return module.insert  # type: ignore[no-any-return]
 
 
-async def insert_ignore(
-    session: AsyncSession, model: type[Any], values: dict[str, Any], conflict: list[str]
-) -> bool:
+def insert_ignore(tx: Tx, model: type[Any], values: dict[str, Any], conflict: list[str]) -> bool:
     """Insert a row unless one with the same `conflict` columns exists; True if inserted."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = dialect_insert(dialect)
+    insert = dialect_insert(tx.conn.dialect.name)
     stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    result = await session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if tx.orm_active:
+        tx.orm.flush()
+    return bool(tx.conn.execute(stmt).rowcount)

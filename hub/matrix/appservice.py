@@ -1,6 +1,6 @@
 """The appservice API the homeserver calls: transactions, user/room queries, ping.
 
-A transaction is stored durably (each event queued as a "matrix.event" job) before it is
+A transaction is stored durably (each event queued as a matrix.event job) before it is
 acknowledged; a failure answers 500 so the homeserver retries. A repeated txnId is
 acknowledged without being processed again.
 """
@@ -14,23 +14,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.db import hot
-from hub.db.engine import database_of
+from hub.db.database import Database
+from hub.db.inbox import QueuedJob, store_transaction
+from hub.db.jobs import room_key
+from hub.jobs.kinds import MATRIX_EVENT, MATRIX_RECEIPT_IN
 from hub.net import read_body
 
 log = logging.getLogger(__name__)
 
-MATRIX_EVENT = "matrix.event"
-MATRIX_RECEIPT = "matrix.receipt_in"
 _EPHEMERAL_KEYS = ("ephemeral", "de.sorunome.msc2409.ephemeral")
 # Synapse sends at most 100 PDUs and 100 EDUs per transaction; events are at most 64 KiB.
 MAX_TRANSACTION_BYTES = 16 * 1024 * 1024
-
-
-def room_key(room_id: str) -> str:
-    return f"room:{room_id}"
 
 
 def _matrix_error(status: int, errcode: str, error: str) -> web.Response:
@@ -40,16 +35,13 @@ def _matrix_error(status: int, errcode: str, error: str) -> web.Response:
 class AppserviceApi:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        db: Database,
         hs_token: str,
-        on_stored: Callable[[], None],
         is_own_user: Callable[[str], bool],
         is_own_alias: Callable[[str], bool],
     ) -> None:
-        self._sessions = sessions
-        self._db = database_of(sessions)
+        self._db = db
         self._hs_token = hs_token.encode()
-        self._on_stored = on_stored
         self._is_own_user = is_own_user
         self._is_own_alias = is_own_alias
 
@@ -95,28 +87,25 @@ class AppserviceApi:
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list):
             return _matrix_error(400, "M_BAD_JSON", "events must be a list")
-        jobs: list[hot.QueuedJob] = []
+        jobs: list[QueuedJob] = []
         for event in events:
             if not _is_event(event):
                 log.warning("appservice: skipping malformed event in transaction %s", txn_id)
                 continue
             if self._is_own_user(event["sender"]):
                 continue  # the homeserver echoes our own ghosts' and bot's events
-            jobs.append(
-                (MATRIX_EVENT, room_key(event["room_id"]), event, f"event:{event['event_id']}")
-            )
+            jobs.append((MATRIX_EVENT, room_key(event["room_id"]), event, event["event_id"]))
         jobs += _receipt_jobs(txn_id, body)
         if not jobs:
             # Only our own echoes (most transactions while we send): nothing to store, and a
             # redelivery of it would be dropped just the same.
             return web.json_response({})
         # One transaction: the txn id (dedupe) and every job; a failure answers 500.
-        queued = await self._db.write(hot.store_transaction, txn_id, jobs)
+        # The homeserver waits for the answer: urgent.
+        queued = await self._db.write(store_transaction, txn_id, jobs, urgent=True)
         if queued is None:
             log.info("appservice: transaction %s repeated; already stored", txn_id)
             return web.json_response({})
-        if queued:
-            self._on_stored()
         log.debug("appservice: transaction %s stored %d events", txn_id, queued)
         return web.json_response({})
 
@@ -143,11 +132,11 @@ class AppserviceApi:
         return web.json_response({})
 
 
-def _receipt_jobs(txn_id: str, body: dict[str, Any]) -> list[hot.QueuedJob]:
+def _receipt_jobs(txn_id: str, body: dict[str, Any]) -> list[QueuedJob]:
     """Advisers' read receipts; typing and presence are not used (yet)."""
     ephemeral = next((body[k] for k in _EPHEMERAL_KEYS if isinstance(body.get(k), list)), [])
     return [
-        (MATRIX_RECEIPT, room_key(edu["room_id"]), edu, f"edu:{txn_id}:{n}")
+        (MATRIX_RECEIPT_IN, room_key(edu["room_id"]), edu, f"edu:{txn_id}:{n}")
         for n, edu in enumerate(ephemeral)
         if isinstance(edu, dict)
         and edu.get("type") == "m.receipt"
@@ -159,8 +148,8 @@ def _receipt_jobs(txn_id: str, body: dict[str, Any]) -> list[hot.QueuedJob]:
 def _is_event(event: object) -> bool:
     return (
         isinstance(event, dict)
-        # The event id also goes into the idempotency key "event:<id>" (255 characters).
-        and _storable(event.get("event_id"), 255 - len("event:"))
+        # The event id also goes into the job's idempotency key "matrix.event/<id>" (255).
+        and _storable(event.get("event_id"), 255 - len(MATRIX_EVENT) - 1)
         and _storable(event.get("room_id"), 255)
         and isinstance(event.get("type"), str)
         and isinstance(event.get("sender"), str)

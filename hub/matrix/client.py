@@ -159,6 +159,17 @@ class MatrixClient:
             if exc.errcode != "M_USER_IN_USE":
                 raise
 
+    async def display_name(self, mxid: str) -> str | None:
+        """A user's display name from their profile (None when they have none)."""
+        try:
+            doc = await self.request("GET", _path("profile", mxid, "displayname"))
+        except MatrixError as exc:
+            if exc.errcode == "M_NOT_FOUND":
+                return None
+            raise
+        name = doc.get("displayname")
+        return str(name) if name else None
+
     async def set_displayname(self, mxid: str, name: str) -> None:
         body = _json({"displayname": name})
         await self.request("PUT", _path("profile", mxid, "displayname"), body, user_id=mxid)

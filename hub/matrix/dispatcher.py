@@ -1,6 +1,6 @@
 """What to do with a Matrix event the homeserver pushed: a command, a reply, or nothing.
 
-Runs as the "matrix.event" outbox handler, so events of one room are handled in order and a
+Runs as the matrix.event job handler, so events of one room are handled in order and a
 crash mid-way re-runs the event (every effect is idempotent by event id).
 """
 
@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from hub.bridges.sending import SEND_REACTION
-from hub.core.bot import CommandContext, run_command
-from hub.core.commands import NotACommand, parse
-from hub.core.outbox import Finish, Job, enqueue
-from hub.core.router import SEND_TO_CHANNEL, conversation_key
+from hub.core.bot import CommandContext, CommandHandler, CommandRunner
+from hub.core.commands import CommandRegistry, NotACommand, parse
 from hub.core.text import storable
-from hub.db import repo
-from hub.db.models import Conversation, utcnow
-
-if TYPE_CHECKING:
-    from hub.hub import Hub
+from hub.db import conversations, outbound
+from hub.db.database import Database, Tx
+from hub.db.models import Conversation
+from hub.jobs import kinds
+from hub.jobs.job import Finish, Job, handles
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +97,34 @@ def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[s
 
 
 class Dispatcher:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        db: Database,
+        is_own: Callable[[str], bool],
+        commands: CommandRegistry[CommandHandler],
+        runner: CommandRunner,
+        prefix: str,
+    ) -> None:
+        self.db = db
+        self.is_own = is_own
+        self.commands = commands
+        self.runner = runner
+        self.prefix = prefix
 
+    @handles(kinds.MATRIX_EVENT)
     async def handle(self, job: Job) -> Finish | None:
         event = job.payload
-        if self.hub.portals.is_own(event["sender"]):
+        if self.is_own(event["sender"]):
             return None
         if event["type"] == "m.reaction":
             return self._reaction(event)
         if event["type"] != "m.room.message":
             return None
         content = event.get("content") if isinstance(event.get("content"), dict) else {}
-        async with self.hub.sessions() as s:
-            conversation = await repo.conversation_by_room(s, event["room_id"])
+        conversation = await self.db.read(conversations.conversation_by_room, event["room_id"])
         body = content.get("body")
         if content.get("msgtype") == "m.text" and isinstance(body, str):
-            parsed = parse(body, self.hub.config.bot.command_prefix, self.hub.commands)
+            parsed = parse(body, self.prefix, self.commands)
             if not isinstance(parsed, NotACommand):
                 return self._command(event, conversation, parsed)
         if conversation is None:
@@ -125,16 +132,21 @@ class Dispatcher:
         values = outbound_values(event, conversation)
         if values is None:
             return None
-        return self._outbound(values, conversation)
+        reply_event = values.pop("_reply_event", None)
+
+        def finish(tx: Tx) -> None:
+            outbound.adviser_message(tx, conversation.id, values, reply_event)
+
+        return finish
 
     def _command(
         self, event: dict[str, Any], conversation: Conversation | None, parsed: Any
     ) -> Finish:
-        async def finish(s: AsyncSession) -> None:
+        def finish(tx: Tx) -> None:
             ctx = CommandContext(
-                self.hub, s, event["room_id"], event["event_id"], event["sender"], conversation
+                tx, event["room_id"], event["event_id"], event["sender"], conversation
             )
-            await run_command(ctx, parsed)
+            self.runner.run(ctx, parsed)
 
         return finish
 
@@ -148,39 +160,7 @@ class Dispatcher:
         if not isinstance(emoji, str) or not emoji or len(emoji) > 16:
             return None
 
-        async def finish(s: AsyncSession) -> None:
-            target = await repo.message_by_event_id(s, target_event)
-            if target is None or target.direction != "in" or not target.remote_id:
-                return
-            await enqueue(
-                s,
-                SEND_REACTION,
-                conversation_key(target.conversation_id),
-                {"target_message_id": target.id, "emoji": emoji},
-                f"react-out:{event['event_id']}",
-            )
-
-        return finish
-
-    def _outbound(self, values: dict[str, Any], conversation: Conversation) -> Finish:
-        async def finish(s: AsyncSession) -> None:
-            _, identity = await repo.conversation_with_identity(s, conversation.id)
-            reply_event = values.pop("_reply_event", None)
-            if reply_event:
-                target = await repo.message_by_event_id(s, reply_event)
-                values["reply_to_message_id"] = target.id if target else None
-            message = await repo.insert_message(s, {"channel": identity.channel, **values})
-            if message is None:
-                return  # the same event handled before
-            fresh = await s.get(Conversation, conversation.id)
-            if fresh is not None:
-                fresh.last_adviser_reply_at = utcnow()
-            await enqueue(
-                s,
-                SEND_TO_CHANNEL,
-                conversation_key(conversation.id),
-                {"message_id": message.id},
-                f"send:{message.id}",
-            )
+        def finish(tx: Tx) -> None:
+            outbound.adviser_reaction(tx, target_event, emoji, event["event_id"])
 
         return finish

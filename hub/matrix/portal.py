@@ -6,12 +6,9 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from hub.config import Config
-from hub.db import hot, repo
-from hub.db.engine import database_of
+from hub.db import conversations
+from hub.db.database import Database
+from hub.db.delivery import set_ghost_profile_name
 from hub.db.models import ChannelIdentity, Conversation
 from hub.matrix.client import MatrixClient, MatrixError
 
@@ -25,25 +22,33 @@ def room_name(channel_label: str, identity: ChannelIdentity) -> str:
     return f"{channel_label} · {who}"
 
 
+@dataclass(frozen=True)
+class PortalSettings:
+    domain: str  # the homeserver's server name
+    bot_mxid: str
+    ghost_prefix: str
+    alias_prefix: str
+    advisers: tuple[str, ...]
+    shop_name: str
+
+
 @dataclass
 class Portals:
-    config: Config
+    db: Database
     matrix: MatrixClient
-    sessions: async_sessionmaker[AsyncSession]
+    settings: PortalSettings
     # One creation at a time per conversation inside this process.
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     def ghost_mxid(self, identity: ChannelIdentity) -> str:
-        return f"@{identity.ghost_localpart}:{self.config.homeserver.domain}"
+        return f"@{identity.ghost_localpart}:{self.settings.domain}"
 
     def is_own(self, mxid: str) -> bool:
         """The bot and every ghost: their events come back to us and must be dropped."""
-        if mxid == self.config.bot_mxid:
+        if mxid == self.settings.bot_mxid:
             return True
         localpart, _, server = mxid[1:].partition(":")
-        return server == self.config.homeserver.domain and localpart.startswith(
-            self.config.appservice.ghost_prefix
-        )
+        return server == self.settings.domain and localpart.startswith(self.settings.ghost_prefix)
 
     async def ensure_ghost(self, identity: ChannelIdentity) -> str:
         """Register the ghost lazily and keep its display name current."""
@@ -53,7 +58,7 @@ class Portals:
             return mxid
         await self.matrix.ensure_registered(identity.ghost_localpart)
         await self.matrix.set_displayname(mxid, wanted)
-        await database_of(self.sessions).write(hot.set_ghost_profile_name, identity.id, wanted)
+        await self.db.write(set_ghost_profile_name, identity.id, wanted)
         # Callers hold this object for the rest of the delivery (ensure_room, then the send):
         # without this they would register the ghost and set its name a second time.
         identity.ghost_profile_name = wanted
@@ -66,19 +71,18 @@ class Portals:
             return conversation.room_id
         lock = self._locks.setdefault(conversation.id, asyncio.Lock())
         async with lock:
-            async with self.sessions() as s:
-                fresh, _ = await repo.conversation_with_identity(s, conversation.id)
+            fresh, _ = await self.db.read(conversations.conversation_with_identity, conversation.id)
             if fresh.room_id:
                 return fresh.room_id
             ghost = await self.ensure_ghost(identity)
             room_id = await self._create_room(conversation, identity, channel_label, ghost)
             await self.matrix.join(room_id, ghost)
-            async with self.sessions.begin() as s:
-                await s.execute(
-                    update(Conversation)
-                    .where(Conversation.id == conversation.id)
-                    .values(room_id=room_id, room_name=room_name(channel_label, identity))
-                )
+            await self.db.write(
+                conversations.set_room,
+                conversation.id,
+                room_id,
+                room_name(channel_label, identity),
+            )
             log.info("portal room %s created for conversation %s", room_id, conversation.id)
             self._locks.pop(conversation.id, None)
             return room_id
@@ -90,13 +94,13 @@ class Portals:
         channel_label: str,
         ghost: str,
     ) -> str:
-        alias_localpart = f"{self.config.appservice.alias_prefix}{conversation.id}"
-        advisers = [a for a in self.config.shop.advisers if a != self.config.bot_mxid]
+        alias_localpart = f"{self.settings.alias_prefix}{conversation.id}"
+        advisers = [a for a in self.settings.advisers if a != self.settings.bot_mxid]
         try:
             return await self.matrix.create_room(
                 alias_localpart=alias_localpart,
                 name=room_name(channel_label, identity),
-                topic=f"{channel_label} conversation with a customer of {self.config.shop.name}",
+                topic=f"{channel_label} conversation with a customer of {self.settings.shop_name}",
                 invite=[ghost, *advisers],
                 power_users={a: ADVISER_POWER for a in advisers},
             )
@@ -105,7 +109,7 @@ class Portals:
             # the alias is taken, so the room exists; adopt it instead of making a second one.
             if exc.errcode != "M_ROOM_IN_USE":
                 raise
-            alias = f"#{alias_localpart}:{self.config.homeserver.domain}"
+            alias = f"#{alias_localpart}:{self.settings.domain}"
             found = await self.matrix.resolve_alias(alias)
             if found is None:
                 raise

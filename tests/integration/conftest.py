@@ -1,4 +1,5 @@
-"""Database fixtures: every test using `engine`/`sessions` runs on SQLite and on PostgreSQL.
+"""Database fixtures: every test using `db` (or `engine`/`sessions`, a plain ORM view of the
+same database for checking what the hub wrote) runs on SQLite and on PostgreSQL.
 
 One throwaway PostgreSQL server per test session (tests/pg.py); each test gets a fresh
 database created from it. A test module that only needs SQLite overrides `backend`.
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hub.db.engine import create_engine, migrate, session_factory
+from hub.db.database import Database
+from hub.db.engine import migrate, open_database
 from tests.pg import PostgresServer, find_bin_dir
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -56,15 +58,22 @@ async def db_url(
 
 
 @pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(db_url)
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = open_database(db_url)
     try:
-        await migrate(eng)
-        yield eng
+        await migrate(database)
+        yield database
     finally:
-        await eng.dispose()
+        await database.close()
+
+
+@pytest.fixture
+def engine(db: Database) -> AsyncEngine:
+    return db.engine
 
 
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return session_factory(engine)
+    """Plain ORM sessions for tests to look at (and set up) rows; the hub itself goes
+    through `db` only."""
+    return async_sessionmaker(engine, expire_on_commit=False)

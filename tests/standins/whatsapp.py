@@ -5,7 +5,9 @@ Speaks the documented endpoints the hub uses (see tests/fixtures/whatsapp/SOURCE
 POST /{version}/{phone_number_id}/messages, POST /{version}/{phone_number_id}/media,
 GET /{version}/{media_id} and the media download URL, each requiring
 `Authorization: Bearer <access token>` (401 with a documented Graph API error otherwise).
-Every request is recorded; `fail_next` makes the next calls fail with documented errors.
+Every request is recorded (with the time.perf_counter() of its arrival, and handed to the
+callables in `listeners`, e.g. a benchmark awaiting its sends); `fail_next` makes the next
+calls fail with documented errors.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Recorded:
     form: dict[str, Any] = field(default_factory=dict)
     status: int = 0
     response: Any = None
+    at: float = 0.0  # time.perf_counter() when the request was read
 
 
 @dataclass
@@ -106,6 +109,8 @@ class WhatsappStandin:
         self.media: dict[str, tuple[bytes, str]] = {}  # media id → (bytes, mime type)
         self.upload_names: dict[str, str] = {}
         self._failures: list[_Failure] = []
+        # Called with every request as it is recorded (before it is checked and answered).
+        self.listeners: list[Callable[[Recorded], None]] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -211,9 +216,12 @@ class WhatsappStandin:
             request.path,
             dict(request.headers),
             dict(request.query),
+            at=time.perf_counter(),
             **extra,
         )
         self.requests.append(rec)
+        for listener in self.listeners:
+            listener(rec)
         return rec
 
     def _reply(

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hub.db.database import WriterLock
+from hub.db.sqlite import WriterLock
 
 
 async def _hold(lock: WriterLock, name: str, order: list[str], urgent: bool = False) -> None:

@@ -1,9 +1,9 @@
 """Messenger and Instagram as hub channels: one implementation, two configurations.
 
-Webhook: raw body → X-Hub-Signature-256 with the channel's app secret (before any parsing)
-→ JSON → `object` must be this channel's → pure mapping → one ingest transaction → 200.
-Nothing slow happens here: attachments are fetched later by the outbox via fetch_media, and
-customer names are not looked up (the ghost shows "Customer").
+Webhook (hub.bridges.webhooks): X-Hub-Signature-256 with the channel's app secret over the
+raw body (before any parsing) → JSON → `object` must be this channel's → pure mapping →
+stored → "EVENT_RECEIVED". Nothing slow happens there: attachments are fetched later by a
+job through fetch_media, and customer names by another (fetch_display_name).
 
 Sending: inside 24 h of the customer's last message as RESPONSE; after that, with
 `human_agent_tag`, as MESSAGE_TAG HUMAN_AGENT up to 7 days; otherwise a permanent
@@ -13,19 +13,14 @@ ExternalError whose text the advisers see in the room.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from hub.bridges.base import Capabilities
-from hub.bridges.http import (
-    json_error,
-    meta_verification,
-    parse_json_object,
-    verify_hub_signature,
-)
+from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
+from hub.bridges.http import meta_verification, parse_json_object, verify_hub_signature
 from hub.bridges.meta.client import MetaClient
 from hub.bridges.meta.mapping import (
     WEBHOOK_OBJECTS,
@@ -39,14 +34,9 @@ from hub.bridges.meta.mapping import (
     window_closed_text,
 )
 from hub.config import MetaPageConfig
-from hub.core.ingest import ingest
-from hub.core.types import MediaRef, OutboundMessage
+from hub.core.types import MediaRef, OutboundMessage, Parsed
 from hub.db.models import utcnow
-from hub.errors import ExternalError
-from hub.net import read_body
-
-if TYPE_CHECKING:
-    from hub.hub import Hub
+from hub.errors import WINDOW_CLOSED, ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -54,62 +44,50 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 
 
-class MetaChannel:
+class MetaChannel(Channel):
     """The shared implementation; subclasses set the channel's identity and text limit."""
 
-    kind = ""
-    code = ""
-    label = ""
-    capabilities = Capabilities(media=True, buttons=True, reactions=False)
-    reply_window: timedelta | None = timedelta(hours=24)
+    capabilities = Capabilities(buttons=True)
+    reply_window = timedelta(hours=24)
+    looks_up_names = True
     text_limit = 2000
     text_measure: Callable[[str], int] = staticmethod(len)
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.config: MetaPageConfig = getattr(hub.config.channels, self.kind)
-        self.client = MetaClient(hub.http, self.config, self.kind)
+    def __init__(self, deps: ChannelDeps, config: MetaPageConfig) -> None:
+        super().__init__(deps)
+        self.config = config
+        self.client = MetaClient(deps.http, config, self.kind)
         self.webhook_object = WEBHOOK_OBJECTS[self.kind]
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get(f"/webhooks/{self.kind}", self._verification)
-        app.router.add_post(f"/webhooks/{self.kind}", self._webhook)
+    def subscription_challenge(self, query: Mapping[str, str]) -> web.Response:
+        return meta_verification(query, self.config.verify_token, self.kind)
 
-    async def _verification(self, request: web.Request) -> web.Response:
-        return meta_verification(request, self.config.verify_token)
+    def verify(self, raw: bytes, headers: Mapping[str, str]) -> Refusal | None:
+        header = headers.get("X-Hub-Signature-256")
+        if verify_hub_signature(raw, header, self.config.app_secret):
+            return None
+        why = "wrong" if header else "missing"
+        return Refusal(
+            403 if header else 401,
+            "invalid signature",
+            f"{self.kind} webhook refused: {why} X-Hub-Signature-256",
+        )
 
-    async def _webhook(self, request: web.Request) -> web.Response:
-        raw = await read_body(request, self.hub.config.http.max_body_bytes)
-        header = request.headers.get("X-Hub-Signature-256")
-        if not verify_hub_signature(raw, header, self.config.app_secret):
-            log.warning(
-                "%s webhook refused: %s X-Hub-Signature-256 (from %s)",
-                self.kind,
-                "wrong" if header else "missing",
-                request.remote,
-            )
-            return json_error(403 if header else 401, "invalid signature")
+    def parse(self, raw: bytes) -> Parsed | Refusal:
         doc = parse_json_object(raw)
         if doc is None:
-            return json_error(400, "the body is not a JSON object")
+            return Refusal(400, "the body is not a JSON object", f"{self.kind} webhook: not JSON")
         if doc.get("object") != self.webhook_object:
             # A webhook subscription pointing at the wrong endpoint: make it visible.
-            log.warning(
-                "%s webhook refused: object %r, expected %r (check the app's webhook settings)",
-                self.kind,
-                doc.get("object"),
-                self.webhook_object,
+            return Refusal(
+                400,
+                f"expected object {self.webhook_object!r}",
+                f"{self.kind} webhook refused: object {doc.get('object')!r}, expected "
+                f"{self.webhook_object!r} (check the app's webhook settings)",
             )
-            return json_error(400, f"expected object {self.webhook_object!r}")
-        parsed = parse_webhook(doc, self.kind)
-        if parsed.skipped:
-            log.info(
-                "%s webhook: skipped %s",
-                self.kind,
-                ", ".join(f"{n}× {why}" for why, n in sorted(parsed.skipped.items())),
-            )
-        if parsed.envelopes:
-            await ingest(self.hub, self, parsed.envelopes)
+        return parse_webhook(doc, self.kind)
+
+    def acknowledgement(self) -> web.Response:
         return web.Response(text="EVENT_RECEIVED")
 
     async def send(self, message: OutboundMessage) -> str:
@@ -122,7 +100,7 @@ class MetaChannel:
             human = window_closed_text(
                 message.last_inbound_at, now, self.config.human_agent_tag, self.kind
             )
-            raise ExternalError(human, permanent=True, code="window_closed")
+            raise ExternalError(human, permanent=True, code=WINDOW_CLOSED)
         text = html_to_text(message.html) if message.html else (message.text or "")
         parts = split_text(text, self.text_limit, self.text_measure) if text.strip() else []
         bodies: list[dict[str, Any]] = []
@@ -148,7 +126,7 @@ class MetaChannel:
             raise ExternalError(
                 f"the file is too large for {self.label} (at most 25 MB)", permanent=True
             )
-        data = await self.hub.media.read(media.media_id)
+        data = await self.deps.media.read(media.media_id)
         kind = attachment_type(media.mimetype)
         attachment_id = await self.client.upload_attachment(
             kind, data, media.filename, media.mimetype
@@ -161,7 +139,7 @@ class MetaChannel:
         return await self.client.download(media.remote_id, self.config.max_media_bytes)
 
     async def fetch_display_name(self, external_id: str) -> str | None:
-        """The customer's name from Meta's profile API, for a later outbox job (never in the
+        """The customer's name from Meta's profile API, for a later job (never in the
         webhook). None when Meta will not tell (no permission, unknown user)."""
         try:
             return await self.client.profile_name(external_id)
@@ -170,18 +148,12 @@ class MetaChannel:
                 return None
             raise
 
-    async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
-        raise ExternalError(f"reactions are not sent to {self.label}", permanent=True)
-
-    async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
-        """Not shown (yet). The Send API's `mark_seen` sender action could show "seen"; it
-        would belong in an outbox job of its own, like every external call."""
-
 
 class MessengerChannel(MetaChannel):
     kind = "messenger"
     code = "fb"
     label = "Messenger"
+    webhook_path = "/webhooks/messenger"
     text_limit = 2000  # characters
 
 
@@ -189,5 +161,6 @@ class InstagramChannel(MetaChannel):
     kind = "instagram"
     code = "ig"
     label = "Instagram"
+    webhook_path = "/webhooks/instagram"
     text_limit = 1000  # bytes of UTF-8: an emoji-rich text reaches it with fewer characters
     text_measure = staticmethod(utf8_len)

@@ -9,7 +9,6 @@ webhook handler can log it instead of dropping it silently.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -23,6 +22,7 @@ from hub.core.types import (
     InboundReaction,
     MediaRef,
     MessageKind,
+    Parsed,
     Sender,
     StatusUpdate,
 )
@@ -50,15 +50,6 @@ _EXT_TYPES |= {"txt": "text/plain", "zip": "application/zip"}
 _DEFAULT_TYPES = {"image": ("image/jpeg", "jpg"), "sticker": ("image/png", "png")}
 _DEFAULT_TYPES |= {"video": ("video/mp4", "mp4"), "audio": ("audio/mp4", "m4a")}
 _DEFAULT_TYPES |= {"file": ("application/octet-stream", "bin")}
-
-
-@dataclass
-class Parsed:
-    envelopes: list[Envelope] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
 def _list(value: Any) -> list[Any]:

@@ -1,9 +1,9 @@
 """The Telegram channel: a bot's private chats with customers, through the Bot API.
 
 Webhook: POST /webhooks/telegram, authenticated by the X-Telegram-Bot-Api-Secret-Token header
-that setWebhook asked Telegram to send (never a token in the URL). One Update per request;
-it is parsed by the pure mapping and stored by `ingest` in one transaction, then answered 200.
-Telegram redelivers until it gets a 2xx, so an error storing it answers 500 on purpose.
+that setWebhook asked Telegram to send (never a token in the URL). One Update per request,
+mapped by the pure mapping and stored by the webhook pipeline, then answered with an empty
+200. Telegram redelivers until it gets a 2xx, so an error storing it answers 500 on purpose.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from hub.bridges.base import Capabilities
+from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
 from hub.bridges.http import parse_json_object
 from hub.bridges.telegram import mapping
 from hub.bridges.telegram.client import TelegramClient
@@ -29,14 +29,9 @@ from hub.bridges.telegram.markup import (
     to_telegram_html,
     visible_length,
 )
-from hub.core.ingest import ingest, mark_blocked
-from hub.core.types import MediaRef, OutboundMessage
+from hub.config import TelegramConfig
+from hub.core.types import MediaRef, OutboundMessage, Parsed
 from hub.errors import ExternalError
-from hub.net import read_body
-
-if TYPE_CHECKING:
-    from hub.config import Config
-    from hub.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +39,15 @@ WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 CALLBACK_ANSWER_TIMEOUT = 10.0  # the button's spinner is cosmetic: never wait long
 _PROGRESS_MAX = 1000
-
-
 WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports Telegram's servers call
 
 
-def webhook_url(config: Config) -> str:
-    return config.http.public_base + WEBHOOK_PATH
-
-
-def checked_webhook_url(config: Config) -> str:
+def checked_webhook_url(public_base: str, config: TelegramConfig) -> str:
     """The URL to register, refused early (with what to change) when Telegram's own servers
     could never call it: they need https on one of four ports. A local Bot API server or a
     test stand-in (another api_base_url) takes any URL."""
-    url = webhook_url(config)
-    if urlsplit(str(config.channels.telegram.api_base_url)).hostname != "api.telegram.org":
+    url = public_base + WEBHOOK_PATH
+    if urlsplit(str(config.api_base_url)).hostname != "api.telegram.org":
         return url
     parts = urlsplit(url)
     if parts.scheme != "https" or (parts.port or 443) not in WEBHOOK_PORTS:
@@ -71,12 +60,22 @@ def checked_webhook_url(config: Config) -> str:
     return url
 
 
-def webhook_parameters(config: Config, url: str) -> dict[str, Any]:
+def webhook_parameters(config: TelegramConfig, url: str) -> dict[str, Any]:
     return {
         "url": url,
-        "secret_token": config.channels.telegram.webhook_secret,
+        "secret_token": config.webhook_secret,
         "allowed_updates": mapping.ALLOWED_UPDATES,
     }
+
+
+def client_for(http: Any, config: TelegramConfig) -> TelegramClient:
+    return TelegramClient(
+        http,
+        str(config.api_base_url),
+        config.bot_token,
+        timeout=config.request_timeout_seconds,
+        max_download_bytes=config.max_media_bytes,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,33 +88,23 @@ class _Step:
     plain_fallback: str | None = None  # the text without formatting, if Telegram refuses it
 
 
-class TelegramChannel:
+class TelegramChannel(Channel):
     kind = mapping.KIND
     code = "tg"
     label = "Telegram"
-    capabilities = Capabilities(media=True, buttons=True, edits=True, reactions=True)
-    reply_window: timedelta | None = None
+    capabilities = Capabilities(buttons=True, reactions=True)
+    webhook_path = WEBHOOK_PATH
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.config = hub.config.channels.telegram
-        self.client = TelegramClient(
-            hub.http,
-            str(self.config.api_base_url),
-            self.config.bot_token,
-            timeout=self.config.request_timeout_seconds,
-            max_download_bytes=self.config.max_media_bytes,
-        )
-        # Read by ingest: what the bot answers to /start (see the report's proposed hook).
-        self.start_greeting: str | None = self.config.start_greeting or None
+    def __init__(self, deps: ChannelDeps, config: TelegramConfig) -> None:
+        super().__init__(deps)
+        self.config = config
+        self.client = client_for(deps.http, config)
+        self.start_greeting = config.start_greeting or None
         self._tasks: set[asyncio.Task[None]] = set()
         # Parts of split messages already sent, so a retry does not send them twice.
         self._progress: dict[int, list[str]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(WEBHOOK_PATH, self._webhook)
 
     async def on_start(self) -> None:
         """Register the webhook when the config asks for it; a failure is logged, not fatal
@@ -130,47 +119,40 @@ class TelegramChannel:
         log.info("telegram: webhook registered at %s", url)
 
     async def set_webhook(self) -> str:
-        url = checked_webhook_url(self.hub.config)
-        await self.client.call("setWebhook", webhook_parameters(self.hub.config, url))
+        url = checked_webhook_url(self.deps.public_base, self.config)
+        await self.client.call("setWebhook", webhook_parameters(self.config, url))
         return url
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
     # -- inbound -------------------------------------------------------------------------
 
-    def _verify(self, request: web.Request) -> web.Response | None:
-        given = request.headers.get(SECRET_HEADER)
+    def verify(self, raw: bytes, headers: Mapping[str, str]) -> Refusal | None:
+        given = headers.get(SECRET_HEADER)
         if given is None:
-            log.warning("telegram webhook without %s refused (%s)", SECRET_HEADER, request.remote)
-            return web.Response(status=401, text="missing secret token")
+            return Refusal(401, "missing secret token", f"telegram webhook without {SECRET_HEADER}")
         if not hmac.compare_digest(given.encode(), self.config.webhook_secret.encode()):
-            log.warning("telegram webhook with a wrong secret token refused (%s)", request.remote)
-            return web.Response(status=403, text="wrong secret token")
+            return Refusal(403, "wrong secret token", "telegram webhook with a wrong secret token")
         return None
 
-    async def _webhook(self, request: web.Request) -> web.Response:
-        raw = await read_body(request, self.hub.config.http.max_body_bytes)
-        refused = self._verify(request)
-        if refused is not None:
-            return refused
+    def parse(self, raw: bytes) -> Parsed | Refusal:
         doc = parse_json_object(raw)
         if doc is None:
-            return web.Response(status=400, text="body must be a JSON object")
-        parsed = mapping.parse_update(doc)
-        if parsed.ignored:
-            log.info("telegram update %s not stored: %s", parsed.update_id, parsed.ignored)
-        if parsed.envelopes:
-            await ingest(self.hub, self, parsed.envelopes)
-        if parsed.blocked is not None and parsed.chat_id:
-            await mark_blocked(self.hub, self, parsed.chat_id, parsed.blocked)
-        if parsed.callback_query_id:
-            # After the update is stored: the answer only stops the button's spinner.
-            self._background(self._answer_callback(parsed.callback_query_id))
+            return Refusal(400, "body must be a JSON object", "telegram webhook: not JSON")
+        return mapping.parse_update(doc)
+
+    def acknowledgement(self) -> web.Response:
         # An empty 200: a JSON body with "method" would be run by Telegram as an API call.
         return web.Response(status=200)
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def after_store(self, parsed: Parsed) -> None:
+        # After the update is stored: the answer only stops the button's spinner.
+        for callback_query_id in parsed.acks:
+            task = asyncio.create_task(self._answer_callback(callback_query_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _answer_callback(self, callback_query_id: str) -> None:
         try:
@@ -229,7 +211,7 @@ class TelegramChannel:
         if not media.media_id:
             raise ExternalError("The file is not in the hub's store.", permanent=True)
         try:
-            return await self.hub.media.read(media.media_id)
+            return await self.deps.media.read(media.media_id)
         except FileNotFoundError:
             raise ExternalError("The file is no longer stored.", permanent=True) from None
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from hub.bridges.telegram.channel import checked_webhook_url, webhook_parameters
-from hub.bridges.telegram.client import TelegramClient
+from hub.bridges.telegram.channel import checked_webhook_url, client_for, webhook_parameters
 from hub.config import Config
 from hub.errors import ExternalError
 
@@ -18,16 +17,10 @@ async def set_webhook(config: Config) -> str:
         raise ExternalError(
             "channels.telegram is not enabled in this configuration", permanent=True
         )
-    url = checked_webhook_url(config)
+    url = checked_webhook_url(config.http.public_base, tg)
     async with aiohttp.ClientSession() as http:
-        client = TelegramClient(
-            http,
-            str(tg.api_base_url),
-            tg.bot_token,
-            timeout=tg.request_timeout_seconds,
-            max_download_bytes=tg.max_media_bytes,
-        )
-        await client.call("setWebhook", webhook_parameters(config, url))
+        client = client_for(http, tg)
+        await client.call("setWebhook", webhook_parameters(tg, url))
         info = await client.call("getWebhookInfo")
     pending = info.get("pending_update_count", 0) if isinstance(info, dict) else 0
     return (

@@ -11,11 +11,11 @@ maps to the same ids and is stored once.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from hub.core.types import (
+    BlockChange,
     Button,
     Envelope,
     InboundEdit,
@@ -23,6 +23,7 @@ from hub.core.types import (
     InboundReaction,
     MediaRef,
     MessageKind,
+    Parsed,
     Sender,
 )
 
@@ -62,26 +63,23 @@ PHOTO_MAX_BYTES = 10 * 1024 * 1024  # sendPhoto; larger images go as documents
 CALLBACK_DATA_MAX_BYTES = 64
 
 
-@dataclass(frozen=True)
-class ParsedUpdate:
-    """What one Update means for the hub."""
-
-    update_id: int | None
-    envelopes: list[Envelope] = field(default_factory=list)
-    callback_query_id: str | None = None  # answer it (answerCallbackQuery), stored or not
-    ignored: str | None = None  # why nothing was stored, for the log
-    command: str | None = None  # "start" for /start
-    blocked: bool | None = None  # my_chat_member in a private chat: blocked / unblocked
-    chat_id: str | None = None
+def _result(
+    envelopes: list[Envelope] | None = None, ignored: str | None = None, ack: str | None = None
+) -> Parsed:
+    """What one Update means for the hub: at most one event, or why there is none."""
+    parsed = Parsed(envelopes=envelopes or [], acks=[ack] if ack else [])
+    if ignored:
+        parsed.skip(ignored)
+    return parsed
 
 
 # -- inbound ---------------------------------------------------------------------------
 
 
-def parse_update(update: dict[str, Any]) -> ParsedUpdate:
+def parse_update(update: dict[str, Any]) -> Parsed:
     update_id = update.get("update_id")
     if not isinstance(update_id, int):
-        return ParsedUpdate(None, ignored="not an Update (no update_id)")
+        return _result(ignored="not an Update (no update_id)")
     for key in ("message", "edited_message", "callback_query", "message_reaction"):
         if isinstance(update.get(key), dict):
             return _PARSERS[key](update_id, update[key])
@@ -92,9 +90,9 @@ def parse_update(update: dict[str, Any]) -> ParsedUpdate:
         if isinstance(user, dict) and "id" in user:
             sender = Sender(KIND, str(user["id"]), display_name(user))
             event = InboundMessage(f"u{update_id}", "unsupported", data={"type": key})
-            return ParsedUpdate(update_id, [Envelope(sender, event)])
+            return _result([Envelope(sender, event)])
     kinds = [k for k in update if k != "update_id"]
-    return ParsedUpdate(update_id, ignored=f"update of type {kinds[0] if kinds else '?'}")
+    return _result(ignored=f"update of type {kinds[0] if kinds else '?'}")
 
 
 def display_name(user: dict[str, Any]) -> str | None:
@@ -120,23 +118,18 @@ def message_remote_id(chat_id: Any, message_id: Any) -> str:
     return f"{chat_id}:{message_id}"
 
 
-def _message(update_id: int, msg: dict[str, Any]) -> ParsedUpdate:
+def _message(update_id: int, msg: dict[str, Any]) -> Parsed:
     chat = _private_chat(msg)
     if chat is None:
         kind = (msg.get("chat") or {}).get("type", "unknown")
-        return ParsedUpdate(update_id, ignored=f"message from a non-private chat ({kind})")
+        return _result(ignored=f"message from a non-private chat ({kind})")
     if not isinstance(msg.get("message_id"), int):
-        return ParsedUpdate(update_id, ignored="message without message_id")
-    event, command = _message_event(msg, chat)
-    return ParsedUpdate(
-        update_id,
-        [Envelope(_sender(chat, msg.get("from")), event)],
-        command=command,
-        chat_id=str(chat["id"]),
-    )
+        return _result(ignored="message without message_id")
+    event = _message_event(msg, chat)
+    return _result([Envelope(_sender(chat, msg.get("from")), event)])
 
 
-def _message_event(msg: dict[str, Any], chat: dict[str, Any]) -> tuple[InboundMessage, str | None]:
+def _message_event(msg: dict[str, Any], chat: dict[str, Any]) -> InboundMessage:
     chat_id, mid = chat["id"], msg.get("message_id")
     reply = msg.get("reply_to_message")
     base: dict[str, Any] = {
@@ -155,17 +148,17 @@ def _message_event(msg: dict[str, Any], chat: dict[str, Any]) -> tuple[InboundMe
         start = _START.match(msg["text"]) if forwarded is None else None
         if start:
             data = {"command": "start", "payload": (start.group(1) or "").strip() or None}
-            return InboundMessage(kind="text", text=msg["text"], data=data, **base), "start"
-        return InboundMessage(kind="text", text=msg["text"], data=forwarded, **base), None
+            return InboundMessage(kind="text", text=msg["text"], data=data, **base)
+        return InboundMessage(kind="text", text=msg["text"], data=forwarded, **base)
     caption = msg.get("caption") if isinstance(msg.get("caption"), str) else None
     media = _media(msg)
     if media is not None:
         kind, ref, voice, extra = media
         data = {**(extra or {}), **(forwarded or {})} or None
         event = InboundMessage(kind=kind, text=caption, media=ref, voice=voice, data=data, **base)
-        return event, None
+        return event
     kind, data = _structured(msg)
-    return InboundMessage(kind=kind, text=caption, data=data, **base), None
+    return InboundMessage(kind=kind, text=caption, data=data, **base)
 
 
 def _forward(msg: dict[str, Any]) -> dict[str, Any] | None:
@@ -268,20 +261,20 @@ def _vcard_emails(vcard: str) -> list[str]:
     ]
 
 
-def _edited(update_id: int, msg: dict[str, Any]) -> ParsedUpdate:
+def _edited(update_id: int, msg: dict[str, Any]) -> Parsed:
     chat = _private_chat(msg)
     if chat is None or not isinstance(msg.get("message_id"), int):
-        return ParsedUpdate(update_id, ignored="edit outside a private chat")
+        return _result(ignored="edit outside a private chat")
     text = msg.get("text") if isinstance(msg.get("text"), str) else msg.get("caption")
     if not isinstance(text, str):
         # e.g. a live location moving: Telegram reports it as an edit without text.
-        return ParsedUpdate(update_id, ignored="edit without text (e.g. live location)")
+        return _result(ignored="edit without text (e.g. live location)")
     event = InboundEdit(
         remote_id=f"edit:{update_id}",
         target_remote_id=message_remote_id(chat["id"], msg.get("message_id")),
         text=text,
     )
-    return ParsedUpdate(update_id, [Envelope(_sender(chat, msg.get("from")), event)])
+    return _result([Envelope(_sender(chat, msg.get("from")), event)])
 
 
 def button_title(message: dict[str, Any] | None, data: str) -> str | None:
@@ -294,15 +287,15 @@ def button_title(message: dict[str, Any] | None, data: str) -> str | None:
     return None
 
 
-def _callback(update_id: int, cq: dict[str, Any]) -> ParsedUpdate:
+def _callback(update_id: int, cq: dict[str, Any]) -> Parsed:
     cq_id = str(cq.get("id", ""))
     user = cq.get("from") if isinstance(cq.get("from"), dict) else {}
     message = cq.get("message") if isinstance(cq.get("message"), dict) else None
     if message is not None and _private_chat(message) is None:
-        return ParsedUpdate(update_id, callback_query_id=cq_id, ignored="callback in a group")
+        return _result(ack=cq_id, ignored="callback in a group")
     chat = _private_chat(message) if message else user
     if not chat or "id" not in chat:
-        return ParsedUpdate(update_id, callback_query_id=cq_id, ignored="callback without user")
+        return _result(ack=cq_id, ignored="callback without user")
     data = cq.get("data")
     reply_to = message_remote_id(chat["id"], message["message_id"]) if message else None
     if not isinstance(data, str):  # a game button (game_short_name)
@@ -316,38 +309,32 @@ def _callback(update_id: int, cq: dict[str, Any]) -> ParsedUpdate:
             reply_to_remote_id=reply_to,
             data={"id": data, "title": title},
         )
-    return ParsedUpdate(
-        update_id,
-        [Envelope(Sender(KIND, str(chat["id"]), display_name(user)), event)],
-        callback_query_id=cq_id,
-        chat_id=str(chat["id"]),
-    )
+    return _result([Envelope(Sender(KIND, str(chat["id"]), display_name(user)), event)], ack=cq_id)
 
 
-def _reaction(update_id: int, r: dict[str, Any]) -> ParsedUpdate:
+def _reaction(update_id: int, r: dict[str, Any]) -> Parsed:
     chat = _private_chat(r)
     if chat is None or not isinstance(r.get("user"), dict):
-        return ParsedUpdate(update_id, ignored="reaction outside a private chat")
+        return _result(ignored="reaction outside a private chat")
     new = [x for x in r.get("new_reaction") or [] if isinstance(x, dict)]
     emojis = [str(x["emoji"]) for x in new if x.get("type") == "emoji" and x.get("emoji")]
     if new and not emojis:
-        return ParsedUpdate(update_id, ignored="custom emoji or paid reaction")
+        return _result(ignored="custom emoji or paid reaction")
     event = InboundReaction(
         remote_id=f"react:{update_id}",
         target_remote_id=message_remote_id(chat["id"], r.get("message_id")),
         emoji=emojis[0] if emojis else "",
     )
-    return ParsedUpdate(update_id, [Envelope(_sender(chat, r["user"]), event)])
+    return _result([Envelope(_sender(chat, r["user"]), event)])
 
 
-def _member(update_id: int, m: dict[str, Any]) -> ParsedUpdate:
+def _member(update_id: int, m: dict[str, Any]) -> Parsed:
     chat = _private_chat(m)
     status = (m.get("new_chat_member") or {}).get("status")
     if chat is None or status not in ("kicked", "member"):
-        return ParsedUpdate(update_id, ignored="chat member change")
-    blocked = status == "kicked"
-    reason = "the customer blocked the bot" if blocked else "the customer unblocked the bot"
-    return ParsedUpdate(update_id, ignored=reason, blocked=blocked, chat_id=str(chat["id"]))
+        return _result(ignored="chat member change")
+    sender = Sender(KIND, str(chat["id"]), display_name(m.get("from") or {}))
+    return _result([Envelope(sender, BlockChange(status == "kicked"))])
 
 
 _PARSERS = {

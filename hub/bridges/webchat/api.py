@@ -1,8 +1,9 @@
 """HTTP surface of the web chat: session, messages, uploads, live websocket, media, widget.
 
 Every request is authenticated by the visitor's token (kept in the browser; only its hash
-is stored). Input is validated before anything is written; a customer message is stored with
-its Matrix delivery job in one transaction, deduplicated by the widget's client_id.
+is stored). Input is validated before anything is written; a customer's message, text or
+file, goes the one way in (hub.core.ingest) like every channel's: stored with its Matrix
+delivery job in one transaction, deduplicated by the widget's client_id.
 """
 
 from __future__ import annotations
@@ -16,22 +17,16 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
-from sqlalchemy.engine import Connection
 
 from hub.bridges.webchat.channel import KIND, WebchatChannel, message_json
-from hub.core.group_commit import GroupCommit, store_each
 from hub.core.media import image_type, safe_filename
-from hub.core.router import record_inbound, record_inbound_sync
-from hub.core.types import InboundMessage, MediaRef, Sender
-from hub.db import hot, repo
-from hub.db.engine import database_of
-from hub.db.models import Message, WebchatVisitor, utcnow
-
-if TYPE_CHECKING:
-    from hub.hub import Hub
+from hub.core.types import Envelope, InboundMessage, MediaRef, Sender
+from hub.db import conversations, media, receipts, webchat
+from hub.db.models import Message
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +73,15 @@ def _clean_text(value: object, limit: int) -> str:
 
 
 class WebchatApi:
-    def __init__(self, hub: Hub, channel: WebchatChannel) -> None:
-        self.hub = hub
+    def __init__(self, channel: WebchatChannel) -> None:
         self.channel = channel
-        self.cfg = hub.config.channels.webchat
-        base = hub.config.http.public_base
+        self.db = channel.deps.db
+        self.store = channel.deps.media
+        self.public_base = channel.deps.public_base
+        self.cfg = channel.config
+        base = self.public_base
         self.allowed_origins = {base.split("/", 3)[0] + "//" + base.split("/", 3)[2]}
         self.allowed_origins |= set(self.cfg.allowed_origins)
-        self._db = database_of(hub.sessions)
-        # Texts sent while a store runs are stored together in the next transaction.
-        self._texts: GroupCommit[_TextItem, _Stored] = GroupCommit(
-            self._db, store_each(_store_text_item), urgent=True
-        )
         self._known: dict[str, tuple[float, VisitorRef]] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -138,12 +130,6 @@ class WebchatApi:
             },
         )
 
-    async def _visitor(self, token: str | None) -> WebchatVisitor | None:
-        if not token or len(token) > 200:
-            return None
-        async with self.hub.sessions() as s:
-            return await repo.visitor_by_token_hash(s, _hash(token))
-
     async def _visitor_ref(self, token: str | None) -> VisitorRef | None:
         if not token or len(token) > 200:
             return None
@@ -152,7 +138,7 @@ class WebchatApi:
         known = self._known.get(token_hash)
         if known is not None and known[0] > now:
             return known[1]
-        found = await self._db.read(hot.visitor_by_token_hash, token_hash)
+        found = await self.db.read(webchat.visitor_by_token_hash, token_hash)
         if found is None:
             return None
         if len(self._known) >= _AUTH_CACHE_MAX:
@@ -205,27 +191,11 @@ class WebchatApi:
             except ValueError as exc:
                 return _error(400, f"name: {exc}")
         token = body.get("token") if isinstance(body.get("token"), str) else None
-        visitor = await self._visitor(token)
-        async with self.hub.sessions.begin() as s:
-            if visitor is None:
-                token = secrets.token_urlsafe(32)
-                visitor = WebchatVisitor(
-                    visitor_id=secrets.token_hex(8),
-                    token_hash=_hash(token),
-                    name=name,
-                    created_at=utcnow(),
-                    last_seen_at=utcnow(),
-                )
-                s.add(visitor)
-            else:
-                visitor = await s.merge(visitor)
-                visitor.last_seen_at = utcnow()
-                if name:
-                    visitor.name = name
-            if name:
-                identity = await repo.identity_by_external_id(s, KIND, visitor.visitor_id)
-                if identity is not None:
-                    identity.display_name = name
+        known = _hash(token) if token and len(token) <= 200 else None
+        new_token = secrets.token_urlsafe(32)
+        visitor, created = await self.db.write(webchat.open_session, known, _hash(new_token), name)
+        if created:
+            token = new_token
         assert token is not None
         self._known.pop(_hash(token), None)
         return web.json_response(
@@ -240,16 +210,8 @@ class WebchatApi:
         )
 
     async def _history(self, visitor_id: str, after: int) -> list[dict[str, Any]]:
-        async with self.hub.sessions() as s:
-            identity = await repo.identity_by_external_id(s, KIND, visitor_id)
-            if identity is None:
-                return []
-            conversation = await repo.conversation_by_identity(s, identity.id)
-            if conversation is None:
-                return []
-            rows = await repo.visible_messages(s, conversation.id, after)
-        base = self.hub.config.http.public_base
-        return [message_json(m, base) for m in rows]
+        rows = await self.db.read(webchat.history, visitor_id, after)
+        return [message_json(m, self.public_base) for m in rows]
 
     async def list_messages(self, request: web.Request) -> web.Response:
         visitor = await self._auth(request)
@@ -313,90 +275,44 @@ class WebchatApi:
             or (ctype if ctype and "/" in ctype and not ctype.startswith("image/") else None)
             or "application/octet-stream"
         )
-        name = safe_filename(filename, mimetype)
-        return await self._store(
-            visitor,
-            InboundMessage(
-                remote_id=f"{visitor.visitor_id}:{client_id}",
-                kind="image" if proven else "file",
-                text=caption,
-                media=MediaRef(name, mimetype, len(data)),
-            ),
-            data,
+        stored = await self.store.write(data, safe_filename(filename, mimetype), mimetype)
+        ref = MediaRef(
+            stored.filename, mimetype, stored.size, stored.media_id, sha256=stored.sha256
         )
+        kind = "image" if proven else "file"
+        inbound = InboundMessage(f"{visitor.visitor_id}:{client_id}", kind, caption, ref)
+        return await self._store(visitor, inbound)
 
-    async def _store(
-        self, visitor: VisitorRef, inbound: InboundMessage, data: bytes | None = None
-    ) -> web.Response:
-        hub = self.hub
-        if data is None:
-            async with hub.worker.handover(self._db) as offer:
-                stored = await self._texts.submit(
-                    (visitor.visitor_id, inbound, hub.config.appservice.ghost_prefix, offer)
-                )
+    async def _store(self, visitor: VisitorRef, inbound: InboundMessage) -> web.Response:
+        """A visitor's message through the one way in; the one stored before under the same
+        client_id answers 200 instead of 201."""
+        sender = Sender(KIND, visitor.visitor_id, visitor.name)
+        result = await self.channel.ingest(self.channel, [Envelope(sender, inbound)])
+        status = 201
+        if result.messages:
+            message: Message | None = result.messages[0]
         else:
-            stored = await self._store_media(visitor, inbound, data)
-            if stored is not None and stored[1] == 201:
-                hub.worker.wake()
-        if stored is None:  # the visitor is gone since the token was checked
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "unknown or missing session token"}),
-                content_type="application/json",
+            status = 200
+            message = await self.db.read(
+                conversations.message_by_remote_id, KIND, inbound.remote_id
             )
-        message, status = stored
-        payload = message_json(message, hub.config.http.public_base)
+        if message is None:  # cannot happen: stored now or before
+            raise web.HTTPInternalServerError()
+        payload = message_json(message, self.public_base)
         if status == 201:
             await self.channel.push(visitor.visitor_id, payload)
         return web.json_response({"message": payload}, status=status)
 
-    async def _store_media(
-        self, visitor: VisitorRef, inbound: InboundMessage, data: bytes
-    ) -> tuple[Message, int] | None:
-        hub = self.hub
-        async with hub.sessions.begin() as s:
-            existing = await repo.message_by_remote_id(s, KIND, inbound.remote_id)
-            if existing is not None:
-                return existing, 200
-            row = await s.get(WebchatVisitor, visitor.visitor_id)
-            if row is None:
-                return None
-            if inbound.media is not None:
-                identity = await repo.get_or_create_identity(
-                    s,
-                    KIND,
-                    row.visitor_id,
-                    row.name,
-                    repo.opaque_localpart(hub.config.appservice.ghost_prefix, "web"),
-                )
-                conv = await repo.get_or_create_conversation(s, identity.id)
-                saved = await hub.media.save(
-                    s, data, inbound.media.filename, inbound.media.mimetype, conv.id
-                )
-                inbound = InboundMessage(
-                    inbound.remote_id,
-                    inbound.kind,
-                    inbound.text,
-                    MediaRef(saved.filename, saved.mimetype, saved.size, saved.id),
-                )
-            message = await record_inbound(
-                s,
-                Sender(KIND, row.visitor_id, row.name),
-                inbound,
-                ghost_prefix=hub.config.appservice.ghost_prefix,
-                channel_code="web",
-            )
-            assert message is not None
-            return message, 201
-
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=25, max_msg_size=4096)
         await ws.prepare(request)
-        visitor: WebchatVisitor | None = None
+        visitor: VisitorRef | None = None
         try:
             first = await ws.receive(timeout=_WS_AUTH_TIMEOUT)
             auth = json.loads(first.data) if first.type == WSMsgType.TEXT else None
             if isinstance(auth, dict) and auth.get("type") == "auth":
-                visitor = await self._visitor(auth.get("token"))
+                token = auth.get("token")
+                visitor = await self._visitor_ref(token if isinstance(token, str) else None)
             if visitor is None:
                 await ws.send_json({"type": "error", "error": "unknown or missing session token"})
                 await ws.close()
@@ -427,29 +343,19 @@ class WebchatApi:
         return ws
 
     async def _customer_read(self, visitor_id: str, up_to: int) -> None:
-        async with self.hub.sessions.begin() as s:
-            identity = await repo.identity_by_external_id(s, KIND, visitor_id)
-            conversation = identity and await repo.conversation_by_identity(s, identity.id)
-            if conversation is None:
-                return
-            changed = await self.hub.receipts.customer_read(s, conversation.id, up_to)
-        if changed:
-            self.hub.worker.wake()
+        await self.db.write(receipts.customer_read, KIND, visitor_id, up_to, self.channel.domain)
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         media_id = request.match_info["media_id"]
         if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", media_id):
             raise web.HTTPNotFound()
-        async with self.hub.sessions() as s:
-            row = await repo.media_by_id(s, media_id)
-        path = self.hub.media.path(media_id)
+        row = await self.db.read(media.media_by_id, media_id)
+        path = self.store.path(media_id)
         if row is None or not path.exists():
             raise web.HTTPNotFound()
         inline = row.mimetype in ("image/png", "image/jpeg", "image/gif", "image/webp")
         disposition = "inline" if inline else "attachment"
         ascii_name = row.filename.encode("ascii", "replace").decode().replace("?", "_")
-        from urllib.parse import quote
-
         return web.FileResponse(
             path,
             headers={
@@ -464,44 +370,3 @@ class WebchatApi:
                 "Access-Control-Allow-Origin": "*",
             },
         )
-
-
-_Stored = tuple[Message, int] | None
-_TextItem = tuple[str, InboundMessage, str, "hot.LeaseOffer | None"]
-
-
-def _store_text_item(conn: Connection, item: _TextItem) -> _Stored:
-    return _store_text(conn, *item)
-
-
-def _store_text(
-    conn: Connection,
-    visitor_id: str,
-    inbound: InboundMessage,
-    ghost_prefix: str,
-    offer: hot.LeaseOffer | None = None,
-) -> tuple[Message, int] | None:
-    """One transaction: a visitor's text message with its delivery job (201), or the one
-    stored before under the same client_id (200); None if the visitor no longer exists."""
-    exists, name = hot.visitor_name(conn, visitor_id)
-    if not exists:
-        return None
-    existing = hot.message_by_remote(conn, KIND, inbound.remote_id)
-    if existing is not None:
-        return existing, 200
-    message = record_inbound_sync(
-        conn,
-        Sender(KIND, visitor_id, name),
-        inbound,
-        ghost_prefix=ghost_prefix,
-        channel_code="web",
-        offer=offer,
-    )
-    if message is None:  # another process stored it just now
-        existing = hot.message_by_remote(conn, KIND, inbound.remote_id)
-        assert existing is not None
-        return existing, 200
-    return message, 201
-
-
-__all__ = ["Message", "WebchatApi"]

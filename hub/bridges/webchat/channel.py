@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 from aiohttp import web
-from sqlalchemy import update
 
-from hub.bridges.base import Capabilities
-from hub.core.types import MediaRef, OutboundMessage
+from hub.bridges.base import Channel, ChannelDeps
+from hub.config import WebchatConfig
+from hub.core.ingest import Ingest
+from hub.core.types import OutboundMessage
+from hub.db import webchat
 from hub.db.models import Message
 from hub.errors import ExternalError
-
-if TYPE_CHECKING:
-    from hub.hub import Hub
+from hub.matrix.client import MatrixClient
 
 log = logging.getLogger(__name__)
 
-KIND = "webchat"
+KIND = webchat.KIND
 
 
 def message_json(msg: Message, public_base: str) -> dict[str, Any]:
@@ -55,43 +53,37 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
     }
 
 
-class WebchatChannel:
+class WebchatChannel(Channel):
     kind = KIND
     code = "web"
     label = "Web chat"
-    capabilities = Capabilities(media=True)
-    reply_window: timedelta | None = None
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        deps: ChannelDeps,
+        config: WebchatConfig,
+        matrix: MatrixClient,
+        ingest: Ingest,
+        domain: str,
+    ) -> None:
+        super().__init__(deps)
+        self.config = config
+        self.matrix = matrix
+        self.ingest = ingest
+        self.domain = domain  # the homeserver's: the customer's ghost reads on their behalf
         self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self._names: dict[str, str] = {}
 
     def add_routes(self, app: web.Application) -> None:
         from hub.bridges.webchat.api import WebchatApi
 
-        WebchatApi(self.hub, self).add_routes(app)
+        WebchatApi(self).add_routes(app)
 
     async def send(self, message: OutboundMessage) -> str:
         name = await self._sender_name(message)
-        async with self.hub.sessions.begin() as s:
-            await s.execute(
-                update(Message)
-                .where(Message.id == message.message_id)
-                .values(status="sent", sender_name=name, remote_id=f"out:{message.message_id}")
-            )
-            row = await s.get(Message, message.message_id)
-            assert row is not None
-            payload = message_json(row, self.hub.config.http.public_base)
-        await self.push(message.external_id, payload)
+        row = await self.deps.db.write(webchat.shown_to_visitor, message.message_id, name)
+        await self.push(message.external_id, message_json(row, self.deps.public_base))
         return f"out:{message.message_id}"
-
-    async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
-        # Widget uploads are stored at once; there is never a remote file to fetch.
-        raise ExternalError("web chat media is stored on upload", permanent=True)
-
-    async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
-        return None  # the widget does not show reactions (yet)
 
     async def push(self, visitor_id: str, message: dict[str, Any]) -> None:
         await self._broadcast(visitor_id, {"type": "message", "message": message})
@@ -113,11 +105,8 @@ class WebchatChannel:
             return None
         if mxid not in self._names:
             try:
-                doc = await self.hub.matrix.request(
-                    "GET", f"/_matrix/client/v3/profile/{quote(mxid)}/displayname"
-                )
-                self._names[mxid] = str(doc.get("displayname") or mxid[1:].split(":")[0])
-            except Exception:
+                self._names[mxid] = await self.matrix.display_name(mxid) or mxid[1:].split(":")[0]
+            except ExternalError:
                 log.warning("webchat: no display name for %s", mxid)
                 return mxid[1:].split(":")[0]
         return self._names[mxid]

@@ -1,103 +1,81 @@
 """The WhatsApp Cloud API channel: signed webhooks in, Graph API messages out.
 
-Inbound: verify X-Hub-Signature-256 over the raw body before anything else, parse every
-entry/change/message with the pure mapping, store the batch in one transaction (`ingest`)
-and answer 200 at once; media is fetched later by the outbox through `fetch_media`.
-Outbound: free-form messages only inside the 24-hour customer service window, templates
-any time; long texts are split, files are uploaded and sent by media id.
+Inbound: the webhook pipeline (hub.bridges.webhooks) checks X-Hub-Signature-256 over the raw
+body first, `parse` maps every entry/change/message with the pure mapping; media is fetched
+later by a job through `fetch_media`. Outbound: free-form messages only inside the 24-hour
+customer service window, templates any time; long texts are split, files are uploaded and
+sent by media id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
 
-from hub.bridges.base import Capabilities
-from hub.bridges.http import (
-    json_error,
-    meta_verification,
-    parse_json_object,
-    verify_hub_signature,
-)
+from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
+from hub.bridges.http import meta_verification, parse_json_object, verify_hub_signature
 from hub.bridges.whatsapp import mapping, outbound
 from hub.bridges.whatsapp.client import WhatsappClient
-from hub.bridges.whatsapp.commands import register_commands
+from hub.bridges.whatsapp.commands import WhatsappCommands
 from hub.bridges.whatsapp.markup import outbound_text, split_text
-from hub.core.ingest import ingest
-from hub.core.types import MediaRef, OutboundMessage
-from hub.db.models import Message
-from hub.errors import ExternalError
-from hub.net import read_body
-
-if TYPE_CHECKING:
-    from hub.hub import Hub
-
-__all__ = ["WhatsappChannel", "register_commands"]
+from hub.config import WhatsappConfig
+from hub.core.commands import CommandSpec
+from hub.core.types import MediaRef, OutboundMessage, Parsed
+from hub.db.receipts import newest_readable
+from hub.errors import WINDOW_CLOSED, ExternalError
 
 log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
-WINDOW_CLOSED = "window_closed"  # ExternalError.code
 MAX_CAPTION = 1024
 
 
-class WhatsappChannel:
+class WhatsappChannel(Channel):
     kind = mapping.KIND
     code = "wa"
     label = "WhatsApp"
-    capabilities = Capabilities(media=True, buttons=True, reactions=True, templates=True)
-    reply_window: timedelta | None = WINDOW
+    capabilities = Capabilities(buttons=True, reactions=True)
+    reply_window = WINDOW
+    webhook_path = "/webhooks/whatsapp"
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.config = hub.config.channels.whatsapp
-        # Read by the core's ingest: sent once a day to a customer who sends voice notes.
-        self.voice_note_reply = self.config.voice_note_reply
-        self.client = WhatsappClient(hub.http, self.config)
+    def __init__(self, deps: ChannelDeps, config: WhatsappConfig, command_prefix: str) -> None:
+        super().__init__(deps)
+        self.config = config
+        self.voice_note_reply = config.voice_note_reply
+        self.client = WhatsappClient(deps.http, config)
+        self._commands = WhatsappCommands(config.templates, command_prefix)
         self._background: set[asyncio.Task[None]] = set()
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/webhooks/whatsapp", self._verify)
-        app.router.add_post("/webhooks/whatsapp", self._webhook)
+    def commands(self) -> list[CommandSpec[Any]]:
+        return self._commands.specs()
 
     # --- inbound -------------------------------------------------------------------------
 
-    async def _verify(self, request: web.Request) -> web.Response:
-        return meta_verification(request, self.config.verify_token)
+    def subscription_challenge(self, query: Mapping[str, str]) -> web.Response:
+        return meta_verification(query, self.config.verify_token, self.kind)
 
-    async def _webhook(self, request: web.Request) -> web.Response:
-        raw = await read_body(request, self.hub.config.http.max_body_bytes)
-        signature = request.headers.get("X-Hub-Signature-256")
+    def verify(self, raw: bytes, headers: Mapping[str, str]) -> Refusal | None:
+        signature = headers.get("X-Hub-Signature-256")
         if not signature:
-            log.warning("whatsapp webhook without X-Hub-Signature-256 refused")
-            return json_error(401, "signature required")
+            return Refusal(401, "signature required", "whatsapp webhook without signature")
         if not verify_hub_signature(raw, signature, self.config.app_secret):
-            log.warning("whatsapp webhook with a wrong signature refused")
-            return json_error(403, "signature mismatch")
+            return Refusal(403, "signature mismatch", "whatsapp webhook with a wrong signature")
+        return None
+
+    def parse(self, raw: bytes) -> Parsed | Refusal:
         doc = parse_json_object(raw)
         if doc is None:
-            return json_error(400, "body is not a JSON object")
+            return Refusal(400, "body is not a JSON object", "whatsapp webhook: not JSON")
         if doc.get("object") != "whatsapp_business_account":
-            log.info("whatsapp webhook for object %r ignored", doc.get("object"))
-            return web.json_response({"ok": True})
-        batch = mapping.parse_webhook(doc, self.config.phone_number_id)
-        for problem in batch.problems:
-            log.warning("whatsapp webhook: %s", problem)
-        if batch.ignored_fields:
-            log.info("whatsapp webhook fields not handled: %s", ", ".join(batch.ignored_fields))
-        result = await ingest(self.hub, self, batch.envelopes)
-        log.info(
-            "whatsapp webhook: %d stored, %d redelivered, %d statuses",
-            result.stored,
-            result.duplicates,
-            result.statuses,
-        )
-        return web.json_response({"ok": True})
+            parsed = Parsed()
+            parsed.skip(f"object {doc.get('object')!r}")
+            return parsed
+        return mapping.parse_webhook(doc, self.config.phone_number_id)
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         if not media.remote_id:
@@ -187,7 +165,7 @@ class WhatsappChannel:
             raise ExternalError(
                 "the file is larger than channels.whatsapp.max_media_bytes", permanent=True
             )
-        data = await self.hub.media.read(media.media_id)
+        data = await self.deps.media.read(media.media_id)
         wa_type = outbound.wa_media_type(message.kind, media.mimetype)
         media_id = await self.client.upload_media(data, media.filename, media.mimetype)
         caption = outbound_text(message.text, message.html) if message.text else None
@@ -224,18 +202,7 @@ class WhatsappChannel:
 
     async def _mark_read(self, message_ids: list[int]) -> None:
         try:
-            async with self.hub.sessions() as s:
-                remote_id = await s.scalar(
-                    select(Message.remote_id)
-                    .where(
-                        Message.id.in_(message_ids),
-                        Message.direction == "in",
-                        Message.channel == self.kind,
-                        Message.kind != "reaction",  # reactions cannot be marked as read
-                    )
-                    .order_by(Message.id.desc())
-                    .limit(1)
-                )
+            remote_id = await self.deps.db.read(newest_readable, self.kind, message_ids)
             if remote_id:
                 await self.client.mark_read(outbound.read_payload(remote_id))
         except ExternalError as exc:

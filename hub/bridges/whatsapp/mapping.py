@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,6 +23,7 @@ from hub.core.types import (
     InboundMessage,
     InboundReaction,
     MediaRef,
+    Parsed,
     Sender,
     StatusUpdate,
 )
@@ -52,13 +52,6 @@ _EXTENSIONS = {
     "application/pdf": ".pdf",
     "text/plain": ".txt",
 }
-
-
-@dataclass
-class WebhookBatch:
-    envelopes: list[Envelope] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # for the log: nothing to deliver
-    ignored_fields: list[str] = field(default_factory=list)
 
 
 def _list(value: object) -> list[Any]:
@@ -95,29 +88,29 @@ def made_up_filename(kind: str, media_id: str, mimetype: str) -> str:
     return f"{kind}-{safe_id}{ext}"
 
 
-def parse_webhook(doc: Mapping[str, Any], phone_number_id: str | None = None) -> WebhookBatch:
+def parse_webhook(doc: Mapping[str, Any], phone_number_id: str | None = None) -> Parsed:
     """Every entry, change, message, status and error of one webhook delivery.
 
     Changes for another business phone number (the same app may serve several) are skipped
     when `phone_number_id` is given, so they never land in this shop's rooms."""
-    batch = WebhookBatch()
+    batch = Parsed()
     for entry in _list(doc.get("entry")):
         for change in _list(_dict(entry).get("changes")):
             change = _dict(change)
             field_name = str(change.get("field") or "")
             if field_name != "messages":
-                batch.ignored_fields.append(field_name or "?")
+                batch.skip(f"field {field_name or '?'}")
                 continue
             value = _dict(change.get("value"))
             number = _str(_dict(value.get("metadata")).get("phone_number_id"))
             if phone_number_id and number and number != phone_number_id:
-                batch.problems.append(f"change for another phone number id {number} skipped")
+                batch.skip(f"change for another phone number id {number} skipped")
                 continue
             _parse_value(value, batch)
     return batch
 
 
-def _parse_value(value: dict[str, Any], batch: WebhookBatch) -> None:
+def _parse_value(value: dict[str, Any], batch: Parsed) -> None:
     names: dict[str, str | None] = {}
     contact_ids: list[str] = []
     for contact in _list(value.get("contacts")):
@@ -130,18 +123,18 @@ def _parse_value(value: dict[str, Any], batch: WebhookBatch) -> None:
         msg = _dict(raw)
         sender = _sender(msg, names, contact_ids)
         if sender is None or not _str(msg.get("id")):
-            batch.problems.append(f"message without sender or id ({msg.get('type')!r})")
+            batch.skip(f"message without sender or id ({msg.get('type')!r})")
             continue
         batch.envelopes.append(Envelope(sender, parse_message(msg)))
     for raw in _list(value.get("statuses")):
         update = parse_status(_dict(raw))
         if update is None:
-            batch.problems.append(f"status {_dict(raw).get('status')!r} not understood")
+            batch.skip(f"status {_dict(raw).get('status')!r} not understood")
         else:
             batch.envelopes.append(Envelope(None, update))
     for raw in _list(value.get("errors")):
         err = _dict(raw)
-        batch.problems.append(
+        batch.skip(
             f"WhatsApp reported error {err.get('code')}: "
             f"{_dict(err.get('error_data')).get('details') or err.get('title') or ''}"
         )

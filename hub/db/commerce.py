@@ -1,13 +1,12 @@
-"""Repositories of the commerce tables: catalogue, carts, orders, payment events, links."""
+"""The commerce tables as units of work: catalogue, carts, orders, payment events, links."""
 
 from __future__ import annotations
 
 import secrets
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.commerce.cart import Cart
 from hub.commerce.catalogue import Product
@@ -16,14 +15,17 @@ from hub.db.models import CartRow, Order, PaymentEventRow, ShortLink, utcnow
 from hub.db.models import Product as ProductRow
 from hub.db.upsert import insert_ignore
 
+if TYPE_CHECKING:
+    from hub.db.database import Tx
+
 _CODE_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
-async def replace_catalogue(s: AsyncSession, products: list[Product]) -> int:
+def replace_catalogue(tx: Tx, products: list[Product]) -> int:
     """The new catalogue replaces the old one in one transaction (no half-imported state)."""
-    await s.execute(delete(ProductRow))
+    tx.orm.execute(delete(ProductRow))
     now = utcnow()
-    s.add_all(
+    tx.orm.add_all(
         ProductRow(
             sku=p.sku,
             name=p.name,
@@ -38,12 +40,12 @@ async def replace_catalogue(s: AsyncSession, products: list[Product]) -> int:
         )
         for p in products
     )
-    await s.flush()
+    tx.orm.flush()
     return len(products)
 
 
-async def load_products(s: AsyncSession) -> list[Product]:
-    rows = await s.scalars(select(ProductRow).order_by(ProductRow.sku))
+def load_products(tx: Tx) -> list[Product]:
+    rows = tx.orm.scalars(select(ProductRow).order_by(ProductRow.sku))
     return [
         Product(
             sku=r.sku,
@@ -59,30 +61,32 @@ async def load_products(s: AsyncSession) -> list[Product]:
     ]
 
 
-async def catalogue_version(s: AsyncSession) -> tuple[int, str]:
+def catalogue_version(tx: Tx) -> tuple[int, str]:
     """Changes whenever the catalogue is replaced, so cached search indexes can notice."""
     count, newest = (
-        await s.execute(select(func.count(ProductRow.sku), func.max(ProductRow.updated_at)))
+        tx.orm.execute(select(func.count(ProductRow.sku), func.max(ProductRow.updated_at)))
     ).one()
     return int(count or 0), str(newest)
 
 
-async def get_cart(s: AsyncSession, conversation_id: int, currency: str) -> Cart:
-    row = await s.get(CartRow, conversation_id)
+def get_cart(tx: Tx, conversation_id: int, currency: str) -> Cart:
+    row = tx.orm.get(CartRow, conversation_id)
     return Cart.from_json(row.data) if row else Cart(currency, ())
 
 
-async def save_cart(s: AsyncSession, conversation_id: int, cart: Cart) -> None:
-    row = await s.get(CartRow, conversation_id)
+def save_cart(tx: Tx, conversation_id: int, cart: Cart) -> None:
+    row = tx.orm.get(CartRow, conversation_id)
     if row is None:
-        s.add(CartRow(conversation_id=conversation_id, data=cart.to_json(), updated_at=utcnow()))
+        tx.orm.add(
+            CartRow(conversation_id=conversation_id, data=cart.to_json(), updated_at=utcnow())
+        )
     else:
         row.data = cart.to_json()
         row.updated_at = utcnow()
 
 
-async def create_order(
-    s: AsyncSession,
+def create_order(
+    tx: Tx,
     *,
     conversation_id: int,
     adviser_mxid: str,
@@ -101,23 +105,21 @@ async def create_order(
         created_at=utcnow(),
         updated_at=utcnow(),
     )
-    s.add(order)
-    await s.flush()
+    tx.orm.add(order)
+    tx.orm.flush()
     return order
 
 
-async def order_by_reference(s: AsyncSession, reference: str) -> Order | None:
-    return await s.scalar(select(Order).where(Order.reference == reference))
+def order_by_reference(tx: Tx, reference: str) -> Order | None:
+    return tx.orm.scalar(select(Order).where(Order.reference == reference))
 
 
-async def order_by_provider_ref(s: AsyncSession, provider: str, ref: str) -> Order | None:
-    return await s.scalar(
-        select(Order).where(Order.provider == provider, Order.provider_ref == ref)
-    )
+def order_by_provider_ref(tx: Tx, provider: str, ref: str) -> Order | None:
+    return tx.orm.scalar(select(Order).where(Order.provider == provider, Order.provider_ref == ref))
 
 
-async def orders_of(s: AsyncSession, conversation_id: int, limit: int = 20) -> list[Order]:
-    rows = await s.scalars(
+def orders_of(tx: Tx, conversation_id: int, limit: int = 20) -> list[Order]:
+    rows = tx.orm.scalars(
         select(Order)
         .where(Order.conversation_id == conversation_id)
         .order_by(Order.id.desc())
@@ -126,12 +128,12 @@ async def orders_of(s: AsyncSession, conversation_id: int, limit: int = 20) -> l
     return list(rows)
 
 
-async def first_payment_event(
-    s: AsyncSession, provider: str, event_id: str, order_id: int | None, kind: str
+def first_payment_event(
+    tx: Tx, provider: str, event_id: str, order_id: int | None, kind: str
 ) -> bool:
     """Record a provider event; False when it was processed before (a redelivery)."""
-    return await insert_ignore(
-        s,
+    return insert_ignore(
+        tx,
         PaymentEventRow,
         {
             "provider": provider,
@@ -144,11 +146,11 @@ async def first_payment_event(
     )
 
 
-async def create_short_link(
-    s: AsyncSession, url: str, conversation_id: int | None, order_id: int | None = None
+def create_short_link(
+    tx: Tx, url: str, conversation_id: int | None, order_id: int | None = None
 ) -> str:
     code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
-    s.add(
+    tx.orm.add(
         ShortLink(
             code=code,
             url=url,
@@ -157,17 +159,17 @@ async def create_short_link(
             created_at=utcnow(),
         )
     )
-    await s.flush()
+    tx.orm.flush()
     return code
 
 
-async def click_short_link(s: AsyncSession, code: str) -> str | None:
-    link = await s.get(ShortLink, code)
+def click_short_link(tx: Tx, code: str) -> str | None:
+    link = tx.orm.get(ShortLink, code)
     if link is None:
         return None
     now = utcnow()
     values: dict[str, Any] = {"clicks": ShortLink.clicks + 1, "last_click_at": now}
     if link.first_click_at is None:
         values["first_click_at"] = now
-    await s.execute(update(ShortLink).where(ShortLink.code == code).values(**values))
+    tx.orm.execute(update(ShortLink).where(ShortLink.code == code).values(**values))
     return link.url

@@ -1,0 +1,135 @@
+"""Putting customers' messages into Matrix: what a delivery reads and what it records.
+Units of work (see hub.db.database); the reads are hot, so they are prepared statements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
+
+from hub.db.models import ChannelIdentity, Conversation, MediaFile, Message
+from hub.db.statements import model, run, split, statement
+
+if TYPE_CHECKING:
+    from hub.db.database import Tx
+
+CI = ChannelIdentity.__table__
+CV = Conversation.__table__
+M = Message.__table__
+MF = MediaFile.__table__
+
+
+@dataclass
+class Delivery:
+    """A message to put into Matrix with its conversation, identity and reply target
+    (detached objects)."""
+
+    message: Message
+    conversation: Conversation
+    identity: ChannelIdentity
+    target: Message | None
+
+
+@statement
+def _delivery(dialect: str) -> Executable:
+    return (
+        select(M, CV, CI)
+        .join(CV, CV.c.id == M.c.conversation_id)
+        .join(CI, CI.c.id == CV.c.identity_id)
+        .where(M.c.id == bindparam("mid"))
+    )
+
+
+@statement
+def _message_by_id(dialect: str) -> Executable:
+    return select(M).where(M.c.id == bindparam("mid"))
+
+
+@statement
+def _delivered(dialect: str) -> Executable:
+    return (
+        update(M)
+        .where(M.c.id == bindparam("mid"))
+        .values(matrix_event_id=bindparam("eid"), status="delivered")
+    )
+
+
+@statement
+def _delivered_media(dialect: str) -> Executable:
+    return (
+        update(M)
+        .where(M.c.id == bindparam("mid"))
+        .values(
+            matrix_event_id=bindparam("eid"),
+            status="delivered",
+            media=bindparam("media", type_=M.c.media.type),
+        )
+    )
+
+
+@statement
+def _set_media_mxc(dialect: str) -> Executable:
+    return update(MF).where(MF.c.id == bindparam("fid")).values(mxc_uri=bindparam("mxc"))
+
+
+@statement
+def _set_ghost_profile_name(dialect: str) -> Executable:
+    return update(CI).where(CI.c.id == bindparam("iid")).values(ghost_profile_name=bindparam("n"))
+
+
+def delivery(tx: Tx | Connection, message_id: int) -> Delivery | None:
+    row = run(tx, _delivery, {"mid": message_id}).first()
+    if row is None:
+        return None
+    m, cv, ci = split(row, M, CV, CI)
+    message = model(Message, m)
+    target = None
+    if message.reply_to_message_id:
+        t = run(tx, _message_by_id, {"mid": message.reply_to_message_id}).first()
+        target = model(Message, split(t, M)[0]) if t is not None else None
+    return Delivery(message, model(Conversation, cv), model(ChannelIdentity, ci), target)
+
+
+def preload_delivery(conn: Connection, payload: dict[str, Any]) -> Delivery | None:
+    """matrix.deliver's first read, done in the transaction that leases the job."""
+    return delivery(conn, payload["message_id"])
+
+
+def mark_delivered(
+    tx: Tx,
+    message_id: int,
+    event_id: str,
+    media: dict[str, Any] | None = None,
+    media_id: str | None = None,
+    mxc: str | None = None,
+) -> None:
+    """The message reached Matrix as `event_id` (with its media now stored and uploaded)."""
+    if media is None:
+        run(tx, _delivered, {"mid": message_id, "eid": event_id})
+    else:
+        run(tx, _delivered_media, {"mid": message_id, "eid": event_id, "media": media})
+    if media_id and mxc:
+        run(tx, _set_media_mxc, {"fid": media_id, "mxc": mxc})
+
+
+def set_ghost_profile_name(tx: Tx, identity_id: int, name: str) -> None:
+    run(tx, _set_ghost_profile_name, {"iid": identity_id, "n": name})
+
+
+def latest_reaction(tx: Tx, conversation_id: int, target_id: int, before: int) -> Message | None:
+    """The customer's most recent reaction on a message (to remove it)."""
+    return tx.orm.scalar(
+        select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.kind == "reaction",
+            Message.reply_to_message_id == target_id,
+            Message.id < before,
+            Message.text != "",
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )

@@ -1,0 +1,144 @@
+"""Messages to the customer (from advisers and from the bot) as units of work: queueing them
+with their channel.send job, what a send reads, and what it records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from hub.db import conversations, notices
+from hub.db.inbound import insert_message
+from hub.db.jobs import conversation_key, enqueue
+from hub.db.models import ChannelIdentity, Conversation, Message, utcnow
+from hub.jobs.kinds import CHANNEL_REACT, CHANNEL_SEND
+
+if TYPE_CHECKING:
+    from hub.db.database import Tx
+
+
+def queue(
+    tx: Tx,
+    conversation_id: int,
+    channel: str,
+    values: dict[str, Any],
+    *,
+    idempotency: str | None = None,
+) -> Message | None:
+    """Store a message for the customer and queue its sending. `values` holds the message
+    columns (kind, text, html, media, data, sender_mxid...). None when the message exists
+    already (its Matrix event was handled before)."""
+    message = insert_message(
+        tx,
+        {"conversation_id": conversation_id, "channel": channel, "direction": "out", **values},
+    )
+    if message is None:
+        return None
+    enqueue(
+        tx,
+        CHANNEL_SEND,
+        conversation_key(conversation_id),
+        {"message_id": message.id},
+        idempotency or str(message.id),
+    )
+    return message
+
+
+def adviser_message(
+    tx: Tx, conversation_id: int, values: dict[str, Any], reply_event: str | None
+) -> Message | None:
+    """An adviser's Matrix message for the customer; None if that event was handled before."""
+    _, identity = conversations.conversation_with_identity(tx, conversation_id)
+    if reply_event:
+        target = conversations.message_by_event_id(tx, reply_event)
+        values = {**values, "reply_to_message_id": target.id if target else None}
+    message = queue(tx, conversation_id, identity.channel, values)
+    conversation = tx.orm.get(Conversation, conversation_id)
+    if conversation is not None and message is not None:
+        conversation.last_adviser_reply_at = utcnow()
+    return message
+
+
+def adviser_reaction(tx: Tx, target_event: str, emoji: str, event_id: str) -> None:
+    """An adviser reacted to a customer's message: pass it on (where the channel can)."""
+    target = conversations.message_by_event_id(tx, target_event)
+    if target is None or target.direction != "in" or not target.remote_id:
+        return
+    enqueue(
+        tx,
+        CHANNEL_REACT,
+        conversation_key(target.conversation_id),
+        {"target_message_id": target.id, "emoji": emoji},
+        event_id,
+    )
+
+
+@dataclass
+class Sending:
+    """What a channel.send job reads: the message, where it goes, what it replies to."""
+
+    message: Message
+    conversation: Conversation
+    identity: ChannelIdentity
+    reply_remote_id: str | None
+
+
+def sending(tx: Tx, message_id: int) -> Sending | None:
+    msg = tx.orm.get(Message, message_id)
+    if msg is None:
+        return None
+    conversation, identity = conversations.conversation_with_identity(tx, msg.conversation_id)
+    reply_remote = None
+    if msg.reply_to_message_id:
+        target = tx.orm.get(Message, msg.reply_to_message_id)
+        reply_remote = target.remote_id if target else None
+    return Sending(msg, conversation, identity, reply_remote)
+
+
+def mark_sent(tx: Tx, message_id: int, remote_id: str, unblock: int | None) -> None:
+    """The channel accepted the message as `remote_id`. `unblock`: the conversation that was
+    marked blocked; a message going through means the customer no longer blocks the shop."""
+    tx.orm.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status.in_(("pending", "failed")))
+        .values(remote_id=remote_id, status="sent")
+    )
+    if unblock is not None:
+        conversations.set_blocked(tx, unblock, False)
+
+
+def send_failed(tx: Tx, message_id: int, reason: str, blocked: bool) -> None:
+    """The message cannot be sent: mark it, tell the advisers in plain words."""
+    msg = tx.orm.get(Message, message_id)
+    if msg is None:
+        return
+    msg.status = "failed"
+    conversation = tx.orm.get(Conversation, msg.conversation_id)
+    assert conversation is not None
+    if blocked:
+        conversations.set_meta(tx, conversation.id, blocked=True)
+    if conversation.room_id:
+        notices.notice(
+            tx,
+            conversation.room_id,
+            f"⚠️ Not delivered to the customer: {reason}",
+            f"undelivered:{msg.id}",
+            reply_to=msg.matrix_event_id,
+        )
+
+
+def reaction_target(tx: Tx, message_id: int) -> tuple[Message, ChannelIdentity] | None:
+    """The customer's message an adviser reacted to, and its channel identity."""
+    target = tx.orm.get(Message, message_id)
+    if target is None or not target.remote_id:
+        return None
+    _, identity = conversations.conversation_with_identity(tx, target.conversation_id)
+    return target, identity
+
+
+def set_display_name(tx: Tx, identity_id: int, name: str) -> None:
+    """A name the channel told us later, unless one is known by now."""
+    row = tx.orm.get(ChannelIdentity, identity_id)
+    if row is not None and not row.display_name:
+        row.display_name = name[:255]

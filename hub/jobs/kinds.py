@@ -1,0 +1,25 @@
+"""Every kind of job, in one place: what it does and its ordering key (hub.db.jobs).
+
+Handlers declare the kind they handle next to their code (`@handles(kinds.X)` in
+hub.jobs.job); the app registers each handler object once.
+"""
+
+from __future__ import annotations
+
+# -- towards Matrix -------------------------------------------------------------------------
+MATRIX_DELIVER = "matrix.deliver"  # a customer's message into their room as their ghost; conv
+MATRIX_SEND = "matrix.send"  # an event of the bot (notice, reaction, state) into a room; room-out
+MATRIX_RECEIPT_OUT = "matrix.receipt_out"  # the customer read an adviser's message; receipt
+
+# -- from Matrix (stored from the homeserver's transactions before they are acknowledged) --
+MATRIX_EVENT = "matrix.event"  # an adviser's message or command; room
+MATRIX_RECEIPT_IN = "matrix.receipt_in"  # an adviser read the customer's messages; room
+
+# -- towards the customer's channel ---------------------------------------------------------
+CHANNEL_SEND = "channel.send"  # a message to the customer; conv
+CHANNEL_REACT = "channel.react"  # an adviser's reaction to the customer's message; conv
+CHANNEL_PROFILE = "channel.profile"  # ask the channel for the customer's name; conv
+
+# -- commerce -------------------------------------------------------------------------------
+ORDER_TO_CART = "commerce.order_to_cart"  # a WhatsApp catalogue order becomes the cart; conv
+CREATE_CHECKOUT = "commerce.checkout"  # create the payment link, then send it; conv
