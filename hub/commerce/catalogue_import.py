@@ -6,7 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from hub.commerce.catalogue import Product, load_catalogue
+from hub.commerce.catalogue import Product
+from hub.commerce.catalogue_files import load_catalogue
 from hub.config import Config
 from hub.db import commerce
 from hub.db.database import Database

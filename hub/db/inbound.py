@@ -11,7 +11,6 @@ counted as a duplicate and changes nothing: the unique (channel, remote id) is t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,10 +29,11 @@ from hub.core.types import (
 )
 from hub.db import conversations, notices
 from hub.db.delivery import Delivery
+from hub.db.identities import IdentityConversation, identity_conversation
 from hub.db.jobs import conversation_key, enqueue
 from hub.db.models import ChannelIdentity, Conversation, Customer, MediaFile, Message, utcnow
 from hub.db.receipts import ghost_receipt
-from hub.db.statements import model, run, split, statement
+from hub.db.statements import model, run, statement
 from hub.db.upsert import dialect_insert
 from hub.jobs.kinds import CHANNEL_PROFILE, CHANNEL_SEND, MATRIX_DELIVER, ORDER_TO_CART
 
@@ -80,59 +80,6 @@ class IngestResult:
 
 
 @statement
-def _identity_conversation(dialect: str) -> Executable:
-    # Whole rows: a message's delivery job can be handed to the worker with them.
-    return (
-        select(CI, CV)
-        .outerjoin(CV, CV.c.identity_id == CI.c.id)
-        .where(CI.c.channel == bindparam("channel"), CI.c.external_id == bindparam("ext"))
-    )
-
-
-@statement(insert=True)
-def _insert_customer(dialect: str) -> Executable:
-    return CU.insert().returning(CU.c.id)
-
-
-@statement(insert=True)
-def _insert_identity(dialect: str) -> Executable:
-    insert = dialect_insert(dialect)
-    return (
-        insert(CI)
-        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-        .returning(CI.c.id)
-    )
-
-
-@statement
-def _delete_customer(dialect: str) -> Executable:
-    return CU.delete().where(CU.c.id == bindparam("cid"))
-
-
-@statement
-def _identity_id(dialect: str) -> Executable:
-    return select(CI.c.id).where(
-        CI.c.channel == bindparam("channel"), CI.c.external_id == bindparam("ext")
-    )
-
-
-@statement
-def _set_identity_name(dialect: str) -> Executable:
-    return update(CI).where(CI.c.id == bindparam("iid")).values(display_name=bindparam("n"))
-
-
-@statement(insert=True)
-def _insert_conversation(dialect: str) -> Executable:
-    insert = dialect_insert(dialect)
-    return insert(CV).on_conflict_do_nothing(index_elements=["identity_id"])
-
-
-@statement
-def _conversation_by_identity(dialect: str) -> Executable:
-    return select(CV.c.id, CV.c.last_inbound_at).where(CV.c.identity_id == bindparam("iid"))
-
-
-@statement
 def _message_id_by_remote(dialect: str) -> Executable:
     return select(M.c.id).where(
         M.c.channel == bindparam("channel"), M.c.remote_id == bindparam("rid")
@@ -166,77 +113,6 @@ def _set_last_inbound(dialect: str) -> Executable:
 @statement(insert=True)
 def _insert_media(dialect: str) -> Executable:
     return MF.insert()
-
-
-# -- identity and conversation --------------------------------------------------------------
-
-
-@dataclass
-class IdentityConversation:
-    identity_id: int
-    display_name: str | None
-    conversation_id: int
-    last_inbound_at: datetime | None
-    # Both rows as they are after this transaction, when they existed before it (detached).
-    rows: tuple[ChannelIdentity, Conversation] | None = None
-
-
-def identity_conversation(
-    tx: Tx,
-    channel: str,
-    external_id: str,
-    display_name: str | None,
-    ghost_localpart: Callable[[], str],
-) -> IdentityConversation:
-    """Get or create a channel identity (with its customer) and its conversation; a given
-    display name replaces a different known one (None never erases). Safe against another
-    process creating them at the same time (INSERT ... ON CONFLICT DO NOTHING)."""
-    row = run(tx, _identity_conversation, {"channel": channel, "ext": external_id}).first()
-    ci: dict[str, Any] | None = None
-    cv: dict[str, Any] | None = None
-    if row is None:
-        identity_id = _create_identity(tx, channel, external_id, display_name, ghost_localpart())
-        known_name, conversation_id, last = display_name, None, None
-    else:
-        ci, cv = split(row, CI, CV)
-        identity_id, known_name = ci["id"], ci["display_name"]
-        conversation_id, last = cv["id"], cv["last_inbound_at"]
-    if display_name and known_name != display_name:
-        run(tx, _set_identity_name, {"iid": identity_id, "n": display_name})
-        known_name = display_name
-        if ci is not None:
-            ci["display_name"] = display_name
-    if conversation_id is None:
-        run(tx, _insert_conversation, {"identity_id": identity_id, "created_at": utcnow()})
-        conversation_id, last = run(tx, _conversation_by_identity, {"iid": identity_id}).one()
-        return IdentityConversation(identity_id, known_name, conversation_id, last)
-    assert ci is not None and cv is not None
-    rows = (model(ChannelIdentity, ci), model(Conversation, cv))
-    return IdentityConversation(identity_id, known_name, conversation_id, last, rows)
-
-
-def _create_identity(
-    tx: Tx, channel: str, external_id: str, name: str | None, ghost_localpart: str
-) -> int:
-    now = utcnow()
-    customer_id = run(tx, _insert_customer, {"display_name": name, "created_at": now}).scalar()
-    inserted = run(
-        tx,
-        _insert_identity,
-        {
-            "customer_id": customer_id,
-            "channel": channel,
-            "external_id": external_id,
-            "display_name": name,
-            "ghost_localpart": ghost_localpart,
-            "created_at": now,
-        },
-    ).scalar()
-    if inserted is not None:
-        return int(inserted)
-    # Another process created it first.
-    run(tx, _delete_customer, {"cid": customer_id})
-    return int(run(tx, _identity_id, {"channel": channel, "ext": external_id}).scalar_one())
 
 
 def insert_message(tx: Tx, values: dict[str, Any]) -> Message | None:
@@ -285,18 +161,23 @@ def store_events(tx: Tx, policy: InboundPolicy, envelopes: list[Envelope]) -> In
     return result
 
 
-def store_message(
-    tx: Tx, policy: InboundPolicy, sender: Sender, msg: InboundMessage
-) -> Message | None:
-    """A customer's message and its delivery to Matrix (plus the bot's automatic answers);
-    None for a message stored before."""
-    found = identity_conversation(
+def _customer(tx: Tx, policy: InboundPolicy, sender: Sender) -> IdentityConversation:
+    """The sender's identity and conversation, created on their first message."""
+    return identity_conversation(
         tx,
         sender.channel,
         sender.external_id,
         sender.display_name,
         lambda: conversations.opaque_localpart(policy.ghost_prefix, policy.code),
     )
+
+
+def store_message(
+    tx: Tx, policy: InboundPolicy, sender: Sender, msg: InboundMessage
+) -> Message | None:
+    """A customer's message and its delivery to Matrix (plus the bot's automatic answers);
+    None for a message stored before."""
+    found = _customer(tx, policy, sender)
     if policy.looks_up_names and not found.display_name:
         # Queued before the delivery, so the room is created with the customer's name.
         enqueue(
@@ -310,11 +191,11 @@ def store_message(
     if msg.reply_to_remote_id:
         params = {"channel": sender.channel, "rid": msg.reply_to_remote_id}
         reply_to_id = run(tx, _message_id_by_remote, params).scalar()
-    if msg.media is not None and msg.media.media_id and msg.media.sha256:
-        _record_file(tx, found.conversation_id, msg)
     message = insert_message(tx, _inbound_values(found.conversation_id, sender, msg, reply_to_id))
     if message is None:
         return None
+    if msg.media is not None and msg.media.media_id and msg.media.sha256:
+        _record_file(tx, found.conversation_id, msg)
     written = _written_at(msg, found.last_inbound_at)
     if written is not None:
         run(tx, _set_last_inbound, {"cid": found.conversation_id, "at": written})
@@ -465,13 +346,7 @@ def _related(
     tx: Tx, policy: InboundPolicy, sender: Sender, event: InboundReaction | InboundEdit
 ) -> int:
     """A reaction or an edit: a message row pointing at its target, delivered to Matrix."""
-    found = identity_conversation(
-        tx,
-        sender.channel,
-        sender.external_id,
-        sender.display_name,
-        lambda: conversations.opaque_localpart(policy.ghost_prefix, policy.code),
-    )
+    found = _customer(tx, policy, sender)
     params = {"channel": sender.channel, "rid": event.target_remote_id}
     target_id = run(tx, _message_id_by_remote, params).scalar()
     if target_id is None:

@@ -130,7 +130,8 @@ class OutboxItem(Base):
     kind: Mapped[str] = mapped_column(String(64))
     # Items of one ordering key (a conversation) are delivered strictly in id order.
     ordering_key: Mapped[str] = mapped_column(String(300))
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # "<kind>/<key>": the key of one kind never collides with another's (hub.db.jobs).
+    idempotency_key: Mapped[str] = mapped_column(String(400), unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import URL, Connection, Dialect, Engine
 from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import Executable
@@ -86,6 +86,7 @@ class SqliteFile:
         self._conns: dict[bool, Connection | None] = {True: None, False: None}
         self._waiting: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._finalizer: weakref.finalize[Any, SqliteFile] | None = None
 
     @contextlib.asynccontextmanager
     async def writing(self, *, urgent: bool = False) -> AsyncIterator[None]:
@@ -179,19 +180,20 @@ class SqliteFile:
 
     def _start(self) -> None:
         self._sync = create_engine(
-            f"sqlite:///{self._path}",
+            URL.create("sqlite", database=self._path),  # the path as is: never decoded twice
             poolclass=StaticPool,  # one connection, only ever used by the one thread
             connect_args={"timeout": 30, "check_same_thread": False},
         )
         event.listen(self._sync, "connect", sqlite_pragmas)
         event.listen(self._sync, "begin", sqlite_begin)
         self._thread = DatabaseThread()
-        weakref.finalize(self, _shutdown, self._sync, self._thread)
+        self._finalizer = weakref.finalize(self, _shutdown, self._sync, self._thread)
 
     def close(self) -> None:
         """Release the thread and its connection (also done when collected)."""
-        if self._sync is not None and self._thread is not None:
-            _shutdown(self._sync, self._thread)
+        if self._finalizer is not None:
+            self._finalizer()  # runs _shutdown once; never again at collection
+            self._finalizer = None
         self._sync, self._thread = None, None
         self._conns = {True: None, False: None}
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -52,9 +51,7 @@ import secrets
 import signal
 import socket
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -63,128 +60,33 @@ from urllib.parse import urlsplit
 import aiohttp
 import yaml
 
+from hub.devserver.homeserver_yaml import (
+    LOOPBACK,
+    SynapseConfig,
+    homeserver_yaml,
+    log_config,
+)
+from hub.devserver.install import (
+    DEFAULT_SYNAPSE_VERSION,
+    LocalSynapseError,
+    default_venv_dir,
+    ensure_synapse_installed,
+)
+
 if TYPE_CHECKING:
     from hub.config import Config as HubConfig
 
-DEFAULT_SYNAPSE_VERSION = "1.163.2"
-LOOPBACK = "127.0.0.1"
-# Written into the venv after a successful install: a half-finished pip run (killed CI,
-# Ctrl-C) can leave `import synapse` working while dependencies are missing.
-_INSTALLED_MARKER = ".hub-synapse-installed"
-
-# A limit nobody reaches in a test run; Synapse silently ignores misspelt rc_* keys, so the
-# key shapes below were checked against synapse/config/ratelimiting.py of 1.163.
-_UNLIMITED = {"per_second": 1000, "burst_count": 1000}
-
-
-class LocalSynapseError(RuntimeError):
-    """Synapse could not be installed, started or asked something."""
-
-
-def _say(message: str) -> None:
-    print(f"[synapse] {message}", file=sys.stderr, flush=True)
-
-
-def default_venv_dir(version: str = DEFAULT_SYNAPSE_VERSION) -> Path:
-    """Where the Synapse virtualenv lives; cached across runs since it costs ~50 s."""
-    override = os.environ.get("HUB_SYNAPSE_VENV")
-    if override:
-        return Path(override).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "matrix-commerce-hub" / f"synapse-venv-{version}"
-
-
-def _venv_python(venv_dir: Path) -> Path:
-    return venv_dir / "bin" / "python"
-
-
-async def _run(*argv: str | Path) -> tuple[int, str]:
-    """Run a command without blocking the loop; return its exit code and output."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *map(str, argv),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd="/",  # never the caller's cwd: a `types.py` or `synapse/` there would shadow
-        )
-    except FileNotFoundError as exc:
-        return 127, str(exc)
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace").strip()
-
-
-async def _installed_version(python: Path) -> str | None:
-    # -I: ignore PYTHONPATH and the cwd, so only the venv's own packages count.
-    code, out = await _run(python, "-I", "-c", "import synapse; print(synapse.__version__)")
-    return out.splitlines()[-1] if code == 0 and out else None
-
-
-async def _is_ready(venv_dir: Path, version: str) -> bool:
-    marker = venv_dir / _INSTALLED_MARKER
-    if not marker.exists() or marker.read_text().strip() != version:
-        return False
-    return await _installed_version(_venv_python(venv_dir)) == version
-
-
-@contextlib.asynccontextmanager
-async def _file_lock(path: Path) -> AsyncIterator[None]:
-    """An exclusive flock that waits without blocking the event loop."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        waited = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waited:
-                    _say(f"waiting for another install to finish ({path})")
-                    waited = True
-                await asyncio.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-async def ensure_synapse_installed(
-    venv_dir: Path | None = None, version: str = DEFAULT_SYNAPSE_VERSION
-) -> Path:
-    """Return the python of a virtualenv holding matrix-synapse==version, installing it first
-    if needed. An existing venv is reused (pip only adds what is missing), never deleted."""
-    venv_dir = (venv_dir or default_venv_dir(version)).expanduser().absolute()
-    python = _venv_python(venv_dir)
-    if await _is_ready(venv_dir, version):
-        return python
-    # Two test runs (or a demo and a test run) may start at once: one installs, one waits.
-    async with _file_lock(venv_dir.with_name(venv_dir.name + ".lock")):
-        if await _is_ready(venv_dir, version):
-            return python
-        started = time.monotonic()
-        if not python.exists():
-            _say(f"creating virtualenv {venv_dir}")
-            code, out = await _run(sys.executable, "-m", "venv", venv_dir)
-            if code != 0:
-                raise LocalSynapseError(f"python -m venv {venv_dir} failed:\n{out}")
-        _say(f"installing matrix-synapse=={version} (about a minute, ~270 MB)")
-        code, out = await _run(
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--quiet",
-            f"matrix-synapse=={version}",
-        )
-        if code != 0:
-            tail = "\n".join(out.splitlines()[-40:])
-            raise LocalSynapseError(f"pip install matrix-synapse=={version} failed:\n{tail}")
-        found = await _installed_version(python)
-        if found != version:
-            raise LocalSynapseError(f"installed Synapse reports version {found!r}, not {version}")
-        (venv_dir / _INSTALLED_MARKER).write_text(version + "\n")
-        _say(f"matrix-synapse {version} ready in {time.monotonic() - started:.0f} s")
-    return python
+__all__ = [
+    "DEFAULT_SYNAPSE_VERSION",
+    "LocalSynapse",
+    "LocalSynapseError",
+    "SynapseConfig",
+    "default_venv_dir",
+    "ensure_synapse_installed",
+    "free_port",
+    "persistent_secret",
+    "synapse_for_hub",
+]
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -224,83 +126,6 @@ def _tail(path: Path, lines: int) -> str:
     except FileNotFoundError:
         return f"({path} does not exist)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class SynapseConfig:
-    """What homeserver.yaml needs; everything else is fixed for a loopback server."""
-
-    data_dir: Path  # everything of this Synapse lives here (DB, media, keys, logs)
-    server_name: str  # e.g. "shop.example" or "localhost"; part of every MXID
-    port: int
-    registration_files: list[Path] = field(default_factory=list)  # appservice YAMLs
-    registration_shared_secret: str = field(default_factory=lambda: secrets.token_hex(32))
-    for_tests: bool = False  # cheap bcrypt and rate limits nobody reaches
-    log_level: str = "INFO"  # of homeserver.log
-
-
-def _rate_limits(for_tests: bool) -> dict[str, Any]:
-    if for_tests:
-        u = _UNLIMITED
-        return {
-            "rc_message": u,
-            "rc_registration": u,
-            "rc_login": {"address": u, "account": u, "failed_attempts": u},
-            "rc_admin_redaction": u,
-            "rc_joins": {"local": u, "remote": u},
-            "rc_joins_per_room": u,
-            "rc_invites": {"per_room": u, "per_user": u, "per_issuer": u},
-            "rc_room_creation": u,
-            # Not in the notes but hit by tests too: uploads, profile and presence updates.
-            "rc_media_create": u,
-            "rc_profile": u,
-            "rc_presence": {"per_user": u},
-            "rc_key_requests": u,
-            "rc_user_directory": u,
-        }
-
-    # The demo: a few advisers on one IP (everybody is 127.0.0.1 behind loopback) should
-    # never see "Too many requests", while the defaults stay within an order of magnitude.
-    def rl(per_second: float, burst_count: int) -> dict[str, float]:
-        return {"per_second": per_second, "burst_count": burst_count}
-
-    return {
-        "rc_message": rl(10, 50),
-        "rc_registration": rl(1, 20),
-        "rc_login": {"address": rl(1, 20), "account": rl(0.5, 10), "failed_attempts": rl(0.2, 10)},
-        "rc_admin_redaction": rl(5, 50),
-        "rc_joins": {"local": rl(2, 50), "remote": rl(0.1, 10)},
-        "rc_joins_per_room": rl(5, 50),
-        "rc_invites": {"per_room": rl(5, 50), "per_user": rl(1, 20), "per_issuer": rl(5, 50)},
-        "rc_room_creation": rl(1, 20),
-        "rc_media_create": rl(10, 100),
-    }
-
-
-def _log_config(log_file: Path, level: str) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "formatters": {
-            "precise": {
-                "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - "
-                "%(request)s - %(message)s"
-            }
-        },
-        "handlers": {
-            "file": {
-                "class": "logging.handlers.RotatingFileHandler",
-                "formatter": "precise",
-                "filename": str(log_file),
-                "maxBytes": 20_000_000,  # the demo may run for days
-                "backupCount": 2,
-                "encoding": "utf8",
-            },
-        },
-        # DEBUG on synapse.storage.SQL would log access tokens.
-        "loggers": {"synapse.storage.SQL": {"level": "INFO"}},
-        "root": {"level": level, "handlers": ["file"]},
-        "disable_existing_loggers": False,
-    }
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -363,44 +188,9 @@ class LocalSynapse:
         persistent_secret(d / "form_secret.key")
         log_config_path = d / "log_config.yaml"
         log_config_path.write_text(
-            yaml.safe_dump(_log_config(self.log_path, self.config.log_level), sort_keys=False)
+            yaml.safe_dump(log_config(self.log_path, self.config.log_level), sort_keys=False)
         )
-        cfg: dict[str, Any] = {
-            "server_name": self.config.server_name,
-            "public_baseurl": self.url + "/",
-            "report_stats": False,  # Synapse refuses to start without it
-            "listeners": [
-                {
-                    "port": self.config.port,
-                    "type": "http",
-                    "tls": False,
-                    "bind_addresses": [LOOPBACK],
-                    "x_forwarded": False,
-                    # `client` also serves /_synapse/admin; nothing federates here.
-                    "resources": [{"names": ["client"], "compress": False}],
-                }
-            ],
-            "database": {"name": "sqlite3", "args": {"database": str(d / "homeserver.db")}},
-            "media_store_path": str(d / "media_store"),
-            "max_upload_size": "50M",
-            "signing_key_path": str(d / "signing.key"),
-            "macaroon_secret_key_path": str(d / "macaroon_secret.key"),
-            "form_secret_path": str(d / "form_secret.key"),
-            "log_config": str(log_config_path),
-            # Offline: no key servers, no federation, no URL previews, no presence traffic.
-            "trusted_key_servers": [],
-            "suppress_key_server_warning": True,
-            "federation_domain_whitelist": [],
-            "url_preview_enabled": False,
-            "presence": {"enabled": False},
-            "enable_registration": False,
-            "registration_shared_secret": self.config.registration_shared_secret,
-            "app_service_config_files": [
-                str(p.expanduser().absolute()) for p in self.config.registration_files
-            ],
-            **({"bcrypt_rounds": 4} if self.config.for_tests else {}),
-            **_rate_limits(self.config.for_tests),
-        }
+        cfg = homeserver_yaml(self.config, self.url, log_config_path)
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return self.config_path
 

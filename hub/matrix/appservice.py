@@ -148,8 +148,8 @@ def _receipt_jobs(txn_id: str, body: dict[str, Any]) -> list[QueuedJob]:
 def _is_event(event: object) -> bool:
     return (
         isinstance(event, dict)
-        # The event id also goes into the job's idempotency key "matrix.event/<id>" (255).
-        and _storable(event.get("event_id"), 255 - len(MATRIX_EVENT) - 1)
+        # Matrix event ids are at most 255 bytes; the job's key "matrix.event/<id>" fits.
+        and _storable(event.get("event_id"), 255)
         and _storable(event.get("room_id"), 255)
         and isinstance(event.get("type"), str)
         and isinstance(event.get("sender"), str)

@@ -15,9 +15,12 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.db.database import Database
+from hub.db.jobs import LeaseOffer
 from hub.db.models import InboxTransaction, OutboxItem
+from hub.jobs.kinds import MATRIX_EVENT
 from hub.matrix import appservice
-from hub.matrix.appservice import MATRIX_EVENT, AppserviceApi
+from hub.matrix.appservice import AppserviceApi
 from tests.integration.conftest import BACKENDS
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -48,7 +51,7 @@ def is_own_alias(alias: str) -> bool:
 class Api:
     client: TestClient[Any, Any]
     sessions: Sessions
-    stored: list[int] = field(default_factory=list)  # one entry per on_stored() call
+    stored: list[int] = field(default_factory=list)  # one entry per commit that queued jobs
     fail_on_sender: set[str] = field(default_factory=set)
 
     async def put_txn(self, txn_id: str, body: Any, **kwargs: Any) -> Any:
@@ -67,9 +70,25 @@ class Api:
             return int(await s.scalar(select(func.count()).select_from(InboxTransaction)) or 0)
 
 
+class RecordingSink:
+    """The job worker as the database sees it: records the commits that queued jobs."""
+
+    def __init__(self, stored: list[int]) -> None:
+        self.stored = stored
+
+    def offer(self, urgent: bool) -> LeaseOffer | None:
+        return None
+
+    def settled(self, offer: LeaseOffer | None, queued: bool, committed: bool) -> None:
+        if queued and committed:
+            self.stored.append(1)
+
+
 @pytest.fixture
-async def api(aiohttp_client: Any, sessions: Sessions) -> AsyncIterator[Api]:
+async def api(aiohttp_client: Any, db: Database, sessions: Sessions) -> AsyncIterator[Api]:
     holder: dict[str, Api] = {}
+    stored: list[int] = []
+    db.sink = RecordingSink(stored)
 
     def own_user(mxid: str) -> bool:
         if mxid in holder["api"].fail_on_sender:
@@ -77,11 +96,9 @@ async def api(aiohttp_client: Any, sessions: Sessions) -> AsyncIterator[Api]:
         return is_own_user(mxid)
 
     app = web.Application()
-    AppserviceApi(
-        sessions, HS_TOKEN, lambda: holder["api"].stored.append(1), own_user, is_own_alias
-    ).add_routes(app)
+    AppserviceApi(db, HS_TOKEN, own_user, is_own_alias).add_routes(app)
     client = await aiohttp_client(app)
-    holder["api"] = Api(client, sessions)
+    holder["api"] = Api(client, sessions, stored)
     yield holder["api"]
 
 
@@ -175,9 +192,9 @@ async def test_transaction_queues_each_event_in_room_order(api: Api) -> None:
     assert await resp.json() == {}
     jobs = await api.jobs()
     assert [(j.kind, j.ordering_key, j.idempotency_key, j.payload) for j in jobs] == [
-        (MATRIX_EVENT, "room:!shop:shop.example", "event:$event1", events[0]),
-        (MATRIX_EVENT, "room:!other:shop.example", "event:$event2", events[1]),
-        (MATRIX_EVENT, "room:!shop:shop.example", "event:$event3", events[2]),
+        (MATRIX_EVENT, "room:!shop:shop.example", "matrix.event/$event1", events[0]),
+        (MATRIX_EVENT, "room:!other:shop.example", "matrix.event/$event2", events[1]),
+        (MATRIX_EVENT, "room:!shop:shop.example", "matrix.event/$event3", events[2]),
     ]
     assert all(j.status == "pending" for j in jobs)
     assert api.stored == [1]  # the worker was woken once
@@ -364,13 +381,13 @@ async def test_unstorable_ids_do_not_block_the_transaction(api: Api, where: str,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_longest_accepted_ids_fit_the_database(api: Api) -> None:
-    """_is_event accepts ids of up to 255 characters; storing them must not fail (the outbox
-    idempotency key adds an "event:" prefix to the event id)."""
+    """_is_event accepts ids of up to 255 characters; storing them must not fail (the job's
+    idempotency key puts "matrix.event/" before the event id)."""
     longest = event(1, room="!" + "r" * 254)
     longest["event_id"] = "$" + "e" * 254
     resp = await api.put_txn("txn-long", json.dumps({"events": [longest, event(2)]}))
     assert resp.status == 200
-    assert "$event2" in [j.payload["event_id"] for j in await api.jobs()]
+    assert [j.payload["event_id"] for j in await api.jobs()] == [longest["event_id"], "$event2"]
 
 
 # --- queries and ping -------------------------------------------------------------------------

@@ -17,16 +17,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.bridges.meta import channel as channel_module
+from hub.bridges.base import ChannelDeps
 from hub.bridges.meta.channel import InstagramChannel, MessengerChannel
 from hub.bridges.meta.client import MetaClient
-from hub.bridges.sending import BLOCKED
+from hub.bridges.webhooks import Webhook
 from hub.config import MetaPageConfig, parse_config
 from hub.core.media import MediaStore
 from hub.core.types import Button, Envelope, InboundMessage, MediaRef, OutboundMessage
+from hub.db.inbound import IngestResult
 from hub.db.models import utcnow
 from hub.devserver.synapse import free_port
-from hub.errors import ExternalError
+from hub.errors import BLOCKED, ExternalError
 from tests.standins import meta as standin_module
 from tests.standins.meta import MetaStandin
 
@@ -200,11 +201,14 @@ def fake_hub(standin: MetaStandin, http: aiohttp.ClientSession, tmp: Path, **sec
             "channels": {standin.kind: {**standin.hub_config(), **section}},
         }
     )
-    return SimpleNamespace(config=config, http=http, media=MediaStore(tmp / "media"))
+    section = getattr(config.channels, standin.kind)
+    deps = ChannelDeps(None, http, MediaStore(tmp / "media"), "http://127.0.0.1:29330")  # type: ignore[arg-type]
+    return SimpleNamespace(deps=deps, section=section)
 
 
 def channel_for(standin: MetaStandin, hub: Any) -> MessengerChannel | InstagramChannel:
-    return (MessengerChannel if standin.kind == "messenger" else InstagramChannel)(hub)
+    cls = MessengerChannel if standin.kind == "messenger" else InstagramChannel
+    return cls(hub.deps, hub.section)
 
 
 def outbound(**kw: Any) -> OutboundMessage:
@@ -277,7 +281,7 @@ async def test_channel_sends_media_by_upload_then_caption(
     channel = channel_for(standin, hub)
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     media_id = "abcdef123456"
-    path = hub.media.path(media_id)
+    path = hub.deps.media.path(media_id)
     path.parent.mkdir(parents=True)
     path.write_bytes(png)
     ref = MediaRef("wall.png", "image/png", len(png), media_id=media_id)
@@ -303,17 +307,17 @@ async def webhook(
     standin: MetaStandin,
     http: aiohttp.ClientSession,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[tuple[TestClient, list[Envelope]]]:
-    """The channel's routes in a bare aiohttp app; ingest replaced by a recorder."""
+    """The channel's webhook pipeline in a bare aiohttp app; ingest replaced by a recorder."""
     got: list[Envelope] = []
 
-    async def fake_ingest(hub: Any, channel: Any, envelopes: list[Envelope]) -> None:
+    async def fake_ingest(channel: Any, envelopes: list[Envelope]) -> IngestResult:
         got.extend(envelopes)
+        return IngestResult(stored=len(envelopes))
 
-    monkeypatch.setattr(channel_module, "ingest", fake_ingest)
     app = web.Application()
-    channel_for(standin, fake_hub(standin, http, tmp_path)).add_routes(app)
+    channel = channel_for(standin, fake_hub(standin, http, tmp_path))
+    Webhook(channel, fake_ingest, 1_048_576).add_routes(app)  # type: ignore[arg-type]
     client = TestClient(TestServer(app))
     await client.start_server()
     yield client, got

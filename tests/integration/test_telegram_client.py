@@ -1,14 +1,12 @@
 """The Telegram client and channel against the loopback Bot API stand-in (no Synapse):
 error classification, timeouts, uploads and downloads, splitting, the webhook's checks and
-its dedupe through `ingest` on SQLite."""
+its dedupe through the webhook pipeline and ingest on SQLite."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -18,11 +16,15 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.bridges.base import ChannelDeps
 from hub.bridges.telegram.channel import TelegramChannel
 from hub.bridges.telegram.cli import set_webhook
 from hub.bridges.telegram.client import TelegramClient
+from hub.bridges.webhooks import Webhook
 from hub.config import Config, parse_config
+from hub.core.ingest import Ingest
 from hub.core.types import Button, MediaRef, OutboundMessage
+from hub.db.database import Database
 from hub.db.models import Message
 from hub.errors import ExternalError
 from tests.standins.telegram import BLOCKED, Failure, TelegramStandin, rate_limited
@@ -201,7 +203,7 @@ async def test_get_file_and_download(standin: TelegramStandin, http: aiohttp.Cli
     assert missing.value.code == "bad_file"
 
 
-# -- channel (a hub reduced to what the channel uses) -------------------------------------
+# -- channel (its collaborators reduced to what it uses) -------------------------------------
 
 
 class FakeMedia:
@@ -210,19 +212,6 @@ class FakeMedia:
 
     async def read(self, media_id: str) -> bytes:
         return self.files[media_id]
-
-
-class FakeWorker:
-    def __init__(self) -> None:
-        self.woken = 0
-
-    def wake(self) -> None:
-        self.woken += 1
-
-    @contextlib.asynccontextmanager
-    async def handover(self, db: object) -> AsyncIterator[None]:
-        yield None  # jobs are left for a claim: this test looks at the rows
-        self.wake()
 
 
 def make_config(
@@ -241,12 +230,11 @@ def make_config(
 
 @pytest.fixture
 def channel(
-    standin: TelegramStandin, http: aiohttp.ClientSession, tmp_path: Path
+    standin: TelegramStandin, http: aiohttp.ClientSession, tmp_path: Path, db: Database
 ) -> TelegramChannel:
-    hub = SimpleNamespace(
-        config=make_config(standin, tmp_path), http=http, media=FakeMedia(), worker=FakeWorker()
-    )
-    return TelegramChannel(hub)  # type: ignore[arg-type]
+    config = make_config(standin, tmp_path)
+    deps = ChannelDeps(db, http, FakeMedia(), config.http.public_base)  # type: ignore[arg-type]
+    return TelegramChannel(deps, config.channels.telegram)
 
 
 def outbound(n: int = 1, **kw: Any) -> OutboundMessage:
@@ -337,7 +325,7 @@ async def test_photo_with_caption_and_long_caption(
     channel: TelegramChannel, standin: TelegramStandin
 ) -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"p" * 100
-    channel.hub.media.files["m1"] = png  # type: ignore[attr-defined]
+    channel.deps.media.files["m1"] = png  # type: ignore[attr-defined]
     media = MediaRef("swatch.png", "image/png", len(png), media_id="m1")
     await channel.send(outbound(kind="image", text="Ocker", media=media))
     await channel.send(outbound(2, kind="image", text="lang " * 300, media=media))
@@ -352,8 +340,8 @@ async def test_photo_with_caption_and_long_caption(
 async def test_voice_and_document_methods(
     channel: TelegramChannel, standin: TelegramStandin
 ) -> None:
-    channel.hub.media.files["v"] = b"OggS voice"  # type: ignore[attr-defined]
-    channel.hub.media.files["d"] = b"%PDF-1.4"  # type: ignore[attr-defined]
+    channel.deps.media.files["v"] = b"OggS voice"  # type: ignore[attr-defined]
+    channel.deps.media.files["d"] = b"%PDF-1.4"  # type: ignore[attr-defined]
     await channel.send(outbound(kind="audio", media=MediaRef("v.ogg", "audio/ogg", 10, "v")))
     await channel.send(
         outbound(2, kind="file", media=MediaRef("offer.pdf", "application/pdf", 8, "d"))
@@ -418,12 +406,10 @@ async def test_set_webhook(channel: TelegramChannel, standin: TelegramStandin) -
 
 
 @pytest.fixture
-async def webhook(
-    channel: TelegramChannel, sessions: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[str]:
-    channel.hub.sessions = sessions  # type: ignore[attr-defined]
+async def webhook(channel: TelegramChannel, db: Database) -> AsyncIterator[str]:
     app = web.Application()
-    channel.add_routes(app)
+    ingest = Ingest(db, ghost_prefix="customer_", domain="shop.example", shop_name="Shop")
+    Webhook(channel, ingest, 1_048_576).add_routes(app)
     async with TestServer(app) as server:
         yield str(server.make_url("/webhooks/telegram"))
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from hub.bridges.base import ChannelDeps
 from hub.bridges.whatsapp import outbound as wa_out
 from hub.bridges.whatsapp.channel import WhatsappChannel
 from hub.bridges.whatsapp.client import WhatsappClient
@@ -70,8 +70,9 @@ class FakeMedia:
 
 @pytest.fixture
 def channel(standin: WhatsappStandin, http: aiohttp.ClientSession) -> WhatsappChannel:
-    hub = SimpleNamespace(config=hub_config(standin.hub_config()), http=http, media=FakeMedia())
-    return WhatsappChannel(hub)  # type: ignore[arg-type]
+    config = hub_config(standin.hub_config())
+    deps = ChannelDeps(None, http, FakeMedia(), config.http.public_base)  # type: ignore[arg-type]
+    return WhatsappChannel(deps, config.channels.whatsapp, "!")
 
 
 def message(**kw: Any) -> OutboundMessage:
@@ -267,7 +268,7 @@ async def test_media_is_uploaded_then_sent_by_id(
     channel: WhatsappChannel, standin: WhatsappStandin
 ) -> None:
     pdf = b"%PDF-1.4 test"
-    channel.hub.media.files["m1"] = pdf  # type: ignore[attr-defined]
+    channel.deps.media.files["m1"] = pdf  # type: ignore[attr-defined]
     ref = MediaRef("Angebot.pdf", "application/pdf", len(pdf), media_id="m1")
     await channel.send(message(kind="file", text="Ihr Angebot", media=ref))
     [rec] = standin.sent()

@@ -13,13 +13,11 @@ from hub.commerce.catalogue import (
     Product,
     check_url,
     fold,
-    load_catalogue,
     parse_bool,
-    parse_catalogue_csv,
-    parse_catalogue_yaml,
     parse_vat_rate,
     search,
 )
+from hub.commerce.catalogue_files import load_catalogue, parse_catalogue_csv, parse_catalogue_yaml
 from hub.commerce.money import Money
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "catalogue"

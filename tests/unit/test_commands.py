@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -557,21 +555,3 @@ def test_handler_is_carried_untouched() -> None:
     result = parse("!ping", "!", reg)
     assert isinstance(result, ParsedCommand)
     assert result.spec.handler is handler
-
-
-def test_module_stays_pure() -> None:
-    """The parser must stay importable and testable without any I/O library."""
-    import hub.core.commands as module
-
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    } | {
-        (node.module or "").split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom)
-    }
-    assert not imported & {"aiohttp", "nio", "sqlalchemy", "asyncio", "hub"}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from hub.bridges.meta import mapping
 from hub.bridges.meta.mapping import (
     html_to_text,
     messaging_fields,
@@ -42,19 +40,6 @@ def only_message(doc: dict[str, Any], channel: str = "messenger") -> InboundMess
     event = parsed.envelopes[0].event
     assert isinstance(event, InboundMessage)
     return event
-
-
-def test_mapping_is_pure() -> None:
-    tree = ast.parse(Path(mapping.__file__).read_text(encoding="utf-8"))
-    imported = {
-        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in node.names
-    }
-    for forbidden in ("aiohttp", "nio", "sqlalchemy", "mimetypes", "hub.db", "hub.bridges.base"):
-        bad = [m for m in imported if m == forbidden or m.startswith(forbidden + ".")]
-        assert not bad, bad
 
 
 def test_quick_reply_is_interactive_with_payload_and_title() -> None:

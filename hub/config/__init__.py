@@ -7,31 +7,49 @@ with a message that names the key and says what to do (never a traceback).
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from hub.commerce.providers.settings import (
-    MollieSettings,
-    ShopifySettings,
-    StripeSettings,
-    WooCommerceSettings,
+from hub.config.channels import (
+    ChannelsConfig,
+    MetaPageConfig,
+    TelegramConfig,
+    WebchatConfig,
+    WhatsappConfig,
+    WhatsappTemplate,
 )
+from hub.config.commerce import BuiltinCheckoutConfig, CommerceConfig, CommerceTexts
+from hub.config.section import Section
 
 PLACEHOLDER_MARKER = "CHANGE_ME"
 MXID_RE = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/]+$")
+
+
+__all__ = [
+    "BuiltinCheckoutConfig",
+    "ChannelsConfig",
+    "CommerceConfig",
+    "CommerceTexts",
+    "Config",
+    "ConfigError",
+    "MetaPageConfig",
+    "TelegramConfig",
+    "WebchatConfig",
+    "WhatsappConfig",
+    "WhatsappTemplate",
+    "load_config",
+    "parse_config",
+]
 
 
 class ConfigError(Exception):
@@ -48,14 +66,10 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Secret = Annotated[str, Field(min_length=16)]
 
 
-class HomeserverConfig(_Section):
+class HomeserverConfig(Section):
     url: AnyHttpUrl = Field(description="client-server API base URL the hub calls")
     domain: str = Field(description="the homeserver's server_name (after the colon in MXIDs)")
     request_timeout_seconds: float = Field(30.0, gt=0, le=600)
@@ -72,7 +86,7 @@ class HomeserverConfig(_Section):
         return str(self.url).rstrip("/")
 
 
-class AppserviceConfig(_Section):
+class AppserviceConfig(Section):
     id: str = Field("commerce-hub", pattern=r"^[A-Za-z0-9_.\-]+$")
     as_token: Secret
     hs_token: Secret
@@ -97,7 +111,7 @@ class AppserviceConfig(_Section):
         return self
 
 
-class HttpConfig(_Section):
+class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(29330, ge=1, le=65535)
     public_url: AnyHttpUrl | None = None
@@ -118,7 +132,7 @@ class HttpConfig(_Section):
         return f"http://{host}:{self.port}"
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     url: str = "sqlite+aiosqlite:///hub.db"
     echo: bool = False
 
@@ -133,7 +147,7 @@ class DatabaseConfig(_Section):
         return v
 
 
-class ShopConfig(_Section):
+class ShopConfig(Section):
     name: str = "Our shop"
     advisers: list[str] = Field(default_factory=list)
     locale: str = "en_US"
@@ -149,7 +163,7 @@ class ShopConfig(_Section):
         return v
 
 
-class BotConfig(_Section):
+class BotConfig(Section):
     command_prefix: str = Field("!", min_length=1, max_length=3)
 
     @field_validator("command_prefix")
@@ -160,7 +174,7 @@ class BotConfig(_Section):
         return v
 
 
-class OutboxConfig(_Section):
+class OutboxConfig(Section):
     concurrency: int = Field(16, ge=1, le=256)
     max_attempts: int = Field(12, ge=1, le=100)
     base_delay_seconds: float = Field(1.0, gt=0)
@@ -169,190 +183,11 @@ class OutboxConfig(_Section):
     poll_seconds: float = Field(1.0, gt=0, le=60)
 
 
-class WebchatConfig(_Section):
-    enabled: bool = True
-    title: str = "Chat with us"
-    welcome_text: str = "Hello! How can we help you today?"
-    allowed_origins: list[str] = Field(default_factory=list)
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
-    max_text_chars: int = Field(4000, ge=1, le=20000)
-    demo_page: bool = True
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _origins(cls, v: list[str]) -> list[str]:
-        bad = [o for o in v if not re.fullmatch(r"https?://[^/\s]+", o)]
-        if bad:
-            raise ValueError(
-                f"origins must look like https://shop.example (no path): {', '.join(bad)}"
-            )
-        return v
-
-
-class _ProviderChannel(_Section):
-    """Shared by the messenger channels: off by default; secrets required once enabled."""
-
-    enabled: bool = False
-    request_timeout_seconds: float = Field(15.0, gt=0, le=120)
-    max_media_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
-
-    def _require(self, *names: str) -> None:
-        if not self.enabled:
-            return
-        missing = [n for n in names if not getattr(self, n)]
-        if missing:
-            raise ValueError(
-                f"enabled, but {', '.join(missing)} not set (from the provider's developer "
-                "console; or set enabled: false)"
-            )
-
-
-class WhatsappTemplate(_Section):
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    language: str = Field("en", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
-    params: int = Field(0, ge=0, le=20)  # how many {{n}} body parameters it takes
-    description: str = ""
-
-
-class WhatsappConfig(_ProviderChannel):
-    api_base_url: AnyHttpUrl = AnyHttpUrl("https://graph.facebook.com")
-    api_version: str = Field("v21.0", pattern=r"^v\d+\.\d+$")
-    phone_number_id: str = ""
-    access_token: str = ""
-    app_secret: str = ""
-    verify_token: str = ""
-    voice_note_reply: str | None = None
-    templates: list[WhatsappTemplate] = Field(default_factory=list)
-    catalog_id: str | None = None
-
-    @model_validator(mode="after")
-    def _secrets(self) -> WhatsappConfig:
-        self._require("phone_number_id", "access_token", "app_secret", "verify_token")
-        return self
-
-
-class TelegramConfig(_ProviderChannel):
-    api_base_url: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org")
-    bot_token: str = ""
-    webhook_secret: str = ""
-    set_webhook_on_start: bool = False
-    start_greeting: str = "Hello! Write us your question and an adviser will answer here."
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _secret_chars(cls, v: str) -> str:
-        # Telegram allows only these in X-Telegram-Bot-Api-Secret-Token (1-256 chars).
-        if v and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", v):
-            raise ValueError("may contain only A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
-        return v
-
-    @model_validator(mode="after")
-    def _secrets(self) -> TelegramConfig:
-        self._require("bot_token", "webhook_secret")
-        return self
-
-
-class MetaPageConfig(_ProviderChannel):
-    """Facebook Messenger (a Page) or Instagram (a professional account) via Meta webhooks."""
-
-    api_base_url: AnyHttpUrl = AnyHttpUrl("https://graph.facebook.com")
-    api_version: str = Field("v21.0", pattern=r"^v\d+\.\d+$")
-    page_id: str = ""
-    page_access_token: str = ""
-    app_secret: str = ""
-    verify_token: str = ""
-    # Outside the 24-hour window, send with the HUMAN_AGENT tag (up to 7 days).
-    human_agent_tag: bool = False
-
-    @model_validator(mode="after")
-    def _secrets(self) -> MetaPageConfig:
-        self._require("page_id", "page_access_token", "app_secret", "verify_token")
-        return self
-
-
-class ChannelsConfig(_Section):
-    webchat: WebchatConfig = Field(default_factory=WebchatConfig)
-    whatsapp: WhatsappConfig = Field(default_factory=WhatsappConfig)
-    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
-    messenger: MetaPageConfig = Field(default_factory=MetaPageConfig)
-    instagram: MetaPageConfig = Field(default_factory=MetaPageConfig)
-
-
-class CommerceTexts(_Section):
-    """Messages to the customer; {number}, {amount}, {tracking_url}, {reason}, {link} are
-    filled in."""
-
-    checkout_link: str = "Here is your checkout link for {amount}: {link}"
-    thank_you: str = "Thank you! We received the payment for order {number} ({amount})."
-    shipped: str = "Good news: order {number} is on its way. {tracking_url}"
-    delivered: str = "Order {number} has been delivered. Enjoy!"
-    cancelled: str = "Order {number} has been cancelled. {reason}"
-    order_placed: str = "Thank you! We received order {number} ({amount}). {instructions}"
-
-
-class BuiltinCheckoutConfig(_Section):
-    # Offline payment methods offered on the hub's own checkout page.
-    payment_methods: list[Literal["invoice", "prepayment"]] = Field(
-        default_factory=lambda: ["invoice", "prepayment"], min_length=1
-    )
-    # Shown after ordering with prepayment (bank account, reference to use...).
-    prepayment_instructions: str = "Please transfer the amount within 7 days."
-    invoice_instructions: str = "You will receive the invoice with the delivery."
-    # Countries offered in the address form (ISO 3166 alpha-2).
-    countries: list[str] = Field(
-        default_factory=lambda: [
-            "DE",
-            "AT",
-            "CH",
-            "NL",
-            "BE",
-            "LU",
-            "FR",
-            "IT",
-            "ES",
-            "DK",
-            "PL",
-            "GB",
-            "US",
-        ],
-        min_length=1,
-    )
-
-
-class CommerceConfig(_Section):
-    # A CSV or YAML product file loaded at start (relative to data_dir); `hub catalog import`
-    # loads one into the database at any time.
-    catalogue_file: Path | None = None
-    default_vat_rate: Decimal | None = Field(None, ge=0, lt=100)
-    max_quantity: int = Field(99, ge=1, le=100_000)
-    provider: Literal["builtin", "shopify", "woocommerce", "stripe", "mollie"] = "builtin"
-    order_number_prefix: str = Field("", max_length=8)
-    # WhatsApp template for order updates once the 24-hour window has closed; it gets two
-    # body parameters: the order number and the update text.
-    order_update_template: str | None = None
-    short_link_base: AnyHttpUrl | None = None  # default: http.public_url
-    texts: CommerceTexts = Field(default_factory=CommerceTexts)
-    builtin: BuiltinCheckoutConfig = Field(default_factory=BuiltinCheckoutConfig)
-    shopify: ShopifySettings | None = None
-    woocommerce: WooCommerceSettings | None = None
-    stripe: StripeSettings | None = None
-    mollie: MollieSettings | None = None
-
-    @model_validator(mode="after")
-    def _provider_configured(self) -> CommerceConfig:
-        if self.provider != "builtin" and getattr(self, self.provider) is None:
-            raise ValueError(
-                f"provider is {self.provider}, but the commerce.{self.provider} section is "
-                "missing (see config.example.yaml)"
-            )
-        return self
-
-
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-class Config(_Section):
+class Config(Section):
     """The whole hub configuration. Relative paths are resolved against `data_dir`."""
 
     data_dir: Path = Path(".")

@@ -1,0 +1,135 @@
+"""Synapse's homeserver.yaml and log config for a loopback server (hub.devserver.synapse):
+offline (no federation, key servers, previews or presence), SQLite, and rate limits that
+tests never reach or that a few demo advisers on one address never see."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+# A limit nobody reaches in a test run; Synapse silently ignores misspelt rc_* keys, so the
+# key shapes below were checked against synapse/config/ratelimiting.py of 1.163.
+_UNLIMITED = {"per_second": 1000, "burst_count": 1000}
+
+
+@dataclass
+class SynapseConfig:
+    """What homeserver.yaml needs; everything else is fixed for a loopback server."""
+
+    data_dir: Path  # everything of this Synapse lives here (DB, media, keys, logs)
+    server_name: str  # e.g. "shop.example" or "localhost"; part of every MXID
+    port: int
+    registration_files: list[Path] = field(default_factory=list)  # appservice YAMLs
+    registration_shared_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    for_tests: bool = False  # cheap bcrypt and rate limits nobody reaches
+    log_level: str = "INFO"  # of homeserver.log
+
+
+def _rate_limits(for_tests: bool) -> dict[str, Any]:
+    if for_tests:
+        u = _UNLIMITED
+        return {
+            "rc_message": u,
+            "rc_registration": u,
+            "rc_login": {"address": u, "account": u, "failed_attempts": u},
+            "rc_admin_redaction": u,
+            "rc_joins": {"local": u, "remote": u},
+            "rc_joins_per_room": u,
+            "rc_invites": {"per_room": u, "per_user": u, "per_issuer": u},
+            "rc_room_creation": u,
+            # Not in the notes but hit by tests too: uploads, profile and presence updates.
+            "rc_media_create": u,
+            "rc_profile": u,
+            "rc_presence": {"per_user": u},
+            "rc_key_requests": u,
+            "rc_user_directory": u,
+        }
+
+    # The demo: a few advisers on one IP (everybody is 127.0.0.1 behind loopback) should
+    # never see "Too many requests", while the defaults stay within an order of magnitude.
+    def rl(per_second: float, burst_count: int) -> dict[str, float]:
+        return {"per_second": per_second, "burst_count": burst_count}
+
+    return {
+        "rc_message": rl(10, 50),
+        "rc_registration": rl(1, 20),
+        "rc_login": {"address": rl(1, 20), "account": rl(0.5, 10), "failed_attempts": rl(0.2, 10)},
+        "rc_admin_redaction": rl(5, 50),
+        "rc_joins": {"local": rl(2, 50), "remote": rl(0.1, 10)},
+        "rc_joins_per_room": rl(5, 50),
+        "rc_invites": {"per_room": rl(5, 50), "per_user": rl(1, 20), "per_issuer": rl(5, 50)},
+        "rc_room_creation": rl(1, 20),
+        "rc_media_create": rl(10, 100),
+    }
+
+
+def log_config(log_file: Path, level: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "formatters": {
+            "precise": {
+                "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - "
+                "%(request)s - %(message)s"
+            }
+        },
+        "handlers": {
+            "file": {
+                "class": "logging.handlers.RotatingFileHandler",
+                "formatter": "precise",
+                "filename": str(log_file),
+                "maxBytes": 20_000_000,  # the demo may run for days
+                "backupCount": 2,
+                "encoding": "utf8",
+            },
+        },
+        # DEBUG on synapse.storage.SQL would log access tokens.
+        "loggers": {"synapse.storage.SQL": {"level": "INFO"}},
+        "root": {"level": level, "handlers": ["file"]},
+        "disable_existing_loggers": False,
+    }
+
+
+def homeserver_yaml(config: SynapseConfig, url: str, log_config_path: Path) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "server_name": config.server_name,
+        "public_baseurl": url + "/",
+        "report_stats": False,  # Synapse refuses to start without it
+        "listeners": [
+            {
+                "port": config.port,
+                "type": "http",
+                "tls": False,
+                "bind_addresses": [LOOPBACK],
+                "x_forwarded": False,
+                # `client` also serves /_synapse/admin; nothing federates here.
+                "resources": [{"names": ["client"], "compress": False}],
+            }
+        ],
+        "database": {
+            "name": "sqlite3",
+            "args": {"database": str(config.data_dir / "homeserver.db")},
+        },
+        "media_store_path": str(config.data_dir / "media_store"),
+        "max_upload_size": "50M",
+        "signing_key_path": str(config.data_dir / "signing.key"),
+        "macaroon_secret_key_path": str(config.data_dir / "macaroon_secret.key"),
+        "form_secret_path": str(config.data_dir / "form_secret.key"),
+        "log_config": str(log_config_path),
+        # Offline: no key servers, no federation, no URL previews, no presence traffic.
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "federation_domain_whitelist": [],
+        "url_preview_enabled": False,
+        "presence": {"enabled": False},
+        "enable_registration": False,
+        "registration_shared_secret": config.registration_shared_secret,
+        "app_service_config_files": [
+            str(p.expanduser().absolute()) for p in config.registration_files
+        ],
+        **({"bcrypt_rounds": 4} if config.for_tests else {}),
+        **_rate_limits(config.for_tests),
+    }
+    return cfg
