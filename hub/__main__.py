@@ -37,10 +37,10 @@ def run_service(coro: Coroutine[Any, Any, None]) -> None:
         runner.run(run_until_signal(coro))
 
 
-async def run_until_signal(coro_factory: object) -> None:
+async def run_until_signal(coro: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine until SIGINT/SIGTERM, then cancel it so it can clean up."""
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(coro_factory)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(coro)
 
     def stop() -> None:
         # Once: a second signal (Ctrl-C pressed again, or INT and TERM both sent to the

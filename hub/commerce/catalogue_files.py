@@ -228,7 +228,7 @@ def parse_catalogue_yaml(
 def _yaml_where(number: int, lines: Mapping[str, int], place: str) -> Where:
     # A field's own line where it exists; the item's line for a missing required field.
     def where(f: str | None) -> str:
-        if f in lines:
+        if f is not None and f in lines:
             return f"item {number} (line {lines[f]}), {f}"
         return f"{place}, {f}" if f else place
 

@@ -186,7 +186,7 @@ def _order_and_customer(tx: Tx, order_id: int) -> tuple[Order, str | None] | Non
 
 def _no_link(tx: Tx, order_id: int, reason: str) -> None:
     order = tx.orm.get(Order, order_id)
-    conv = order and tx.orm.get(Conversation, order.conversation_id)
+    conv = tx.orm.get(Conversation, order.conversation_id) if order is not None else None
     if conv is not None and conv.room_id:
         notices.notice(
             tx,

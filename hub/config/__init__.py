@@ -7,6 +7,7 @@ with a message that names the key and says what to do (never a traceback).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -235,7 +236,7 @@ def _find_placeholders(data: Any, path: str = "") -> list[str]:
     return found
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Mapping[str, Any]) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":

@@ -29,10 +29,14 @@ class CommerceTexts(Section):
     order_placed: str = "Thank you! We received order {number} ({amount}). {instructions}"
 
 
+PaymentMethod = Literal["invoice", "prepayment"]
+PAYMENT_METHODS: tuple[PaymentMethod, ...] = ("invoice", "prepayment")
+
+
 class BuiltinCheckoutConfig(Section):
     # Offline payment methods offered on the hub's own checkout page.
-    payment_methods: list[Literal["invoice", "prepayment"]] = Field(
-        default_factory=lambda: ["invoice", "prepayment"], min_length=1
+    payment_methods: list[PaymentMethod] = Field(
+        default_factory=lambda: list(PAYMENT_METHODS), min_length=1
     )
     # Shown after ordering with prepayment (bank account, reference to use...).
     prepayment_instructions: str = "Please transfer the amount within 7 days."

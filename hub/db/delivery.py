@@ -10,16 +10,16 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
-from hub.db.models import ChannelIdentity, Conversation, MediaFile, Message
+from hub.db.models import ChannelIdentity, Conversation, MediaFile, Message, table
 from hub.db.statements import model, run, split, statement
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
 
-CI = ChannelIdentity.__table__
-CV = Conversation.__table__
-M = Message.__table__
-MF = MediaFile.__table__
+CI = table(ChannelIdentity)
+CV = table(Conversation)
+M = table(Message)
+MF = table(MediaFile)
 
 
 @dataclass

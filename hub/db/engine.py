@@ -54,9 +54,9 @@ def head_revision() -> str | None:
         found = {bool(m.group(1)): m.group(2) for m in _REVISION.finditer(script.read_text())}
         if not found.get(False):
             return None
-        revisions.add(found[False])  # type: ignore[arg-type]
+        revisions.add(found[False])
         if found.get(True):
-            parents.add(found[True])  # type: ignore[arg-type]
+            parents.add(found[True])
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 else None
 

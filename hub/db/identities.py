@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.sql import Executable
 
-from hub.db.models import ChannelIdentity, Conversation, Customer, utcnow
+from hub.db.models import ChannelIdentity, Conversation, Customer, table, utcnow
 from hub.db.statements import model, run, split, statement
 from hub.db.upsert import dialect_insert
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
 
-CU = Customer.__table__
-CI = ChannelIdentity.__table__
-CV = Conversation.__table__
+CU = table(Customer)
+CI = table(ChannelIdentity)
+CV = table(Conversation)
 
 
 @statement
@@ -40,7 +40,7 @@ def _insert_customer(dialect: str) -> Executable:
 
 
 @statement(insert=True)
-def _insert_identity(dialect: str) -> Executable:
+def _insert_identity(dialect: str) -> Any:
     insert = dialect_insert(dialect)
     return (
         insert(CI)
@@ -67,7 +67,7 @@ def _set_identity_name(dialect: str) -> Executable:
 
 
 @statement(insert=True)
-def _insert_conversation(dialect: str) -> Executable:
+def _insert_conversation(dialect: str) -> Any:
     insert = dialect_insert(dialect)
     return insert(CV).on_conflict_do_nothing(index_elements=["identity_id"])
 

@@ -31,7 +31,7 @@ from hub.db import conversations, notices
 from hub.db.delivery import Delivery
 from hub.db.identities import IdentityConversation, identity_conversation
 from hub.db.jobs import conversation_key, enqueue
-from hub.db.models import ChannelIdentity, Conversation, Customer, MediaFile, Message, utcnow
+from hub.db.models import ChannelIdentity, Conversation, Customer, MediaFile, Message, table, utcnow
 from hub.db.receipts import ghost_receipt
 from hub.db.statements import model, run, statement
 from hub.db.upsert import dialect_insert
@@ -42,11 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CU = Customer.__table__
-CI = ChannelIdentity.__table__
-CV = Conversation.__table__
-M = Message.__table__
-MF = MediaFile.__table__
+CU = table(Customer)
+CI = table(ChannelIdentity)
+CV = table(Conversation)
+M = table(Message)
+MF = table(MediaFile)
 _STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
 VOICE_REPLY_INTERVAL = timedelta(hours=24)
 
@@ -87,7 +87,7 @@ def _message_id_by_remote(dialect: str) -> Executable:
 
 
 @statement(insert=True)
-def _insert_message_dedupe(dialect: str) -> Executable:
+def _insert_message_dedupe(dialect: str) -> Any:
     insert = dialect_insert(dialect)
     return (
         insert(M).on_conflict_do_nothing(index_elements=["channel", "remote_id"]).returning(M.c.id)
@@ -95,7 +95,7 @@ def _insert_message_dedupe(dialect: str) -> Executable:
 
 
 @statement(insert=True)
-def _insert_message_by_event(dialect: str) -> Executable:
+def _insert_message_by_event(dialect: str) -> Any:
     insert = dialect_insert(dialect)
     return insert(M).on_conflict_do_nothing(index_elements=["matrix_event_id"]).returning(M.c.id)
 
@@ -118,7 +118,7 @@ def _insert_media(dialect: str) -> Executable:
 def insert_message(tx: Tx, values: dict[str, Any]) -> Message | None:
     """Insert a message; None when its (channel, remote_id) or its Matrix event is known
     already. Returns a detached Message with every column set."""
-    full = {c.name: None for c in M.columns if c.name != "id"}
+    full: dict[str, Any] = {c.name: None for c in M.columns if c.name != "id"}
     full |= {"created_at": utcnow(), "status": "pending", **values}
     if full.get("remote_id"):
         stmt = _insert_message_dedupe

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.sql import Executable
-
 from hub.db.jobs import enqueue
-from hub.db.models import InboxTransaction, utcnow
+from hub.db.models import InboxTransaction, table, utcnow
 from hub.db.statements import run, statement
 from hub.db.upsert import dialect_insert
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
 
-IT = InboxTransaction.__table__
+IT = table(InboxTransaction)
 QueuedJob = tuple[str, str, dict[str, Any], str]  # kind, ordering key, payload, idempotency key
 
 
 @statement(insert=True)
-def _insert_txn(dialect: str) -> Executable:
+def _insert_txn(dialect: str) -> Any:
     insert = dialect_insert(dialect)
     return insert(IT).on_conflict_do_nothing(index_elements=["txn_id"]).returning(IT.c.txn_id)
 

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.sql import Executable
 
-from hub.db.models import InboxTransaction, OutboxItem, utcnow
+from hub.db.models import InboxTransaction, OutboxItem, table, utcnow
 from hub.db.statements import run, statement
 from hub.db.upsert import dialect_insert
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
 
-O = OutboxItem.__table__  # noqa: E741
+O = table(OutboxItem)  # noqa: E741
 JobRow = tuple[int, str, str, dict[str, Any], int]  # id, kind, ordering_key, payload, attempts
 
 
@@ -84,7 +84,7 @@ def _lease_free() -> Any:
 
 
 @statement(insert=True)
-def _insert(dialect: str) -> Executable:
+def _insert(dialect: str) -> Any:
     insert = dialect_insert(dialect)
     return insert(O).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(O.c.id)
 
@@ -321,7 +321,7 @@ def purge(tx: Tx, done_days: int, dead_days: int) -> None:
         delete(O).where(O.c.status == "dead", O.c.done_at < now - timedelta(days=dead_days))
     )
     tx.conn.execute(
-        delete(InboxTransaction.__table__).where(
+        delete(table(InboxTransaction)).where(
             InboxTransaction.received_at < now - timedelta(days=done_days)
         )
     )

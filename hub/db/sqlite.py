@@ -40,7 +40,6 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Dialect, Engine
 from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.sql import Executable
 
 T = TypeVar("T")
 Unit = Callable[[Connection], T]
@@ -108,7 +107,8 @@ class SqliteFile:
             return await self._grouped(unit)
         async with self.writing():
             outcome = (await self._call(self._run_group, [unit]))[0]
-        return _unwrap(outcome)
+        result: T = _unwrap(outcome)
+        return result
 
     async def read(self, unit: Unit[T]) -> T:
         return await self._call(self._run_read, unit)
@@ -314,32 +314,31 @@ class Prepared:
 
 
 @functools.cache
-def prepare(stmt: Executable, keys: tuple[str, ...], dialect: Dialect) -> Prepared | None:
+def prepare(stmt: Any, keys: tuple[str, ...], dialect: Dialect) -> Prepared | None:
     """`stmt` compiled for the column keys given (INSERTs); None where SQLAlchemy must run
     it itself (Python-side defaults, expanding IN lists)."""
     compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
-    if compiled.prefetch or any(b.expanding for b in compiled.binds.values()):  # type: ignore[attr-defined]
+    if compiled.prefetch or any(b.expanding for b in compiled.binds.values()):
         return None
-    assert compiled.positiontup is not None  # type: ignore[attr-defined]
+    assert compiled.positiontup is not None
     binds = tuple(
-        compiled.binds[k].type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[attr-defined]
-        for k in compiled.positiontup  # type: ignore[attr-defined]
+        compiled.binds[k].type.dialect_impl(dialect).bind_processor(dialect)
+        for k in compiled.positiontup
     )
     results = tuple(
-        c.type.dialect_impl(dialect).result_processor(dialect, None)
-        for c in stmt.exported_columns  # type: ignore[attr-defined]
+        c.type.dialect_impl(dialect).result_processor(dialect, None) for c in stmt.exported_columns
     )
     return Prepared(compiled, binds, results)
 
 
 def execute_prepared(conn: Connection, prep: Prepared, params: Any) -> tuple[list[Any], int]:
     """Run a prepared statement on the connection's pysqlite connection: (rows, rowcount)."""
-    compiled = prep.compiled
-    values = compiled.construct_params(params)
+    compiled: Any = prep.compiled  # a SQLCompiler: positiontup is known once compiled
+    values: Any = compiled.construct_params(params)
     args = [
         v if proc is None else proc(v)
         for v, proc in zip(
-            [values[k] for k in compiled.positiontup],  # type: ignore[attr-defined]
+            [values[k] for k in compiled.positiontup or ()],
             prep.binds,
             strict=True,
         )

@@ -15,7 +15,7 @@ Rows come back as tuples; `model(cls, values)` makes a detached model object of 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
@@ -35,7 +35,7 @@ class Statement:
 
     __slots__ = ("_build", "_built", "insert", "name")
 
-    def __init__(self, build: Callable[[str], Executable], insert: bool) -> None:
+    def __init__(self, build: Builder, insert: bool) -> None:
         self._build = build
         self._built: dict[str, Executable] = {}
         self.insert = insert
@@ -51,7 +51,20 @@ class Statement:
         return f"<statement {self.name}>"
 
 
-def statement(build: Callable[[str], Executable] | None = None, *, insert: bool = False) -> Any:
+Builder = Callable[[str], Any]  # dialect name -> the statement
+
+
+@overload
+def statement(build: Builder) -> Statement: ...
+
+
+@overload
+def statement(*, insert: bool) -> Callable[[Builder], Statement]: ...
+
+
+def statement(
+    build: Builder | None = None, *, insert: bool = False
+) -> Statement | Callable[[Builder], Statement]:
     """Declare a statement (a decorator, with or without `insert=True`)."""
     if build is None:
         return lambda fn: Statement(fn, insert)
@@ -89,7 +102,7 @@ class Rows:
 
 def run(tx: Tx | Connection, stmt: Statement, params: Mapping[str, Any] | None = None) -> Rows:
     """Execute a statement in the unit of work's transaction."""
-    conn: Connection = getattr(tx, "conn", tx)
+    conn = tx if isinstance(tx, Connection) else tx.conn
     dialect = conn.dialect
     built = stmt.for_dialect(dialect.name)
     if dialect.driver == "pysqlite":  # hub.db.sqlite's own thread

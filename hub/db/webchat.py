@@ -10,14 +10,14 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.sql import Executable
 
 from hub.db import conversations
-from hub.db.models import Message, WebchatVisitor, utcnow
+from hub.db.models import Message, WebchatVisitor, table, utcnow
 from hub.db.statements import run, statement
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
 
 KIND = "webchat"
-WV = WebchatVisitor.__table__
+WV = table(WebchatVisitor)
 
 
 @statement

@@ -79,7 +79,7 @@ def _pid_alive(pid: int) -> bool:
 def backoff_delay(attempts: int, base: float, cap: float, jitter: float = 0.2) -> float:
     """Exponential backoff with jitter, so jobs failing together do not retry together."""
     delay = min(cap, base * (2 ** max(0, attempts - 1)))
-    return min(cap, delay * (1 + random.uniform(-jitter, jitter)))
+    return float(min(cap, delay * (1 + random.uniform(-jitter, jitter))))
 
 
 class Worker:

@@ -134,7 +134,9 @@ class AppserviceApi:
 
 def _receipt_jobs(txn_id: str, body: dict[str, Any]) -> list[QueuedJob]:
     """Advisers' read receipts; typing and presence are not used (yet)."""
-    ephemeral = next((body[k] for k in _EPHEMERAL_KEYS if isinstance(body.get(k), list)), [])
+    ephemeral: list[Any] = next(
+        (body[k] for k in _EPHEMERAL_KEYS if isinstance(body.get(k), list)), []
+    )
     return [
         (MATRIX_RECEIPT_IN, room_key(edu["room_id"]), edu, f"edu:{txn_id}:{n}")
         for n, edu in enumerate(ephemeral)

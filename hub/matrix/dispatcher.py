@@ -34,6 +34,11 @@ _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"^<mx-reply>.*?</mx-reply>", re.DOTALL)
 
 
+def _object(value: object) -> dict[str, Any]:
+    """A JSON object of an event, or an empty one (events come from anyone's client)."""
+    return value if isinstance(value, dict) else {}
+
+
 def strip_reply_fallback(body: str, html: str | None) -> tuple[str, str | None]:
     """Older clients quote the replied-to message in the body; the customer needs no quote."""
     if body.startswith("> "):
@@ -52,7 +57,7 @@ def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[s
     body = content.get("body")
     if kind is None or not isinstance(body, str):
         return None  # notices (bots), unknown msgtypes, redacted events
-    relates = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
+    relates = _object(content.get("m.relates_to"))
     if relates.get("rel_type") == "m.replace":
         return None  # edits are not sent on yet
     html = (
@@ -77,7 +82,7 @@ def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[s
         url = content.get("url")
         if not isinstance(url, str) or not url.startswith("mxc://"):
             return None  # encrypted media (file) cannot be read by the hub
-        info = content.get("info") if isinstance(content.get("info"), dict) else {}
+        info = _object(content.get("info"))
         filename = content.get("filename") if isinstance(content.get("filename"), str) else body
         caption = body if content.get("filename") and body != filename else None
         values |= {
@@ -120,7 +125,7 @@ class Dispatcher:
             return self._reaction(event)
         if event["type"] != "m.room.message":
             return None
-        content = event.get("content") if isinstance(event.get("content"), dict) else {}
+        content = _object(event.get("content"))
         conversation = await self.db.read(conversations.conversation_by_room, event["room_id"])
         body = content.get("body")
         if content.get("msgtype") == "m.text" and isinstance(body, str):
@@ -152,8 +157,8 @@ class Dispatcher:
 
     def _reaction(self, event: dict[str, Any]) -> Finish | None:
         """An adviser reacted to a customer's message: pass it on where the channel can."""
-        content = event.get("content") if isinstance(event.get("content"), dict) else {}
-        rel = content.get("m.relates_to") if isinstance(content.get("m.relates_to"), dict) else {}
+        content = _object(event.get("content"))
+        rel = _object(content.get("m.relates_to"))
         target_event, emoji = rel.get("event_id"), rel.get("key")
         if rel.get("rel_type") != "m.annotation" or not isinstance(target_event, str):
             return None

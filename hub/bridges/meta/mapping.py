@@ -102,15 +102,15 @@ def parse_webhook(doc: dict[str, Any], channel: str) -> Parsed:
 def _event(parsed: Parsed, ev: dict[str, Any], channel: str, own_id: str | None) -> None:
     if "delivery" in ev:
         mids = [m for m in _list(_dict(ev["delivery"]).get("mids")) if isinstance(m, str)]
-        for mid in mids:
-            parsed.envelopes.append(Envelope(None, StatusUpdate(mid, "delivered")))
+        for delivered in mids:
+            parsed.envelopes.append(Envelope(None, StatusUpdate(delivered, "delivered")))
         if not mids:
             parsed.skip("delivery watermark")
         return
     if "read" in ev:
-        mid = _str(_dict(ev["read"]).get("mid"))  # Instagram's messaging_seen names the message
-        if mid:
-            parsed.envelopes.append(Envelope(None, StatusUpdate(mid, "read")))
+        seen = _str(_dict(ev["read"]).get("mid"))  # Instagram's messaging_seen names the message
+        if seen:
+            parsed.envelopes.append(Envelope(None, StatusUpdate(seen, "read")))
         else:
             parsed.skip("read watermark")
         return

@@ -154,9 +154,8 @@ def _message_event(msg: dict[str, Any], chat: dict[str, Any]) -> InboundMessage:
     media = _media(msg)
     if media is not None:
         kind, ref, voice, extra = media
-        data = {**(extra or {}), **(forwarded or {})} or None
-        event = InboundMessage(kind=kind, text=caption, media=ref, voice=voice, data=data, **base)
-        return event
+        merged = {**(extra or {}), **(forwarded or {})} or None
+        return InboundMessage(kind=kind, text=caption, media=ref, voice=voice, data=merged, **base)
     kind, data = _structured(msg)
     return InboundMessage(kind=kind, text=caption, data=data, **base)
 
@@ -309,7 +308,8 @@ def _callback(update_id: int, cq: dict[str, Any]) -> Parsed:
             reply_to_remote_id=reply_to,
             data={"id": data, "title": title},
         )
-    return _result([Envelope(Sender(KIND, str(chat["id"]), display_name(user)), event)], ack=cq_id)
+    sender = Sender(KIND, str(chat["id"]), display_name(user or {}))
+    return _result([Envelope(sender, event)], ack=cq_id)
 
 
 def _reaction(update_id: int, r: dict[str, Any]) -> Parsed:

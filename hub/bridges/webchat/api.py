@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from hub.bridges.webchat.channel import KIND, WebchatChannel, message_json
 from hub.core.media import image_type, safe_filename
-from hub.core.types import Envelope, InboundMessage, MediaRef, Sender
+from hub.core.types import Envelope, InboundMessage, MediaRef, MessageKind, Sender
 from hub.db import conversations, media, receipts, webchat
 from hub.db.models import Message
 
@@ -101,7 +101,7 @@ class WebchatApi:
     @web.middleware
     async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            resp = await handler(request)
+            resp: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:
             # Raised errors need the header too, or the browser hides a 401/400 from the
             # widget as a network error and it can never recover or show the reason.
@@ -247,12 +247,12 @@ class WebchatApi:
             return _error(400, "expected a multipart/form-data upload")
         client_id, caption, data, filename, ctype = None, None, None, None, None
         while (part := await reader.next()) is not None:
-            if not hasattr(part, "name"):
-                continue
+            if not isinstance(part, BodyPartReader):
+                continue  # a nested multipart: not something the widget sends
             if part.name == "file":
-                filename, ctype = part.filename, part.headers.get("Content-Type")  # type: ignore[union-attr]
+                filename, ctype = part.filename, part.headers.get("Content-Type")
                 chunks, size = [], 0
-                while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
+                while chunk := await part.read_chunk(65536):
                     size += len(chunk)
                     if size > cap:
                         log.info("webchat: upload over %d bytes refused", cap)
@@ -260,7 +260,7 @@ class WebchatApi:
                     chunks.append(chunk)
                 data = b"".join(chunks)
             elif part.name in ("client_id", "caption"):
-                value = (await part.read(decode=True))[:8192].decode("utf-8", "replace")  # type: ignore[union-attr]
+                value = (await part.read(decode=True))[:8192].decode("utf-8", "replace")
                 if part.name == "client_id":
                     client_id = value
                 else:
@@ -279,7 +279,7 @@ class WebchatApi:
         ref = MediaRef(
             stored.filename, mimetype, stored.size, stored.media_id, sha256=stored.sha256
         )
-        kind = "image" if proven else "file"
+        kind: MessageKind = "image" if proven else "file"
         inbound = InboundMessage(f"{visitor.visitor_id}:{client_id}", kind, caption, ref)
         return await self._store(visitor, inbound)
 

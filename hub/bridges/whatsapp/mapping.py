@@ -179,8 +179,8 @@ def parse_message(msg: dict[str, Any]) -> InboundMessage | InboundReaction:
     if mtype == "location":
         return InboundMessage(remote_id, "location", data=_location(body), **common)
     if mtype == "contacts":
-        data = {"contacts": [_contact(_dict(c)) for c in _list(msg.get("contacts"))]}
-        return InboundMessage(remote_id, "contacts", data=data, **common)
+        cards = [_contact(_dict(c)) for c in _list(msg.get("contacts"))]
+        return InboundMessage(remote_id, "contacts", data={"contacts": cards}, **common)
     if mtype == "interactive":
         return _interactive(remote_id, body, common)
     if mtype == "button":  # a quick-reply button of a template

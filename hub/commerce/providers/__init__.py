@@ -24,11 +24,11 @@ from pydantic import BaseModel
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
-    ExternalError,
     PaymentEvent,
     PaymentProvider,
     WebhookRejected,
 )
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     import aiohttp

@@ -47,7 +47,6 @@ from mollie.api.error import (
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
-    ExternalError,
     PaymentEvent,
     PaymentKind,
     WebhookRejected,
@@ -57,6 +56,7 @@ from hub.commerce.providers.base import (
     require_items,
 )
 from hub.commerce.providers.settings import MollieSettings
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     import aiohttp

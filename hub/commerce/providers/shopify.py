@@ -33,7 +33,6 @@ from urllib.parse import quote
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
-    ExternalError,
     PaymentEvent,
     PaymentKind,
     WebhookRejected,
@@ -44,6 +43,7 @@ from hub.commerce.providers.base import (
     require_items,
 )
 from hub.commerce.providers.settings import ShopifySettings
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     import aiohttp

@@ -38,7 +38,6 @@ from hub.commerce.money import Money, MoneyError
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
-    ExternalError,
     PaymentEvent,
     PaymentKind,
     WebhookRejected,
@@ -46,6 +45,7 @@ from hub.commerce.providers.base import (
     require_items,
 )
 from hub.commerce.providers.settings import StripeSettings
+from hub.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def to_stripe_amount(money: Money) -> int:
             "adjust the price in the catalogue",
             permanent=True,
         )
-    return amount
+    return int(amount)
 
 
 def from_stripe_amount(amount: object, currency: object) -> Money | None:

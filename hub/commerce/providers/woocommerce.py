@@ -42,7 +42,6 @@ from urllib.parse import urlencode
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
-    ExternalError,
     PaymentEvent,
     PaymentKind,
     WebhookRejected,
@@ -53,6 +52,7 @@ from hub.commerce.providers.base import (
     require_items,
 )
 from hub.commerce.providers.settings import WooCommerceSettings
+from hub.errors import ExternalError
 
 if TYPE_CHECKING:
     import aiohttp
