@@ -303,7 +303,7 @@ def report(phases: list[Phase], args: argparse.Namespace, facts: Facts) -> str:
         out += [
             "",
             f"* ONE room: one visitor with {c} messages in flight. The hub delivers a",
-            "  conversation strictly in order (one outbox job per conversation at a time), so",
+            "  conversation strictly in order (one job per conversation at a time), so",
             f"  through the hub this is sequential by design; raw Synapse gets {c} concurrent",
             "  PUTs into that room. Not a target, shown for what a single busy chat gets.",
         ]

@@ -449,7 +449,7 @@ def report(
         out += [
             "",
             f"* ONE room: one customer with {c} webhooks in flight. The hub delivers a",
-            "  conversation strictly in order (one outbox job per conversation at a time), so",
+            "  conversation strictly in order (one job per conversation at a time), so",
             f"  into Matrix this is sequential by design; raw Synapse gets {c} concurrent PUTs",
             "  into that room (in no guaranteed order).",
         ]

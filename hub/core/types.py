@@ -1,4 +1,4 @@
-"""Plain data passed between channels, the router and the Matrix side (no I/O here).
+"""Plain data passed between channels, the store path and the Matrix side (no I/O here).
 
 A channel's pure mapping module turns a provider payload into `Parsed`: `Envelope`s (who,
 what) and what it skipped; hub.db.inbound stores them in one transaction. Outbound, the hub

@@ -90,9 +90,6 @@ class Rows:
     def scalar(self) -> Any:
         return self.rows[0][0] if self.rows else None
 
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
     def all(self) -> list[Any]:
         return self.rows
 

@@ -226,10 +226,6 @@ class MatrixClient:
     async def join(self, room_id: str, mxid: str) -> None:
         await self.request("POST", _path("join", room_id), {}, user_id=mxid)
 
-    async def joined_members(self, room_id: str) -> list[str]:
-        doc = await self.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members")
-        return list(doc.get("joined", {}).keys())
-
     async def send_event(
         self,
         room_id: str,

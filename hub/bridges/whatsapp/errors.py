@@ -1,5 +1,5 @@
 """The one table of WhatsApp Cloud API error codes: human text for advisers, and whether the
-outbox should retry (temporary) or give up (permanent). Pure: no I/O, no aiohttp.
+job queue should retry (temporary) or give up (permanent). Pure: no I/O, no aiohttp.
 
 Codes and meanings from Meta's error code reference
 (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes) and the Graph

@@ -6,7 +6,7 @@ dedupe, messages, short links) is the hub's and never depends on which provider 
 
 Errors come in two kinds, both with text for humans:
 - ExternalError (hub.errors): creating a checkout failed. ``human`` is shown to the adviser;
-  ``permanent`` tells the outbox whether retrying can help; ``retry_after`` honours the
+  ``permanent`` tells the job queue whether retrying can help; ``retry_after`` honours the
   provider's back-off. Secrets never appear in either text.
 - WebhookRejected: a delivery is not authentic or not readable. The handler answers ``status``
   (400 malformed, 401 unsigned, 403 forged) and logs ``reason``; nothing is processed.

@@ -6,7 +6,7 @@ the value as a string with exactly the currency's decimals ("84.50", "1000" for 
 ``description``, ``redirectUrl``/``cancelUrl`` (hub pages), ``webhookUrl`` (the hub), and
 ``metadata`` with our reference. The customer is sent to ``_links.checkout.href``. Mollie picks
 the checkout language from the customer's browser, so no locale is sent. An idempotency key
-per order makes an outbox retry return the payment Mollie already created.
+per order makes a job retry return the payment Mollie already created.
 
 Webhook (docs "Webhooks"): a form POST ``id=tr_...`` with no signature, by design: the body is
 not trusted, only the id. We GET the payment with our API key and map its status:

@@ -64,7 +64,7 @@ class StripeSettings(BaseModel):
     webhook_secret: str = Field(min_length=16, repr=False)  # whsec_... of the webhook endpoint
     api_base_url: str = Field("https://api.stripe.com", pattern=r"^https?://[^?#\s]+$")
     request_timeout_seconds: float = Field(20.0, gt=0, le=120)
-    # The SDK's own retries (with the idempotency key); long-term retry is the outbox's job.
+    # The SDK's own retries (with the idempotency key); long-term retry is the job queue's.
     max_network_retries: int = Field(1, ge=0, le=5)
     signature_tolerance_seconds: int = Field(300, ge=10, le=3600)
 

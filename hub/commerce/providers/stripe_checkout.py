@@ -5,7 +5,7 @@ hub's own aiohttp session), so no thread and no second connection pool are invol
 base is ``api_base_url`` (the loopback stand-in in tests). One line item per cart line with
 ``price_data`` (VAT-inclusive unit price, quantity), so Stripe charges exactly the cart total.
 ``client_reference_id`` and ``metadata.reference`` carry our reference. A fixed idempotency key
-per order makes an outbox retry after a timeout return the session Stripe already created
+per order makes a job retry after a timeout return the session Stripe already created
 instead of a second one.
 
 Amounts: Stripe wants integers in *its* minor unit, which is not always ISO 4217's
