@@ -85,9 +85,9 @@ class Channel(ABC):
         else reads the body. Webhook channels must override this."""
         return Refusal(404, "no webhook", f"{self.kind}: webhook refused: the channel has none")
 
-    def parse(self, raw: bytes) -> Parsed | Refusal:
-        """The delivery as envelopes (pure mapping); a Refusal when it is not a delivery of
-        this channel at all (not JSON, another webhook object)."""
+    def parse(self, doc: dict[str, Any]) -> Parsed | Refusal:
+        """The delivery (a JSON object) as envelopes, by the pure mapping; a Refusal when it
+        is not a delivery of this channel at all (another webhook object)."""
         return Parsed()
 
     def acknowledgement(self) -> web.Response:

@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -22,11 +23,12 @@ def verify_hub_signature(raw: bytes, header: str | None, app_secret: str) -> boo
     return hmac.compare_digest(header[len("sha256=") :].strip().lower(), expected)
 
 
-def parse_json_object(raw: bytes) -> dict[str, object] | None:
-    """The body as a JSON object, or None (malformed, not an object, broken UTF-8)."""
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None (malformed, not an object, broken UTF-8, nested
+    deeper than the parser goes)."""
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 

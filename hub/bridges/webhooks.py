@@ -1,7 +1,7 @@
 """The one webhook pipeline, for every channel: read the whole body up to the cap (413 above)
--> verify (signature, secret) -> parse (pure mapping) -> store in one transaction ->
-acknowledge. A storing failure answers 500, so the provider delivers again; nothing is
-acknowledged before it is stored."""
+-> verify (signature, secret) -> a JSON object (400 otherwise) -> parse (pure mapping) ->
+store in one transaction -> acknowledge. A storing failure answers 500, so the provider
+delivers again; nothing is acknowledged before it is stored."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 from aiohttp import web
 
 from hub.bridges.base import Channel, Refusal
+from hub.bridges.http import parse_json_object
 from hub.core.ingest import Ingest
 from hub.net import read_body
 
@@ -40,7 +41,12 @@ class Webhook:
         refusal = channel.verify(raw, request.headers)
         if refusal is not None:
             return refused(refusal)
-        parsed = channel.parse(raw)
+        doc = parse_json_object(raw)
+        if doc is None:
+            return refused(
+                Refusal(400, "body is not a JSON object", f"{channel.kind} webhook: not JSON")
+            )
+        parsed = channel.parse(doc)
         if isinstance(parsed, Refusal):
             return refused(parsed)
         if parsed.skipped:

@@ -23,7 +23,9 @@ The same units serve both engines:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -61,7 +63,15 @@ class Tx:
     def orm(self) -> Session:
         """An ORM session joined to this transaction; objects stay usable after commit."""
         if self._orm is None:
-            self._orm = Session(bind=self.conn, expire_on_commit=False, autoflush=True)
+            # "rollback_only": never a SAVEPOINT of its own. In a group commit the unit runs
+            # inside a SAVEPOINT, where the default would open one more and roll it back on
+            # close(), discarding the unit's ORM writes (and all it wrote after them).
+            self._orm = Session(
+                bind=self.conn,
+                expire_on_commit=False,
+                autoflush=True,
+                join_transaction_mode="rollback_only",
+            )
         return self._orm
 
     @property
@@ -79,6 +89,9 @@ class Tx:
         mark = (len(offer.taken), len(offer.missed), set(offer.busy), offer.room) if offer else None
         try:
             with self.orm.begin_nested():
+                # The session emits its SAVEPOINT lazily, on its first statement: emit it now,
+                # or Core writes (and jobs) of a block that never touches the ORM are kept.
+                self.orm.connection()
                 yield
         except BaseException:
             if offer is not None and mark is not None:
@@ -140,14 +153,25 @@ class Database:
             finally:
                 tx._close()
 
+        settle_later = False
         try:
             if self._file is not None:
-                result, tx = await self._file.write(unit, urgent=urgent)
+                # Shielded: a caller cancelled while its unit is queued or running does not
+                # stop the unit, which may still commit; its offer is then settled by what
+                # happened (jobs it took are leased to the worker: they must start).
+                running = asyncio.ensure_future(self._file.write(unit, urgent=urgent))
+                try:
+                    result, tx = await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    if sink is not None and offer is not None:
+                        settle_later = True
+                        running.add_done_callback(functools.partial(_settle, sink, offer))
+                    raise
             else:
                 async with self.engine.begin() as conn:
                     result, tx = await conn.run_sync(unit)
         except BaseException:
-            if sink is not None and offer is not None:
+            if sink is not None and offer is not None and not settle_later:
                 sink.settled(offer, False, False)
             raise
         if sink is not None and (tx.queued or offer is not None):
@@ -179,7 +203,8 @@ class Database:
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[None]:
         """Hold this process's SQLite writer lock around writes made another way (schema
-        migrations through Alembic); nothing on PostgreSQL."""
+        migrations through Alembic); nothing on PostgreSQL. Never call `write` inside it:
+        the write runs in a task of its own and would wait for this lock."""
         if self._file is None:
             yield
             return
@@ -190,6 +215,12 @@ class Database:
         if self._file is not None:
             self._file.close()
         await self.engine.dispose()
+
+
+def _settle(sink: JobSink, offer: LeaseOffer, done: asyncio.Future[tuple[Any, Tx]]) -> None:
+    """Settle the offer of a write whose caller was cancelled, once its unit ended."""
+    committed = not done.cancelled() and done.exception() is None
+    sink.settled(offer, committed and done.result()[1].queued, committed)
 
 
 def alive(tx: Tx) -> None:

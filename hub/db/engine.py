@@ -26,7 +26,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def create_engine(url: str, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = make_url(url).database  # decoded: "my%3Ashop" in a URL is the folder my:shop
-        if path and path != ":memory:":
+        if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)

@@ -155,6 +155,17 @@ class SqliteFile:
 
     def _run_group(self, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
         conn = self._conn(True)
+        try:
+            return self._run_units(conn, units)
+        finally:
+            # A COMMIT that failed (a deferred constraint, a full disk) may leave SQLite inside
+            # the transaction while SQLAlchemy considers it ended: every later BEGIN on this
+            # connection would fail. End it here.
+            driver = conn.connection.driver_connection
+            if driver is not None and driver.in_transaction:
+                driver.rollback()
+
+    def _run_units(self, conn: Connection, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
         if len(units) == 1:  # no savepoint needed: the transaction is the unit's alone
             try:
                 with conn.begin():
@@ -169,7 +180,8 @@ class SqliteFile:
                     outcomes.append((True, unit(conn)))
                     savepoint.commit()
                 except Exception as exc:
-                    savepoint.rollback()
+                    if savepoint.is_active:  # a failed ORM flush may have rolled it back
+                        savepoint.rollback()
                     outcomes.append((False, exc))
             return outcomes
 

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
-from hub.bridges.http import meta_verification, parse_json_object, verify_hub_signature
+from hub.bridges.http import meta_verification, verify_hub_signature
 from hub.bridges.meta.client import MetaClient
 from hub.bridges.meta.mapping import (
     WEBHOOK_OBJECTS,
@@ -73,10 +73,7 @@ class MetaChannel(Channel):
             f"{self.kind} webhook refused: {why} X-Hub-Signature-256",
         )
 
-    def parse(self, raw: bytes) -> Parsed | Refusal:
-        doc = parse_json_object(raw)
-        if doc is None:
-            return Refusal(400, "the body is not a JSON object", f"{self.kind} webhook: not JSON")
+    def parse(self, doc: dict[str, Any]) -> Parsed | Refusal:
         if doc.get("object") != self.webhook_object:
             # A webhook subscription pointing at the wrong endpoint: make it visible.
             return Refusal(

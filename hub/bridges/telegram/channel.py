@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
-from hub.bridges.http import parse_json_object
 from hub.bridges.telegram import mapping
 from hub.bridges.telegram.client import TelegramClient
 from hub.bridges.telegram.markup import (
@@ -137,10 +136,7 @@ class TelegramChannel(Channel):
             return Refusal(403, "wrong secret token", "telegram webhook with a wrong secret token")
         return None
 
-    def parse(self, raw: bytes) -> Parsed | Refusal:
-        doc = parse_json_object(raw)
-        if doc is None:
-            return Refusal(400, "body must be a JSON object", "telegram webhook: not JSON")
+    def parse(self, doc: dict[str, Any]) -> Parsed:
         return mapping.parse_update(doc)
 
     def acknowledgement(self) -> web.Response:

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
-from hub.bridges.http import meta_verification, parse_json_object, verify_hub_signature
+from hub.bridges.http import meta_verification, verify_hub_signature
 from hub.bridges.whatsapp import mapping, outbound
 from hub.bridges.whatsapp.client import WhatsappClient
 from hub.bridges.whatsapp.commands import WhatsappCommands
@@ -67,10 +67,7 @@ class WhatsappChannel(Channel):
             return Refusal(403, "signature mismatch", "whatsapp webhook with a wrong signature")
         return None
 
-    def parse(self, raw: bytes) -> Parsed | Refusal:
-        doc = parse_json_object(raw)
-        if doc is None:
-            return Refusal(400, "body is not a JSON object", "whatsapp webhook: not JSON")
+    def parse(self, doc: dict[str, Any]) -> Parsed | Refusal:
         if doc.get("object") != "whatsapp_business_account":
             parsed = Parsed()
             parsed.skip(f"object {doc.get('object')!r}")
