@@ -15,6 +15,7 @@ from hub.core.text import storable
 from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.db import conversations, media, outbound
 from hub.db.database import Database, Tx
+from hub.db.messages import context_of, message_context, preload_message
 from hub.db.models import ChannelIdentity, Message
 from hub.errors import BLOCKED, ExternalError
 from hub.jobs import kinds
@@ -55,18 +56,20 @@ class ChannelSender:
         self.http = http
         self.max_fetch_bytes = max_fetch_bytes
 
-    @handles(kinds.CHANNEL_SEND, on_dead="on_dead")
+    @handles(kinds.CHANNEL_SEND, on_dead="on_dead", preload=preload_message)
     async def send(self, job: Job) -> Finish | None:
-        found = await self.db.read(outbound.sending, job.payload["message_id"])
+        message_id = job.payload["message_id"]
+        found = context_of(job.context, message_id) or await self.db.read(
+            message_context, message_id
+        )
         if found is None:
             raise PermanentFailure("message no longer exists (erased?)")
         msg, conversation, identity = found.message, found.conversation, found.identity
         if msg.status in ("sent", "delivered", "read"):
             return None
         channel = self.channels.channel(identity.channel)
-        out = await self._outbound(
-            msg, identity, found.reply_remote_id, conversation.last_inbound_at
-        )
+        reply_remote = found.target.remote_id if found.target else None
+        out = await self._outbound(msg, identity, reply_remote, conversation.last_inbound_at)
         if out.buttons and not channel.capabilities.buttons:
             out = _without_buttons(out)
         remote_id = await channel.send(out)

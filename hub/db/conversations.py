@@ -5,16 +5,21 @@ changes several use cases share. Units of work (see hub.db.database); the ORM th
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
 
 from hub.db import notices
-from hub.db.models import ChannelIdentity, Conversation, Message, utcnow
+from hub.db.models import ChannelIdentity, Conversation, Message, table, utcnow
+from hub.db.statements import model, run, split, statement
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
 
+CV = table(Conversation)
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -47,8 +52,27 @@ def conversation_of(tx: Tx, channel: str, external_id: str) -> Conversation | No
     return conversation_by_identity(tx, identity.id) if identity is not None else None
 
 
-def conversation_by_room(tx: Tx, room_id: str) -> Conversation | None:
-    return tx.orm.scalar(select(Conversation).where(Conversation.room_id == room_id))
+@statement
+def _conversation_by_room(dialect: str) -> Executable:
+    return select(CV).where(CV.c.room_id == bindparam("room"))
+
+
+def conversation_by_room(tx: Tx | Connection, room_id: str) -> Conversation | None:
+    row = run(tx, _conversation_by_room, {"room": room_id}).first()
+    return model(Conversation, split(row, CV)[0]) if row is not None else None
+
+
+@dataclass(frozen=True)
+class RoomConversation:
+    """The conversation of a Matrix event's room (None: not a portal), read in the
+    transaction that leased the event's job."""
+
+    conversation: Conversation | None
+
+
+def preload_room(conn: Connection, event: dict[str, Any]) -> RoomConversation:
+    room = event.get("room_id")
+    return RoomConversation(conversation_by_room(conn, room) if isinstance(room, str) else None)
 
 
 def conversation_with_identity(

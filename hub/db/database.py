@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -86,7 +85,7 @@ class Tx:
         """A part of the unit that may fail alone: when it raises, its writes and the jobs
         it queued are undone and the rest of the unit goes on."""
         offer, queued = self.offer, self.queued
-        mark = (len(offer.taken), len(offer.missed), set(offer.busy), offer.room) if offer else None
+        mark = offer.mark() if offer is not None else None
         try:
             with self.orm.begin_nested():
                 # The session emits its SAVEPOINT lazily, on its first statement: emit it now,
@@ -95,8 +94,7 @@ class Tx:
                 yield
         except BaseException:
             if offer is not None and mark is not None:
-                del offer.taken[mark[0] :], offer.missed[mark[1] :]
-                offer.busy, offer.room = mark[2], mark[3]
+                offer.restore(mark)
             self.queued = queued
             raise
 
@@ -143,8 +141,13 @@ class Database:
         returns."""
         sink = self.sink
         offer = sink.offer(urgent) if sink is not None and self._file is not None else None
+        start = offer.mark() if offer is not None else None
 
         def unit(conn: Connection) -> tuple[T, Tx]:
+            # May run twice (a group commit runs the units of a failed group again alone):
+            # the offer starts from where it was every time.
+            if offer is not None and start is not None:
+                offer.restore(start)
             tx = Tx(conn, offer)
             try:
                 result = fn(tx, *args, **kwargs)
@@ -153,25 +156,25 @@ class Database:
             finally:
                 tx._close()
 
-        settle_later = False
+        def orphan(outcome: tuple[bool, Any]) -> None:
+            # The caller was cancelled, the unit ran on: jobs it took are leased to the
+            # worker and must start.
+            if sink is not None and offer is not None:
+                ok, value = outcome
+                sink.settled(offer, ok and value[1].queued, ok)
+
         try:
             if self._file is not None:
-                # Shielded: a caller cancelled while its unit is queued or running does not
-                # stop the unit, which may still commit; its offer is then settled by what
-                # happened (jobs it took are leased to the worker: they must start).
-                running = asyncio.ensure_future(self._file.write(unit, urgent=urgent))
-                try:
-                    result, tx = await asyncio.shield(running)
-                except asyncio.CancelledError:
-                    if sink is not None and offer is not None:
-                        settle_later = True
-                        running.add_done_callback(functools.partial(_settle, sink, offer))
-                    raise
+                result, tx = await self._file.write(unit, urgent=urgent, orphan=orphan)
             else:
                 async with self.engine.begin() as conn:
                     result, tx = await conn.run_sync(unit)
+        except asyncio.CancelledError:
+            if self._file is None and sink is not None and offer is not None:
+                sink.settled(offer, False, False)
+            raise  # on an SQLite file `orphan` settles the offer
         except BaseException:
-            if sink is not None and offer is not None and not settle_later:
+            if sink is not None and offer is not None:
                 sink.settled(offer, False, False)
             raise
         if sink is not None and (tx.queued or offer is not None):
@@ -215,12 +218,6 @@ class Database:
         if self._file is not None:
             self._file.close()
         await self.engine.dispose()
-
-
-def _settle(sink: JobSink, offer: LeaseOffer, done: asyncio.Future[tuple[Any, Tx]]) -> None:
-    """Settle the offer of a write whose caller was cancelled, once its unit ended."""
-    committed = not done.cancelled() and done.exception() is None
-    sink.settled(offer, committed and done.result()[1].queued, committed)
 
 
 def alive(tx: Tx) -> None:

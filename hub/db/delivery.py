@@ -1,17 +1,15 @@
-"""Putting customers' messages into Matrix: what a delivery reads and what it records.
-Units of work (see hub.db.database); the reads are hot, so they are prepared statements."""
+"""Putting customers' messages into Matrix: what a delivery records (what it reads is
+hub.db.messages.MessageContext). Units of work (see hub.db.database); prepared statements."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
 from hub.db.models import ChannelIdentity, Conversation, MediaFile, Message, table
-from hub.db.statements import model, run, split, statement
+from hub.db.statements import run, statement
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
@@ -20,32 +18,6 @@ CI = table(ChannelIdentity)
 CV = table(Conversation)
 M = table(Message)
 MF = table(MediaFile)
-
-
-@dataclass
-class Delivery:
-    """A message to put into Matrix with its conversation, identity and reply target
-    (detached objects)."""
-
-    message: Message
-    conversation: Conversation
-    identity: ChannelIdentity
-    target: Message | None
-
-
-@statement
-def _delivery(dialect: str) -> Executable:
-    return (
-        select(M, CV, CI)
-        .join(CV, CV.c.id == M.c.conversation_id)
-        .join(CI, CI.c.id == CV.c.identity_id)
-        .where(M.c.id == bindparam("mid"))
-    )
-
-
-@statement
-def _message_by_id(dialect: str) -> Executable:
-    return select(M).where(M.c.id == bindparam("mid"))
 
 
 @statement
@@ -78,24 +50,6 @@ def _set_media_mxc(dialect: str) -> Executable:
 @statement
 def _set_ghost_profile_name(dialect: str) -> Executable:
     return update(CI).where(CI.c.id == bindparam("iid")).values(ghost_profile_name=bindparam("n"))
-
-
-def delivery(tx: Tx | Connection, message_id: int) -> Delivery | None:
-    row = run(tx, _delivery, {"mid": message_id}).first()
-    if row is None:
-        return None
-    m, cv, ci = split(row, M, CV, CI)
-    message = model(Message, m)
-    target = None
-    if message.reply_to_message_id:
-        t = run(tx, _message_by_id, {"mid": message.reply_to_message_id}).first()
-        target = model(Message, split(t, M)[0]) if t is not None else None
-    return Delivery(message, model(Conversation, cv), model(ChannelIdentity, ci), target)
-
-
-def preload_delivery(conn: Connection, payload: dict[str, Any]) -> Delivery | None:
-    """matrix.deliver's first read, done in the transaction that leases the job."""
-    return delivery(conn, payload["message_id"])
 
 
 def mark_delivered(

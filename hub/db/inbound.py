@@ -28,9 +28,9 @@ from hub.core.types import (
     StatusUpdate,
 )
 from hub.db import conversations, notices
-from hub.db.delivery import Delivery
 from hub.db.identities import IdentityConversation, identity_conversation
 from hub.db.jobs import conversation_key, enqueue
+from hub.db.messages import MessageContext
 from hub.db.models import ChannelIdentity, Conversation, Customer, MediaFile, Message, table, utcnow
 from hub.db.receipts import ghost_receipt
 from hub.db.statements import model, run, statement
@@ -204,7 +204,7 @@ def store_message(
         identity, conversation = found.rows
         if written is not None:
             conversation.last_inbound_at = written
-        context = Delivery(message, conversation, identity, None)
+        context = MessageContext(message, conversation, identity, None)
     enqueue(
         tx,
         MATRIX_DELIVER,

@@ -21,11 +21,13 @@ The rules, all kept here:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
 from hub.db.models import InboxTransaction, OutboxItem, table, utcnow
@@ -70,10 +72,24 @@ class LeaseOffer:
     busy: set[str]  # ordering keys the worker runs now (or took in this transaction)
     room: int  # free slots of the worker
     urgent: bool = False  # made for a write someone waits for (see hub.jobs.handover)
+    # kind -> (connection, payload) -> what its handler reads first: read for a job taken
+    # without a context, in the transaction that queues it (one read transaction less).
+    preloads: Mapping[str, Callable[[Connection, dict[str, Any]], Any]] = field(
+        default_factory=dict
+    )
     taken: list[tuple[JobRow, Any]] = field(default_factory=list)
     # Keys of jobs queued but not taken: the worker claims them (or, for a key it runs now,
     # its chain sees to them).
     missed: list[str] = field(default_factory=list)
+
+    def mark(self) -> tuple[int, int, frozenset[str], int]:
+        """Where the offer stands, to go back to when what follows is rolled back."""
+        return len(self.taken), len(self.missed), frozenset(self.busy), self.room
+
+    def restore(self, mark: tuple[int, int, frozenset[str], int]) -> None:
+        taken, missed, busy, room = mark
+        del self.taken[taken:], self.missed[missed:]
+        self.busy, self.room = set(busy), room
 
 
 # -- statements ---------------------------------------------------------------------------
@@ -230,6 +246,9 @@ def enqueue(
         return None
     tx.queued = True
     if taker is not None:
+        preload = taker.preloads.get(kind) if context is None else None
+        if preload is not None:
+            context = preload(tx.conn, payload)
         taker.taken.append(((int(new_id), kind, ordering_key, payload, 0), context))
         taker.busy.add(ordering_key)
         taker.room -= 1

@@ -3,19 +3,25 @@ with their channel.send job, what a send reads, and what it records."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.sql import Executable
 
 from hub.db import conversations, notices
 from hub.db.inbound import insert_message
 from hub.db.jobs import conversation_key, enqueue
-from hub.db.models import ChannelIdentity, Conversation, Message, utcnow
+from hub.db.messages import MessageContext
+from hub.db.models import ChannelIdentity, Conversation, Message, table, utcnow
+from hub.db.statements import model, run, split, statement
 from hub.jobs.kinds import CHANNEL_REACT, CHANNEL_SEND
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
+
+CI = table(ChannelIdentity)
+CV = table(Conversation)
+M = table(Message)
 
 
 def queue(
@@ -45,18 +51,67 @@ def queue(
     return message
 
 
+@statement
+def _conversation_rows(dialect: str) -> Executable:
+    return select(CV, CI).join(CI, CI.c.id == CV.c.identity_id).where(CV.c.id == bindparam("cid"))
+
+
+@statement
+def _message_by_event(dialect: str) -> Executable:
+    return select(M).where(M.c.matrix_event_id == bindparam("eid"))
+
+
+@statement
+def _set_last_adviser_reply(dialect: str) -> Executable:
+    return (
+        update(CV).where(CV.c.id == bindparam("cid")).values(last_adviser_reply_at=bindparam("at"))
+    )
+
+
+@statement
+def _sent(dialect: str) -> Executable:
+    return (
+        update(M)
+        .where(M.c.id == bindparam("mid"), M.c.status.in_(("pending", "failed")))
+        .values(remote_id=bindparam("rid"), status="sent")
+    )
+
+
 def adviser_message(
     tx: Tx, conversation_id: int, values: dict[str, Any], reply_event: str | None
 ) -> Message | None:
-    """An adviser's Matrix message for the customer; None if that event was handled before."""
-    _, identity = conversations.conversation_with_identity(tx, conversation_id)
+    """An adviser's Matrix message for the customer; None if that event was handled before.
+    Its channel.send job carries the rows its handler needs (the hot path of a reply)."""
+    row = run(tx, _conversation_rows, {"cid": conversation_id}).one()
+    cv, ci = split(row, CV, CI)
+    target = None
     if reply_event:
-        target = conversations.message_by_event_id(tx, reply_event)
-        values = {**values, "reply_to_message_id": target.id if target else None}
-    message = queue(tx, conversation_id, identity.channel, values)
-    conversation = tx.orm.get(Conversation, conversation_id)
-    if conversation is not None and message is not None:
-        conversation.last_adviser_reply_at = utcnow()
+        found = run(tx, _message_by_event, {"eid": reply_event}).first()
+        target = model(Message, split(found, M)[0]) if found is not None else None
+    message = insert_message(
+        tx,
+        {
+            **values,
+            "conversation_id": conversation_id,
+            "channel": ci["channel"],
+            "direction": "out",
+            "reply_to_message_id": target.id if target else None,
+        },
+    )
+    if message is None:
+        return None
+    now = utcnow()
+    run(tx, _set_last_adviser_reply, {"cid": conversation_id, "at": now})
+    cv["last_adviser_reply_at"] = now
+    context = MessageContext(message, model(Conversation, cv), model(ChannelIdentity, ci), target)
+    enqueue(
+        tx,
+        CHANNEL_SEND,
+        conversation_key(conversation_id),
+        {"message_id": message.id},
+        str(message.id),
+        context=context,
+    )
     return message
 
 
@@ -74,36 +129,10 @@ def adviser_reaction(tx: Tx, target_event: str, emoji: str, event_id: str) -> No
     )
 
 
-@dataclass
-class Sending:
-    """What a channel.send job reads: the message, where it goes, what it replies to."""
-
-    message: Message
-    conversation: Conversation
-    identity: ChannelIdentity
-    reply_remote_id: str | None
-
-
-def sending(tx: Tx, message_id: int) -> Sending | None:
-    msg = tx.orm.get(Message, message_id)
-    if msg is None:
-        return None
-    conversation, identity = conversations.conversation_with_identity(tx, msg.conversation_id)
-    reply_remote = None
-    if msg.reply_to_message_id:
-        target = tx.orm.get(Message, msg.reply_to_message_id)
-        reply_remote = target.remote_id if target else None
-    return Sending(msg, conversation, identity, reply_remote)
-
-
 def mark_sent(tx: Tx, message_id: int, remote_id: str, unblock: int | None) -> None:
     """The channel accepted the message as `remote_id`. `unblock`: the conversation that was
     marked blocked; a message going through means the customer no longer blocks the shop."""
-    tx.orm.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.status.in_(("pending", "failed")))
-        .values(remote_id=remote_id, status="sent")
-    )
+    run(tx, _sent, {"mid": message_id, "rid": remote_id})
     if unblock is not None:
         conversations.set_blocked(tx, unblock, False)
 

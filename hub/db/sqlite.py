@@ -15,8 +15,8 @@ bench/webhooks.py measure the hot paths this serves):
   write transaction BEGINs IMMEDIATE, so a read-then-write never fails on a lock upgrade;
   reads BEGIN deferred and never wait (WAL).
 - Group commit. Urgent writes that arrive while the lock is held run together in the next
-  transaction, each in its own SAVEPOINT (one failing unit does not take the others down):
-  a burst of webhooks costs about two commits instead of one each.
+  transaction (should one fail, each runs again alone, so it takes no other down): a burst
+  of webhooks costs about two commits instead of one each.
 - Prepared statements (`execute`). The statements of hub.db.statements are compiled once
   and handed straight to pysqlite inside the transaction SQLAlchemy began: SQLAlchemy's
   per-execution machinery cost more than the statement itself on the hot path.
@@ -43,6 +43,9 @@ from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
 Unit = Callable[[Connection], T]
+Outcome = tuple[bool, Any]  # (True, the unit's result) or (False, the exception)
+# Told the outcome of a unit whose caller was cancelled after it was handed over.
+Orphan = Callable[[Outcome], None]
 
 # Execution option marking a read-only connection: a deferred BEGIN instead of IMMEDIATE.
 READ_OPTION = "hub_read"
@@ -83,7 +86,7 @@ class SqliteFile:
         self._sync: Engine | None = None
         self._thread: DatabaseThread | None = None
         self._conns: dict[bool, Connection | None] = {True: None, False: None}
-        self._waiting: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
+        self._waiting: list[tuple[Unit[Any], asyncio.Future[Any], Orphan]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._finalizer: weakref.finalize[Any, SqliteFile] | None = None
 
@@ -102,46 +105,69 @@ class SqliteFile:
             self._owner = None
             self.lock.release()
 
-    async def write(self, unit: Unit[T], *, urgent: bool) -> T:
-        if urgent:
-            return await self._grouped(unit)
-        async with self.writing():
-            outcome = (await self._call(self._run_group, [unit]))[0]
+    async def write(self, unit: Unit[T], *, urgent: bool, orphan: Orphan) -> T:
+        """Run `unit` in a write transaction. Once a unit is handed to the thread it runs to
+        its end: when the caller is cancelled, `orphan` gets its outcome instead (on the
+        loop, once the transaction ended; (False, CancelledError) if it never ran)."""
+        if urgent and (self.lock.locked() or self._waiting):
+            return await self._grouped(unit, orphan)
+        try:
+            await self.lock.acquire(urgent)
+        except asyncio.CancelledError:
+            orphan((False, asyncio.CancelledError()))
+            raise
+        try:
+            outcome = (await self._handed(self._submit(self._run_group, [unit]), orphan))[0]
+        finally:
+            self.lock.release()
         result: T = _unwrap(outcome)
         return result
 
     async def read(self, unit: Unit[T]) -> T:
-        return await self._call(self._run_read, unit)
+        return await self._submit(self._run_read, unit)
 
-    async def _grouped(self, unit: Unit[T]) -> T:
+    @staticmethod
+    async def _handed(future: asyncio.Future[list[Outcome]], orphan: Orphan) -> list[Outcome]:
+        try:
+            # A future (not a task) shielded: the thread's result still arrives when the
+            # caller is cancelled, and is handed to `orphan`.
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(lambda f: orphan(_first(f)))
+            raise
+
+    async def _grouped(self, unit: Unit[T], orphan: Orphan) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting.append((unit, future))
+        self._waiting.append((unit, future, orphan))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
-        return await future
+        return await future  # cancelled: _flush still runs the unit and tells `orphan`
 
     async def _flush(self) -> None:
         while self._waiting:
-            async with self.writing(urgent=True):
+            await self.lock.acquire(urgent=True)
+            try:
                 # Taken once the lock is ours: whatever arrived while we waited joins.
                 group, self._waiting = self._waiting, []
                 try:
-                    outcomes = await self._call(self._run_group, [u for u, _ in group])
+                    outcomes = await self._submit(self._run_group, [u for u, _, _ in group])
                 except Exception as exc:  # the commit itself failed: nothing was written
                     outcomes = [(False, exc)] * len(group)
-            for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
+            finally:
+                self.lock.release()
+            for (_, future, orphan), outcome in zip(group, outcomes, strict=True):
+                if future.done():  # the caller was cancelled
+                    orphan(outcome)
+                elif outcome[0]:
+                    future.set_result(outcome[1])
                 else:
-                    future.set_exception(value)
+                    future.set_exception(outcome[1])
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         if self._thread is None:
             self._start()
         assert self._thread is not None
-        return await self._thread.submit(fn, *args)
+        return self._thread.submit(fn, *args)
 
     def _conn(self, write: bool) -> Connection:
         conn = self._conns[write]
@@ -153,37 +179,32 @@ class SqliteFile:
             self._conns[write] = conn
         return conn
 
-    def _run_group(self, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
+    def _run_group(self, units: list[Unit[Any]]) -> list[Outcome]:
+        """All units in one transaction. Should one of them (or the COMMIT) fail, that
+        transaction is rolled back and each unit runs again in a transaction of its own, so
+        one failing unit takes no other down. (Units are re-runnable: they only touch the
+        database.) A SAVEPOINT per unit would isolate them too, but costs every unit of
+        every group."""
         conn = self._conn(True)
-        try:
-            return self._run_units(conn, units)
-        finally:
-            # A COMMIT that failed (a deferred constraint, a full disk) may leave SQLite inside
-            # the transaction while SQLAlchemy considers it ended: every later BEGIN on this
-            # connection would fail. End it here.
-            driver = conn.connection.driver_connection
-            if driver is not None and driver.in_transaction:
-                driver.rollback()
-
-    def _run_units(self, conn: Connection, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
-        if len(units) == 1:  # no savepoint needed: the transaction is the unit's alone
+        if len(units) > 1:
             try:
                 with conn.begin():
-                    return [(True, units[0](conn))]
-            except Exception as exc:
-                return [(False, exc)]
-        with conn.begin():
-            outcomes: list[tuple[bool, Any]] = []
-            for unit in units:
-                savepoint = conn.begin_nested()
-                try:
-                    outcomes.append((True, unit(conn)))
-                    savepoint.commit()
-                except Exception as exc:
-                    if savepoint.is_active:  # a failed ORM flush may have rolled it back
-                        savepoint.rollback()
-                    outcomes.append((False, exc))
-            return outcomes
+                    results = [unit(conn) for unit in units]
+            except Exception:
+                _end_open(conn)
+            else:
+                return [(True, result) for result in results]
+        outcomes: list[Outcome] = []
+        for unit in units:
+            try:
+                with conn.begin():
+                    result = unit(conn)
+            except Exception as exc:  # the unit's or its COMMIT's
+                _end_open(conn)
+                outcomes.append((False, exc))
+            else:
+                outcomes.append((True, result))
+        return outcomes
 
     def _run_read(self, unit: Unit[T]) -> T:
         conn = self._conn(False)
@@ -210,7 +231,23 @@ class SqliteFile:
         self._conns = {True: None, False: None}
 
 
-def _unwrap(outcome: tuple[bool, Any]) -> Any:
+def _end_open(conn: Connection) -> None:
+    """A COMMIT that failed (a deferred constraint, a full disk) may leave SQLite inside the
+    transaction while SQLAlchemy considers it ended: every later BEGIN on this connection
+    would fail. End it."""
+    driver = conn.connection.driver_connection
+    if driver is not None and driver.in_transaction:
+        driver.rollback()
+
+
+def _first(done: asyncio.Future[list[Outcome]]) -> Outcome:
+    if done.cancelled():
+        return (False, asyncio.CancelledError())
+    exc = done.exception()
+    return (False, exc) if exc is not None else done.result()[0]
+
+
+def _unwrap(outcome: Outcome) -> Any:
     ok, value = outcome
     if not ok:
         raise value

@@ -45,6 +45,7 @@ class Handover:
             set(w.inflight),
             max(0, w.config.concurrency - len(w.inflight)),
             urgent=urgent,
+            preloads=w.preloads,
         )
         self._urgent_out += urgent
         return offer

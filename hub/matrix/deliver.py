@@ -10,7 +10,7 @@ from hub.core.media import MediaStore
 from hub.core.types import MediaRef
 from hub.db import delivery, media
 from hub.db.database import Database, Tx
-from hub.db.delivery import Delivery, preload_delivery
+from hub.db.messages import context_of, message_context, preload_message
 from hub.db.models import Message
 from hub.jobs import kinds
 from hub.jobs.job import Finish, Job, PermanentFailure, handles
@@ -36,12 +36,12 @@ class MatrixDelivery:
         self.channels = channels
         self.store = store
 
-    @handles(kinds.MATRIX_DELIVER, on_dead="on_deliver_dead", preload=preload_delivery)
+    @handles(kinds.MATRIX_DELIVER, on_dead="on_deliver_dead", preload=preload_message)
     async def deliver_inbound(self, job: Job) -> Finish | None:
         """Put a customer's message into their portal room as their ghost."""
-        found = job.context if isinstance(job.context, Delivery) else None
-        if found is None or found.message.id != job.payload["message_id"]:
-            found = await self.db.read(delivery.delivery, job.payload["message_id"])
+        found = context_of(job.context, job.payload["message_id"])
+        if found is None:
+            found = await self.db.read(message_context, job.payload["message_id"])
         if found is None:
             raise PermanentFailure("message no longer exists (erased?)")
         msg, conversation, identity, target = (

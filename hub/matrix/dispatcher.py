@@ -116,7 +116,7 @@ class Dispatcher:
         self.runner = runner
         self.prefix = prefix
 
-    @handles(kinds.MATRIX_EVENT)
+    @handles(kinds.MATRIX_EVENT, preload=conversations.preload_room)
     async def handle(self, job: Job) -> Finish | None:
         event = job.payload
         if self.is_own(event["sender"]):
@@ -126,7 +126,10 @@ class Dispatcher:
         if event["type"] != "m.room.message":
             return None
         content = _object(event.get("content"))
-        conversation = await self.db.read(conversations.conversation_by_room, event["room_id"])
+        if isinstance(job.context, conversations.RoomConversation):
+            conversation = job.context.conversation
+        else:
+            conversation = await self.db.read(conversations.conversation_by_room, event["room_id"])
         body = content.get("body")
         if content.get("msgtype") == "m.text" and isinstance(body, str):
             parsed = parse(body, self.prefix, self.commands)

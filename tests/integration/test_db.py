@@ -35,12 +35,12 @@ from hub.core.types import (
     Sender,
     StatusUpdate,
 )
-from hub.db import conversations, delivery, inbound, jobs, webchat
+from hub.db import conversations, inbound, jobs, messages, outbound, webchat
 from hub.db.database import Database, Tx, alive
-from hub.db.delivery import Delivery
 from hub.db.engine import _alembic_config, migrate, open_database
 from hub.db.inbound import InboundPolicy, IngestResult
 from hub.db.jobs import LeaseOffer, conversation_key, receipt_key, room_out_key
+from hub.db.messages import MessageContext
 from hub.db.models import (
     Base,
     ChannelIdentity,
@@ -985,7 +985,7 @@ async def test_stored_rows_read_back_like_the_orm_reads_them(
     assert offer.busy == {conversation_key(conv.id)} and offer.room == 3
     [(row, context)] = offer.taken
     assert row == (job.id, MATRIX_DELIVER, conversation_key(conv.id), job.payload, 0)
-    assert isinstance(context, Delivery)
+    assert isinstance(context, MessageContext)
     assert columns(context.message) == columns(orm)
     assert columns(context.conversation) == columns(conv)
     assert columns(context.identity) == columns(identity)
@@ -993,7 +993,7 @@ async def test_stored_rows_read_back_like_the_orm_reads_them(
     assert context.target is None
     # And what a claimed job reads instead is the same.
     for read in (
-        await db.read(delivery.delivery, second.id),
+        await db.read(messages.message_context, second.id),
         await db.read(_preload, job.payload),
     ):
         assert read is not None
@@ -1003,8 +1003,8 @@ async def test_stored_rows_read_back_like_the_orm_reads_them(
         assert read.target is None
 
 
-def _preload(tx: Tx, payload: dict[str, Any]) -> Delivery | None:
-    return delivery.preload_delivery(tx.conn, payload)
+def _preload(tx: Tx, payload: dict[str, Any]) -> MessageContext | None:
+    return messages.preload_message(tx.conn, payload)
 
 
 async def test_a_reply_is_handed_over_without_rows(db: Database, sessions: Sessions) -> None:
@@ -1025,7 +1025,7 @@ async def test_a_reply_is_handed_over_without_rows(db: Database, sessions: Sessi
     assert reply is not None
     [(row, context)] = offer.taken
     assert (row[1], row[3], context) == (MATRIX_DELIVER, {"message_id": reply.id}, None)
-    read = await db.read(delivery.delivery, reply.id)
+    read = await db.read(messages.message_context, reply.id)
     assert read is not None and read.target is not None and read.target.remote_id == "m1"
     # A job queued while its key is busy is not taken: the worker's chain sees to it.
     busy = LeaseOffer("worker-x", 60, {conversation_key(reply.conversation_id)}, 4)
@@ -1039,3 +1039,48 @@ async def test_a_reply_is_handed_over_without_rows(db: Database, sessions: Sessi
     )
     assert third is not None
     assert busy.taken == [] and busy.missed == [conversation_key(reply.conversation_id)]
+
+
+async def test_an_advisers_reply_hands_its_send_over_with_the_rows_it_needs(
+    db: Database, sessions: Sessions
+) -> None:
+    """The hot path of a reply: the channel.send job taken by the worker carries the message,
+    its conversation, the customer's identity and the replied-to message, equal to what the
+    job's own read would give; the conversation records the adviser's reply."""
+    found = await db.write(
+        inbound.store_message, POLICY, ANA, InboundMessage("c1", "text", text="Blau?")
+    )
+    assert found is not None
+    async with sessions.begin() as s:
+        await s.execute(update(Message).values(matrix_event_id="$customer"))
+        await s.execute(update(OutboxItem).values(status="done"))
+    values = {"kind": "text", "text": "Ja, in Blau.", "matrix_event_id": "$reply"}
+    offer = LeaseOffer("worker-x", 60, set(), 4)
+    reply = await db.write(
+        _with_offer, offer, outbound.adviser_message, found.conversation_id, values, "$customer"
+    )
+    assert reply is not None and reply.reply_to_message_id == found.id
+    [(row, context)] = offer.taken
+    assert row[1] == CHANNEL_SEND and row[3] == {"message_id": reply.id}
+    read = await db.read(messages.message_context, reply.id)
+    assert isinstance(context, MessageContext) and read is not None
+    assert columns(context.message) == columns(read.message)
+    assert context.identity.external_id == read.identity.external_id == ANA.external_id
+    assert context.target is not None and context.target.id == found.id
+    assert context.conversation.last_adviser_reply_at is not None
+    # The same event handled again adds nothing.
+    assert await db.write(outbound.adviser_message, found.conversation_id, values, None) is None
+
+
+async def test_a_taken_job_without_a_context_gets_its_kinds_preload(db: Database) -> None:
+    def preload(conn: Connection, payload: dict[str, Any]) -> str:
+        return f"read for {payload['n']}"
+
+    offer = LeaseOffer("worker-x", 60, set(), 4, preloads={"test.kind": preload})
+
+    def queue(tx: Tx) -> None:
+        jobs.enqueue(tx, "test.kind", "k1", {"n": 1}, "one")
+        jobs.enqueue(tx, "other.kind", "k2", {"n": 2}, "two")
+
+    await db.write(_with_offer, offer, queue)
+    assert [context for _, context in offer.taken] == ["read for 1", None]
