@@ -62,9 +62,9 @@ class Tx:
     def orm(self) -> Session:
         """An ORM session joined to this transaction; objects stay usable after commit."""
         if self._orm is None:
-            # "rollback_only": never a SAVEPOINT of its own. In a group commit the unit runs
-            # inside a SAVEPOINT, where the default would open one more and roll it back on
-            # close(), discarding the unit's ORM writes (and all it wrote after them).
+            # "rollback_only": never a SAVEPOINT of its own. Joined to a transaction that
+            # holds other units (a group commit) or a savepoint, the default would open one
+            # and roll it back on close(), discarding the unit's ORM writes.
             self._orm = Session(
                 bind=self.conn,
                 expire_on_commit=False,
