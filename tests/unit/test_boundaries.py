@@ -35,6 +35,8 @@ PURE = [
     "hub.commerce.render",
     "hub.commerce.providers.base",
     "hub.matrix.render",
+    "hub.scheduler.hours",
+    "hub.scheduler.when",
     "hub.bridges.whatsapp.mapping",
     "hub.bridges.whatsapp.markup",
     "hub.bridges.whatsapp.errors",
