@@ -159,6 +159,37 @@ def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hours_simulate(args: argparse.Namespace) -> int:
+    from hub.app import channel_class
+    from hub.i18n import set_locale
+    from hub.scheduler.simulate import Situation, parse_moment, simulate
+
+    config = load_config(args.config)
+    set_locale(config.shop.locale)
+    try:
+        moment = parse_moment(args.moment, config.shop.timezone)
+    except ValueError:
+        print(f'{args.moment!r}: not a moment (e.g. "2026-12-26 22:10")', file=sys.stderr)
+        return 2
+    situation = Situation(
+        moment=moment,
+        channel=args.channel,
+        reply_window=channel_class(args.channel).reply_window,
+        new=not args.returning,
+        adviser_replied_minutes_ago=args.adviser_replied,
+    )
+    lines = simulate(
+        situation,
+        config.hours,
+        config.replies,
+        config.missed,
+        config.shop.timezone,
+        config.shop.name,
+    )
+    print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Matrix commerce hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = telegram.add_parser("set-webhook", help="register the hub's webhook with Telegram")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_telegram_set_webhook)
+    p = sub.add_parser("hours", help="opening hours tools")
+    hours = p.add_subparsers(dest="hours_command", required=True)
+    p = hours.add_parser("simulate", help="what the hub does with a customer's message at a moment")
+    p.add_argument("moment", help='in the shop\'s time zone, e.g. "2026-12-26 22:10"')
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument(
+        "--channel",
+        default="whatsapp",
+        choices=["webchat", "whatsapp", "telegram", "messenger", "instagram"],
+    )
+    p.add_argument(
+        "--returning", action="store_true", help="not the first message of the conversation"
+    )
+    p.add_argument(
+        "--adviser-replied", type=int, metavar="MINUTES", help="an adviser answered MINUTES ago"
+    )
+    p.set_defaults(func=cmd_hours_simulate)
     return parser
 
 

@@ -2,13 +2,15 @@
 steps in dependency order. Each step sets up one thing and cleans it up at stop; when a
 step fails, the clean-ups of the steps before it run (aiohttp's cleanup_ctx):
 
-1. database   open it, bring the schema up to date (in a child process), load the catalogue
+1. database   open it, bring the schema up to date (in a child process), load the catalogue;
+              the shop's language for every text the hub writes
 2. http       the client session of every outgoing call
 3. matrix     the homeserver's client (the token checked), portals, the appservice API
 4. channels   the enabled channels with their webhook routes, the ingest, the pages
 5. shop       the shop, the checkout and its payment provider, the commerce pages
 6. worker     the bot's commands and every job kind's handler; the job worker runs
-7. started    once the hub listens: the homeserver ping and the channels' start-up work
+7. timers     the alarms of timers (holding replies' follow-ups, scheduled messages)
+8. started    once the hub listens: the homeserver ping and the channels' start-up work
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from hub.db.database import Database
 from hub.db.engine import migrate, open_database
 from hub.errors import ExternalError, StartupError
 from hub.http.pages import add_page_routes
+from hub.i18n import set_locale
 from hub.jobs.worker import Worker
 from hub.matrix.appservice import AppserviceApi
 from hub.matrix.client import MatrixClient, MatrixError, MatrixUnavailable
@@ -51,6 +54,9 @@ from hub.matrix.deliver import MatrixDelivery
 from hub.matrix.dispatcher import Dispatcher
 from hub.matrix.portal import Portals, PortalSettings
 from hub.matrix.receipts import Receipts
+from hub.scheduler.automations import Automations
+from hub.scheduler.commands import SchedulerCommands
+from hub.scheduler.runner import TimerRunner
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,8 @@ CHANNELS = web.AppKey("channels", Channels)
 SHOP = web.AppKey("shop", Shop)
 CHECKOUT = web.AppKey("checkout", Checkout)
 WORKER = web.AppKey("worker", Worker)
+AUTOMATIONS = web.AppKey("automations", Automations)
+TIMERS = web.AppKey("timers", TimerRunner)
 LISTENING = web.AppKey("listening", asyncio.Event)
 
 # Messenger channels, imported only when enabled: module:class.
@@ -79,6 +87,7 @@ Step = Callable[[web.Application], AsyncIterator[None]]
 
 async def database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    set_locale(config.shop.locale)
     db = open_database(config.database_url, echo=config.database.echo)
     try:
         await migrate(db, in_child=True)
@@ -139,11 +148,13 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
 async def channels(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     deps = ChannelDeps(app[DB], app[HTTP], app[MEDIA], config.http.public_base)
+    automations = app[AUTOMATIONS] = make_automations(config)
     ingest = Ingest(
         app[DB],
         ghost_prefix=config.appservice.ghost_prefix,
         domain=config.homeserver.domain,
         shop_name=config.shop.name,
+        after_message=automations.after_message,
     )
     enabled = Channels()
     if config.channels.webchat.enabled:
@@ -170,10 +181,30 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
         await channel.close()
 
 
+def make_automations(config: Config) -> Automations:
+    return Automations(
+        hours=config.hours,
+        replies=config.replies,
+        missed=config.missed,
+        scheduled=config.scheduled,
+        schedule=config.hours.schedule(config.shop.timezone, config.shop.locale),
+        shop_name=config.shop.name,
+        lobby_room=config.shop.lobby_room,
+    )
+
+
+def channel_class(name: str) -> type[Channel]:
+    """A channel's class, its module imported only when asked for."""
+    if name == "webchat":
+        return WebchatChannel
+    module_name, _, class_name = PROVIDER_CHANNELS[name].partition(":")
+    cls: type[Channel] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
 def provider_channel(name: str, deps: ChannelDeps, config: Config) -> Channel:
     """A messenger channel, its module imported only when it is enabled."""
-    module_name, _, class_name = PROVIDER_CHANNELS[name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls: Any = channel_class(name)
     section = getattr(config.channels, name)
     if name == "whatsapp":
         return cls(deps, section, config.bot.command_prefix)  # type: ignore[no-any-return]
@@ -207,6 +238,7 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     commands: CommandRegistry[CommandHandler] = CommandRegistry()
     specs = [help_command(commands, config.bot.command_prefix)]
     specs += CommerceCommands(app[SHOP]).specs()
+    specs += SchedulerCommands(app[AUTOMATIONS]).specs()
     for channel in enabled.values():
         specs += channel.commands()
     for spec in specs:
@@ -244,6 +276,14 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def timer_alarms(app: web.Application) -> AsyncIterator[None]:
+    runner = TimerRunner(app[DB], app[AUTOMATIONS], app[CONFIG].scheduled.sweep_seconds)
+    await runner.start()
+    app[TIMERS] = runner
+    yield
+    await runner.stop()
+
+
 async def started(app: web.Application) -> AsyncIterator[None]:
     """Work that needs the hub to listen: the homeserver's ping (it then resends what it
     queued while we were down) and the channels' start-up (Telegram's setWebhook)."""
@@ -263,7 +303,16 @@ async def started(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
 
 
-STEPS: list[Step] = [database, http_session, matrix, channels, shop, worker, started]
+STEPS: list[Step] = [
+    database,
+    http_session,
+    matrix,
+    channels,
+    shop,
+    worker,
+    timer_alarms,
+    started,
+]
 
 
 def create_app(config: Config) -> web.Application:

@@ -29,6 +29,13 @@ from hub.config.channels import (
     WhatsappTemplate,
 )
 from hub.config.commerce import BuiltinCheckoutConfig, CommerceConfig, CommerceTexts
+from hub.config.hours import (
+    HoursConfig,
+    MissedConfig,
+    RepliesConfig,
+    ScheduledConfig,
+    check_timezone,
+)
 from hub.config.section import Section
 
 PLACEHOLDER_MARKER = "CHANGE_ME"
@@ -43,7 +50,11 @@ __all__ = [
     "CommerceTexts",
     "Config",
     "ConfigError",
+    "HoursConfig",
     "MetaPageConfig",
+    "MissedConfig",
+    "RepliesConfig",
+    "ScheduledConfig",
     "TelegramConfig",
     "WebchatConfig",
     "WhatsappConfig",
@@ -154,6 +165,24 @@ class ShopConfig(Section):
     locale: str = "en_US"
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     timezone: str = "UTC"
+    # The advisers' room: alerts (missed conversations, closed reply windows) go there.
+    lobby_room: str | None = Field(None, pattern=r"^![^:\s]+:[A-Za-z0-9.\-]+(:\d+)?$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        return check_timezone(v)
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(v)
+        except (UnknownLocaleError, ValueError):
+            raise ValueError(f"unknown locale {v!r} (e.g. de_DE, de_AT, en_US)") from None
+        return v
 
     @field_validator("advisers")
     @classmethod
@@ -201,6 +230,10 @@ class Config(Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
     commerce: CommerceConfig = Field(default_factory=CommerceConfig)
+    hours: HoursConfig = Field(default_factory=HoursConfig)
+    replies: RepliesConfig = Field(default_factory=RepliesConfig)
+    missed: MissedConfig = Field(default_factory=MissedConfig)
+    scheduled: ScheduledConfig = Field(default_factory=ScheduledConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from hub.core.types import Envelope
 from hub.db.database import Database
-from hub.db.inbound import InboundPolicy, IngestResult, store_events
+from hub.db.inbound import CustomerMessageHook, InboundPolicy, IngestResult, store_events
 
 if TYPE_CHECKING:
     from hub.bridges.base import Channel
@@ -17,8 +17,17 @@ log = logging.getLogger(__name__)
 
 
 class Ingest:
-    def __init__(self, db: Database, *, ghost_prefix: str, domain: str, shop_name: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ghost_prefix: str,
+        domain: str,
+        shop_name: str,
+        after_message: CustomerMessageHook | None = None,
+    ) -> None:
         self.db = db
+        self._after_message = after_message
         self._ghost_prefix = ghost_prefix
         self._domain = domain
         self._shop_name = shop_name
@@ -37,6 +46,8 @@ class Ingest:
                 looks_up_names=channel.looks_up_names,
                 voice_note_reply=channel.voice_note_reply,
                 start_greeting=channel.start_greeting,
+                reply_window=channel.reply_window,
+                after_message=self._after_message,
             )
         return found
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -48,13 +49,14 @@ class Tx:
     """A unit of work's transaction: the connection, the ORM session over it (made on first
     use), the jobs it queued and what must happen once it committed."""
 
-    __slots__ = ("_after", "_orm", "conn", "offer", "queued")
+    __slots__ = ("_after", "_orm", "conn", "offer", "queued", "timers")
 
     def __init__(self, conn: Connection, offer: LeaseOffer | None = None) -> None:
         self.conn = conn
         # The job worker's offer to take jobs queued here straight away (hub.db.jobs).
         self.offer = offer
         self.queued = False  # set by hub.db.jobs.enqueue
+        self.timers: list[tuple[int, datetime]] = []  # added by hub.db.timers.add
         self._orm: Session | None = None
         self._after: list[AfterCommit] = []
 
@@ -119,11 +121,18 @@ class JobSink(Protocol):
         """A write ended; `queued`: it queued jobs; `committed`: they exist."""
 
 
+class TimerSink(Protocol):
+    """What arms the alarms of timers (hub.scheduler.runner.TimerRunner)."""
+
+    def arm(self, timer_id: int, due_at: datetime) -> None: ...
+
+
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.sink: JobSink | None = None
+        self.timer_sink: TimerSink | None = None
         path = engine.url.database if self.is_sqlite else None
         file = path and path != ":memory:" and not path.startswith("file:")
         self._file = SqliteFile(str(Path(path))) if file and path else None
@@ -179,6 +188,9 @@ class Database:
             raise
         if sink is not None and (tx.queued or offer is not None):
             sink.settled(offer, tx.queued, True)
+        if self.timer_sink is not None:
+            for timer_id, due_at in tx.timers:
+                self.timer_sink.arm(timer_id, due_at)
         for step in tx._after:
             try:
                 await step()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.sql import Executable
@@ -28,14 +28,14 @@ from hub.core.types import (
     StatusUpdate,
 )
 from hub.db import conversations, notices
+from hub.db.answers import automatic_answers
 from hub.db.identities import IdentityConversation, identity_conversation
 from hub.db.jobs import conversation_key, enqueue
-from hub.db.messages import MessageContext
+from hub.db.messages import MessageContext, insert_message
 from hub.db.models import ChannelIdentity, Conversation, Customer, MediaFile, Message, table, utcnow
 from hub.db.receipts import ghost_receipt
-from hub.db.statements import model, run, statement
-from hub.db.upsert import dialect_insert
-from hub.jobs.kinds import CHANNEL_PROFILE, CHANNEL_SEND, MATRIX_DELIVER, ORDER_TO_CART
+from hub.db.statements import run, statement
+from hub.jobs.kinds import CHANNEL_PROFILE, MATRIX_DELIVER
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
@@ -48,7 +48,6 @@ CV = table(Conversation)
 M = table(Message)
 MF = table(MediaFile)
 _STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
-VOICE_REPLY_INTERVAL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,21 @@ class InboundPolicy:
     looks_up_names: bool = False  # the channel can tell a customer's name later
     voice_note_reply: str | None = None  # sent once a day to customers sending voice notes
     start_greeting: str | None = None  # the answer to a messenger's start command
+    # How long after the customer's last message the shop may write freely (None: always).
+    reply_window: timedelta | None = None
+    # The bot's answers that depend on the time (hub.scheduler.automations): greeting,
+    # holding reply, the missed-conversation check.
+    after_message: CustomerMessageHook | None = None
+
+
+class CustomerMessageHook(Protocol):
+    def __call__(
+        self,
+        tx: Tx,
+        policy: InboundPolicy,
+        message: Message,
+        conversation: Conversation | None,  # as it was before (None: a new conversation)
+    ) -> None: ...
 
 
 @dataclass
@@ -86,25 +100,6 @@ def _message_id_by_remote(dialect: str) -> Executable:
     )
 
 
-@statement(insert=True)
-def _insert_message_dedupe(dialect: str) -> Any:
-    insert = dialect_insert(dialect)
-    return (
-        insert(M).on_conflict_do_nothing(index_elements=["channel", "remote_id"]).returning(M.c.id)
-    )
-
-
-@statement(insert=True)
-def _insert_message_by_event(dialect: str) -> Any:
-    insert = dialect_insert(dialect)
-    return insert(M).on_conflict_do_nothing(index_elements=["matrix_event_id"]).returning(M.c.id)
-
-
-@statement(insert=True)
-def _insert_message(dialect: str) -> Executable:
-    return M.insert().returning(M.c.id)
-
-
 @statement
 def _set_last_inbound(dialect: str) -> Executable:
     return update(CV).where(CV.c.id == bindparam("cid")).values(last_inbound_at=bindparam("at"))
@@ -113,24 +108,6 @@ def _set_last_inbound(dialect: str) -> Executable:
 @statement(insert=True)
 def _insert_media(dialect: str) -> Executable:
     return MF.insert()
-
-
-def insert_message(tx: Tx, values: dict[str, Any]) -> Message | None:
-    """Insert a message; None when its (channel, remote_id) or its Matrix event is known
-    already. Returns a detached Message with every column set."""
-    full: dict[str, Any] = {c.name: None for c in M.columns if c.name != "id"}
-    full |= {"created_at": utcnow(), "status": "pending", **values}
-    if full.get("remote_id"):
-        stmt = _insert_message_dedupe
-    elif full.get("matrix_event_id"):
-        stmt = _insert_message_by_event
-    else:  # the bot's own messages: their job's idempotency key guards them
-        stmt = _insert_message
-    new_id = run(tx, stmt, full).scalar()
-    if new_id is None:
-        return None
-    full["id"] = new_id
-    return model(Message, full)
 
 
 # -- the unit of work -----------------------------------------------------------------------
@@ -213,7 +190,9 @@ def store_message(
         str(message.id),
         context=context,
     )
-    _automatic_answers(tx, policy, msg, message)
+    automatic_answers(tx, policy, msg, message)
+    if policy.after_message is not None:
+        policy.after_message(tx, policy, message, found.rows[1] if found.rows else None)
     return message
 
 
@@ -272,71 +251,6 @@ def _written_at(msg: InboundMessage, last_inbound_at: datetime | None) -> dateti
 
 
 # -- the bot's automatic answers ------------------------------------------------------------
-
-
-def _automatic_answers(
-    tx: Tx, policy: InboundPolicy, msg: InboundMessage, message: Message
-) -> None:
-    if msg.voice and policy.voice_note_reply:
-        _voice_note_reply(tx, policy, message)
-    if msg.kind == "order":
-        enqueue(
-            tx,
-            ORDER_TO_CART,
-            conversation_key(message.conversation_id),
-            {"message_id": message.id},
-            str(message.id),
-        )
-    if (msg.data or {}).get("command") == "start" and policy.start_greeting:
-        bot_message(
-            tx,
-            message.conversation_id,
-            policy,
-            policy.start_greeting,
-            f"start-greeting:{message.id}",
-        )
-
-
-def bot_message(
-    tx: Tx, conversation_id: int, policy: InboundPolicy, text: str, key: str
-) -> Message | None:
-    """A text of the bot to the customer, sent through the channel like an adviser's."""
-    message = insert_message(
-        tx,
-        {
-            "conversation_id": conversation_id,
-            "channel": policy.channel,
-            "direction": "out",
-            "kind": "text",
-            "text": text,
-            "sender_name": policy.shop_name,
-            "status": "pending",
-        },
-    )
-    assert message is not None  # no remote id yet: nothing to collide with
-    enqueue(tx, CHANNEL_SEND, conversation_key(conversation_id), {"message_id": message.id}, key)
-    return message
-
-
-def _voice_note_reply(tx: Tx, policy: InboundPolicy, message: Message) -> None:
-    """Ask the customer once a day to write instead."""
-    conversation = tx.orm.get(Conversation, message.conversation_id)
-    assert conversation is not None
-    last = (conversation.meta or {}).get("voice_reply_at")
-    now = utcnow()
-    if last and now - datetime.fromisoformat(last) < VOICE_REPLY_INTERVAL:
-        return
-    conversations.set_meta(tx, conversation.id, voice_reply_at=now.isoformat())
-    text = policy.voice_note_reply
-    assert text is not None
-    bot_message(tx, conversation.id, policy, text, f"voice-reply:{message.id}")
-    if conversation.room_id:
-        notices.notice(
-            tx,
-            conversation.room_id,
-            f"🤖 Sent to the customer (voice note reply): {text}",
-            f"voice-reply-notice:{message.id}",
-        )
 
 
 # -- reactions, edits, statuses, blocks -----------------------------------------------------

@@ -20,9 +20,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from hub.core import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, from the hub's clock (hub.core.clock)."""
+    return clock.now()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -32,9 +35,12 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("naive datetime stored; use hub.db.models.utcnow()")
-        return value
+        # In UTC: SQLite keeps the wall-clock digits only, and compares them as text.
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
@@ -262,3 +268,40 @@ class ShortLink(Base):
     first_click_at: Mapped[datetime | None] = mapped_column()
     last_click_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Timer(Base):
+    """Something due at a wall-clock moment: a scheduled message, the "we're back" round at
+    an opening, a missed-conversation check. The row is the record; hub.scheduler.runner
+    arms an alarm for it (APScheduler) and fires it once (pending → fired, conditionally)."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_due", "status", "due_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # scheduled | back | opening | missed
+    # One timer per key: the same opening or check is never armed twice.
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    due_at: Mapped[datetime] = mapped_column()
+    # pending | fired | cancelled | dropped (too late) | failed (set aside)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    payload: Mapped[dict[str, Any] | None] = mapped_column()
+    created_by: Mapped[str | None] = mapped_column(String(255))  # the adviser, if any
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column()
+
+
+class MissedConversation(Base):
+    """A customer's message no adviser answered in time during opening hours (the KPIs
+    count these)."""
+
+    __tablename__ = "missed_conversations"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[int | None] = mapped_column(BigId)  # the first unanswered message
+    since: Mapped[datetime] = mapped_column()  # when it was written
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -9,6 +9,9 @@ from __future__ import annotations
 # -- towards Matrix -------------------------------------------------------------------------
 MATRIX_DELIVER = "matrix.deliver"  # a customer's message into their room as their ghost; conv
 MATRIX_SEND = "matrix.send"  # an event of the bot (notice, reaction, state) into a room; room-out
+# A notice into a conversation's room, after what was queued before it (its room may not
+# exist yet when it is queued); conv
+MATRIX_NOTICE = "matrix.notice"
 MATRIX_RECEIPT_OUT = "matrix.receipt_out"  # the customer read an adviser's message; receipt
 
 # -- from Matrix (stored from the homeserver's transactions before they are acknowledged) --

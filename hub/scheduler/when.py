@@ -27,12 +27,14 @@ from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_datetime
+
+from hub.i18n import N_, _, current_locale
 from hub.scheduler.hours import wall_clock
 
 __all__ = ["WhenError", "parse_when"]
 
-_TRY = "(try: in 2h, mo 9:00, 2026-12-01 10:00)"
-_WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_TRY = N_("(try: in 2h, mo 9:00, 2026-12-01 10:00)")
 
 
 class WhenError(ValueError):
@@ -114,7 +116,7 @@ def parse_when(text: str, now: datetime, tz: ZoneInfo) -> tuple[datetime, str]:
         raise ValueError("now must be timezone-aware")
     text = unicodedata.normalize("NFC", text).strip()
     if not text:
-        raise WhenError(f"no time given {_TRY}")
+        raise WhenError(_("no time given {examples}").format(examples=_(_TRY)))
     today = now.astimezone(tz).date()
     for reader in (_relative, _absolute, _day_word, _bare_time):
         found = reader(text, now, today, tz)
@@ -123,14 +125,18 @@ def parse_when(text: str, now: datetime, tz: ZoneInfo) -> tuple[datetime, str]:
             _check_future(text[:end].strip().rstrip(",;:"), moment, now)
             return moment, text[end:].strip()
     word = _WORD.match(text)
-    raise WhenError(f"«{word[0] if word else text}» is not a time {_TRY}")
+    raise WhenError(
+        _("«{text}» is not a time {examples}").format(
+            text=word[0] if word else text, examples=_(_TRY)
+        )
+    )
 
 
 def _check_future(shown: str, moment: datetime, now: datetime) -> None:
     # Compared in UTC: two datetimes of the same zone compare by wall clock in Python.
     if moment.astimezone(UTC) <= now.astimezone(UTC):
-        when = f"{_WEEKDAY_NAMES[moment.weekday()]} {moment:%Y-%m-%d %H:%M}"
-        raise WhenError(f"«{shown}» ({when}) is in the past")
+        when = format_datetime(moment, "EEE yyyy-MM-dd HH:mm", locale=current_locale())
+        raise WhenError(_("«{text}» ({when}) is in the past").format(text=shown, when=when))
 
 
 def _after(text: str, pos: int) -> int | None:
@@ -156,7 +162,7 @@ def _time(text: str, pos: int, *, bare_hour: bool) -> tuple[int, int] | None:
         return None
     token = found[0].strip()
     if minute > 59 or hour > (12 if meridiem else 23) or (meridiem and hour == 0):
-        raise WhenError(f"«{token}» is not a time of day")
+        raise WhenError(_("«{text}» is not a time of day").format(text=token))
     if meridiem:
         hour = hour % 12 + (12 if meridiem == "pm" else 0)
     return hour * 60 + minute, end
@@ -170,8 +176,12 @@ def _time_after(text: str, pos: int, what: str) -> tuple[int, int]:
     if found is None:
         after = _WORD.match(text, pos)
         if after is None:
-            raise WhenError(f"«{what}» needs a time, e.g. «{what} 9:00»")
-        raise WhenError(f"«{after[0]}» is not a time (after «{what}», try e.g. 9:00)")
+            raise WhenError(_("«{day}» needs a time, e.g. «{day} 9:00»").format(day=what))
+        raise WhenError(
+            _("«{text}» is not a time (after «{day}», try e.g. 9:00)").format(
+                text=after[0], day=what
+            )
+        )
     return found
 
 
@@ -182,7 +192,9 @@ def _relative(text: str, now: datetime, today: date, tz: ZoneInfo) -> tuple[date
     end = _after(text, found.end()) if found else None
     if found is None or end is None:
         shown = " ".join(text.split()[:2])
-        raise WhenError(f"«{shown}» is not a duration (try: in 2h, in 90 min, in 3 days)")
+        raise WhenError(
+            _("«{text}» is not a duration (try: in 2h, in 90 min, in 3 days)").format(text=shown)
+        )
     amounts = {"minutes": 0, "hours": 0, "days": 0, "weeks": 0}
     for part in _PART.finditer(found[1]):
         number = int(part[1]) if part[1].isdigit() else 1  # "in einer Stunde", "in an hour"
@@ -199,7 +211,7 @@ def _relative(text: str, now: datetime, today: date, tz: ZoneInfo) -> tuple[date
         elapsed = timedelta(hours=amounts["hours"], minutes=amounts["minutes"])
         moment = (moment.astimezone(UTC) + elapsed).astimezone(tz)
     except OverflowError:
-        raise WhenError(f"«{found[0]}» is too far ahead") from None
+        raise WhenError(_("«{text}» is too far ahead").format(text=found[0])) from None
     return moment, end
 
 
@@ -228,7 +240,7 @@ def _absolute(text: str, now: datetime, today: date, tz: ZoneInfo) -> tuple[date
         if moment.astimezone(UTC) > now.astimezone(UTC):
             break
     if moment is None:
-        raise WhenError(f"«{shown}» is not a date")
+        raise WhenError(_("«{text}» is not a date").format(text=shown))
     return moment, end
 
 

@@ -268,3 +268,88 @@ def test_migrate_with_a_bad_config_is_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "CHANGE_ME" in result.stderr
     assert_no_traceback(result)
+
+
+# --- hours simulate ---------------------------------------------------------------------------
+
+SHOP_HOURS = """
+shop:
+  name: Farben Müller
+  locale: de_DE
+  timezone: Europe/Berlin
+  advisers: ["@anna:shop.example"]
+hours:
+  weekly: {mon: "9-13, 14-18", tue: "9-13, 14-18", wed: "9-13, 14-18",
+           thu: "9-13, 14-18", fri: "9-13, 14-18", sat: "9-14"}
+  holidays: {country: DE, region: NW}
+  special: {2026-12-24: "9-13"}
+replies:
+  back: {enabled: true}
+"""
+
+
+def shop_config(tmp_path: Path, extra: str = SHOP_HOURS) -> Path:
+    data = yaml.safe_load(example_copy(tmp_path, fill_tokens=True).read_text(encoding="utf-8"))
+    data.update(yaml.safe_load(extra))
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_hours_simulate_shows_the_holding_reply_and_the_closing_window(tmp_path: Path) -> None:
+    path = shop_config(tmp_path)
+    result = hub("hours", "simulate", "2026-12-26 22:10", "-c", str(path))
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.replace("\xa0", " ")
+    assert "Moment:   Saturday 2026-12-26 22:10 CET (Europe/Berlin)" in out
+    assert "Shop:     Jetzt geschlossen; öffnet wieder am Montag, 9:00 Uhr." in out
+    assert "Holding reply (closed all day; once until the shop opens):" in out
+    assert "Heute haben wir geschlossen. Unser Beratungsteam antwortet Ihnen ab Montag" in out
+    assert "Holiday:  Zweiter Weihnachtstag" in out
+    # WhatsApp's window closes on Sunday evening, before Monday's opening.
+    assert "Window:   closes Sun 2026-12-27 22:10 before the shop opens" in out
+    assert "„Ich bin da“" in out
+    assert "At the opening (Montag, 9:00 Uhr):" in out
+
+
+def test_hours_simulate_on_an_open_weekday_and_for_a_channel_without_window(
+    tmp_path: Path,
+) -> None:
+    path = shop_config(tmp_path)
+    result = hub("hours", "simulate", "2026-12-28 10:00", "--channel", "telegram", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.replace("\xa0", " ")
+    assert "Holding reply: none (the shop is open)" in out
+    assert "Missed:   counts as missed without an adviser reply by Montag, 10:15 Uhr" in out
+    result = hub("hours", "simulate", "2026-12-27 10:00", "--channel", "telegram", "-c", str(path))
+    assert "Window:" not in result.stdout
+
+
+def test_hours_simulate_refuses_a_moment_it_cannot_read(tmp_path: Path) -> None:
+    result = hub("hours", "simulate", "Sonntag abend", "-c", str(shop_config(tmp_path)))
+    assert result.returncode == 2
+    assert "'Sonntag abend': not a moment" in result.stderr
+    assert_no_traceback(result)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "hours: {weekly: {mon: '9-13, 12-18'}}",
+            "hours.weekly: mon: 09:00-13:00 and 12:00-18:00 overlap",
+        ),
+        (
+            "hours: {weekly: {mon: '18-9'}}",
+            "hours.weekly: mon: 18-9: the end must be after the start",
+        ),
+        ("hours: {holidays: {country: DE, region: XX}}", "region 'XX' is not a region of DE"),
+        ("shop: {timezone: Europe/Bonn}", "unknown time zone 'Europe/Bonn'"),
+    ],
+)
+def test_check_config_names_a_bad_hours_key(tmp_path: Path, extra: str, message: str) -> None:
+    result = hub("check-config", "-c", str(shop_config(tmp_path, extra)))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert_no_traceback(result)
