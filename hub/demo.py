@@ -54,6 +54,15 @@ def _write_first_config(path: Path) -> None:
             "currency": "EUR",
             "timezone": "Europe/Berlin",
         },
+        # A German shop's week: outside it the widget gets a holding reply (try a Sunday).
+        "hours": {
+            "weekly": {
+                **dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), "9-13, 14-18"),
+                "sat": "9-14",
+            },
+            "holidays": {"country": "DE", "region": "NW"},
+        },
+        "replies": {"greeting": {"enabled": True}, "back": {"enabled": True}},
         # A paint shop's products, so !catalog, !cart and !pay can be tried at once.
         "commerce": {"catalogue_file": str(DEMO_CATALOGUE), "provider": "builtin"},
         "logging": {"level": "WARNING"},
@@ -114,7 +123,8 @@ async def run_demo(config: Config, data_dir: Path) -> None:
             f"  Adviser login:  user {ADVISER}  password {password}   ({adviser})\n\n"
             "  Write in the widget on the shop page: a room appears for the adviser.\n"
             "  Type !help in that room for the bot's commands; try !p wandfarbe,\n"
-            "  !cart add WF-W-10 2 and !pay (a demo catalogue is loaded).\n"
+            "  !cart add WF-W-10 2 and !pay (a demo catalogue is loaded), !hours and\n"
+            "  !schedule in 2min Ihre Farbe ist da!\n"
             f"  Data is kept in {data_dir} (delete it to start over). Ctrl-C stops everything.\n",
             flush=True,
         )

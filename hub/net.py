@@ -16,8 +16,10 @@ from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
+from babel.numbers import format_decimal
 
 from hub.errors import ExternalError
+from hub.i18n import _, current_locale
 
 T = TypeVar("T")
 
@@ -43,7 +45,9 @@ async def read_body(request: web.Request, cap: int) -> bytes:
 
 def unreachable(service: str, why: str) -> ExternalError:
     return ExternalError(
-        f"cannot connect to {service} ({why}); it will be tried again",
+        _("cannot connect to {service} ({reason}); it will be tried again").format(
+            service=service, reason=why
+        ),
         permanent=False,
         code="unreachable",
     )
@@ -61,24 +65,27 @@ async def with_retries(
     request, broke off). Network failures become `failed(reason)`, by default a temporary
     ExternalError naming `service`; errors the attempt raised itself pass through."""
     fail = failed or (lambda why: unreachable(service, why))
-    why = "connection failed"
+    why = _("connection failed")
     for n in range(CONNECT_RETRIES + 1):
         try:
             return await attempt()
         except ExternalError:
             raise
         except aiohttp.ClientConnectorError:
-            why = "connection failed"
+            why = _("connection failed")
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            why = f"the connection broke off ({type(exc).__name__})"
+            why = _("the connection broke off ({error})").format(error=type(exc).__name__)
             if not idempotent:
                 raise fail(why) from None
         except TimeoutError:
+            seconds = format_decimal(timeout, locale=current_locale())
             raise (
-                failed(f"no answer within {timeout:g} s")
+                failed(_("no answer within {seconds} s").format(seconds=seconds))
                 if failed
                 else ExternalError(
-                    f"{service} did not answer within {timeout:g} s; it will be tried again",
+                    _("{service} did not answer within {seconds} s; it will be tried again").format(
+                        service=service, seconds=seconds
+                    ),
                     permanent=False,
                     code="timeout",
                 )

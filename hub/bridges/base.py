@@ -24,6 +24,7 @@ from aiohttp import web
 from hub.core.media import MediaStore
 from hub.core.types import MediaRef, OutboundMessage, Parsed
 from hub.errors import ExternalError
+from hub.i18n import _
 
 if TYPE_CHECKING:
     from hub.core.commands import CommandSpec
@@ -63,7 +64,9 @@ class Channel(ABC):
     # -- identity (class attributes) ------------------------------------------------------
     kind: ClassVar[str]  # stored in channel_identities.channel, e.g. "whatsapp"
     code: ClassVar[str]  # short, in ghost localparts: "web", "wa", "tg", "fb", "ig"
-    label: ClassVar[str]  # shown to advisers in room names, e.g. "WhatsApp"
+    # Shown to advisers in room names, e.g. "WhatsApp"; an English msgid (N_) where it is a
+    # word to translate ("Web chat"): show it with _().
+    label: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
     # How long after the customer's last message free text may be sent; None = unlimited.
     reply_window: ClassVar[timedelta | None] = None
@@ -112,7 +115,9 @@ class Channel(ABC):
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         """Download an inbound file by its `remote_id`: (bytes, mimetype)."""
-        raise ExternalError(f"{self.label} has no files to fetch", permanent=True)
+        raise ExternalError(
+            _("{channel} has no files to fetch").format(channel=_(self.label)), permanent=True
+        )
 
     async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
         """An adviser reacted to a customer's message ("" removes); called only when

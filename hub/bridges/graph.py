@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from babel.numbers import format_decimal
 
 from hub.errors import ExternalError
+from hub.i18n import _, current_locale
 from hub.net import read_capped, with_retries
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,9 @@ class GraphClient:
                     raise error
                 if not isinstance(doc, dict):
                     raise ExternalError(
-                        f"{self.service} answered with something that is not a JSON object",
+                        _("{service} answered with something that is not a JSON object").format(
+                            service=self.service
+                        ),
                         permanent=False,
                     )
                 return doc
@@ -124,7 +128,11 @@ class GraphClient:
 
     def _answer_too_big(self) -> ExternalError:
         return ExternalError(
-            f"{self.service} answered with more than {MAX_ANSWER_BYTES} bytes", permanent=False
+            _("{service} answered with more than {bytes} bytes").format(
+                service=self.service,
+                bytes=format_decimal(MAX_ANSWER_BYTES, locale=current_locale()),
+            ),
+            permanent=False,
         )
 
 

@@ -18,6 +18,7 @@ from hub.db.database import Database, Tx
 from hub.db.messages import context_of, message_context, preload_message
 from hub.db.models import ChannelIdentity, Message
 from hub.errors import BLOCKED, ExternalError
+from hub.i18n import _
 from hub.jobs import kinds
 from hub.jobs.job import Finish, Job, PermanentFailure, handles
 from hub.matrix.client import MatrixClient
@@ -63,7 +64,7 @@ class ChannelSender:
             message_context, message_id
         )
         if found is None:
-            raise PermanentFailure("message no longer exists (erased?)")
+            raise PermanentFailure(_("message no longer exists (erased?)"))
         msg, conversation, identity = found.message, found.conversation, found.identity
         if msg.status in ("sent", "delivered", "read"):
             return None

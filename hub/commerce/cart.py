@@ -19,6 +19,7 @@ from typing import Any
 from hub.commerce.catalogue import Product, canonical_rate
 from hub.commerce.money import Money, currency_exponent, total, vat_included
 from hub.errors import UserError
+from hub.i18n import _
 
 JSON_VERSION = 1
 # A cart is also a Matrix state event (64 KiB at most); 50 lines of long names stay well inside,
@@ -129,18 +130,33 @@ class Cart:
         _check_quantity(qty)
         if product.price.currency != self.currency:
             raise CartError(
-                f"{product.name} ({product.sku}) is priced in {product.price.currency}, "
-                f"but this cart is in {self.currency}"
+                _("{product} ({sku}) is priced in {currency}, but this cart is in {cart}").format(
+                    product=product.name,
+                    sku=product.sku,
+                    currency=product.price.currency,
+                    cart=self.currency,
+                )
             )
         if not product.in_stock:
-            raise CartError(f"{product.name} ({product.sku}) is out of stock")
+            raise CartError(
+                _("{product} ({sku}) is out of stock").format(product=product.name, sku=product.sku)
+            )
         existing = self.find(product.sku)
         have = existing.quantity if existing else 0
         if have + qty > max_qty:
-            already = f" ({have} already in the cart)" if have else ""
+            if have:
+                text = _(
+                    "at most {max} of one product per cart; {product} ({sku}) would have {total} "
+                    "({have} already in the cart)"
+                )
+            else:
+                text = _(
+                    "at most {max} of one product per cart; {product} ({sku}) would have {total}"
+                )
             raise CartError(
-                f"at most {max_qty} of one product per cart; {product.name} ({product.sku}) "
-                f"would have {have + qty}{already}"
+                text.format(
+                    max=max_qty, product=product.name, sku=product.sku, total=have + qty, have=have
+                )
             )
         line = CartLine(
             sku=product.sku,
@@ -152,7 +168,9 @@ class Cart:
         )
         if existing is None:
             if len(self.lines) >= max_lines:
-                raise CartError(f"the cart already has {max_lines} products, the most it can hold")
+                raise CartError(
+                    _("the cart already has {n} products, the most it can hold").format(n=max_lines)
+                )
             return replace(self, lines=(*self.lines, line))
         return replace(self, lines=tuple(line if old is existing else old for old in self.lines))
 
@@ -162,7 +180,7 @@ class Cart:
             _check_quantity(qty)
         existing = self.find(sku)
         if existing is None:
-            raise CartError(f"{sku} is not in the cart")
+            raise CartError(_("{sku} is not in the cart").format(sku=sku))
         if qty is None or qty >= existing.quantity:
             return replace(self, lines=tuple(old for old in self.lines if old is not existing))
         smaller = replace(existing, quantity=existing.quantity - qty)
@@ -215,9 +233,9 @@ class Cart:
 
 def _check_quantity(qty: int) -> None:
     if type(qty) is not int:
-        raise CartError(f"the quantity must be a whole number, not {qty!r}")
+        raise CartError(_("the quantity must be a whole number, not {qty}").format(qty=repr(qty)))
     if qty < 1:
-        raise CartError(f"the quantity must be 1 or more, not {qty}")
+        raise CartError(_("the quantity must be 1 or more, not {qty}").format(qty=qty))
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:

@@ -11,12 +11,13 @@ from aiohttp import web
 from hub.commerce.cart import Cart
 from hub.commerce.money import Money
 from hub.commerce.orders import InvalidTransition, OrderEvent
-from hub.commerce.service import Shop, fill
+from hub.commerce.service import Shop, configured, fill
 from hub.config import CommerceConfig
 from hub.db import commerce, conversations, notices
 from hub.db.database import Database, Tx
 from hub.db.models import Conversation, Order
 from hub.errors import ExternalError
+from hub.i18n import _
 from hub.jobs import kinds
 from hub.jobs.job import Finish, Job, PermanentFailure, handles
 from hub.net import read_body
@@ -75,7 +76,7 @@ class Checkout:
         order_id = job.payload["order_id"]
         found = await self.db.read(_order_and_customer, order_id)
         if found is None:
-            raise PermanentFailure("the order no longer exists")
+            raise PermanentFailure(_("the order no longer exists"))
         order, customer_name = found
         if order.checkout_url:
             return None
@@ -109,13 +110,19 @@ class Checkout:
         short = shop.short_url(code)
         amount = shop.money(Money(row.total_minor, row.currency))
         number = shop.order_number(row)
-        text = fill(shop.commerce.texts.checkout_link, amount=amount, link=short, number=number)
+        template = configured(
+            shop.commerce.texts.checkout_link, _("Here is your checkout link for {amount}: {link}")
+        )
+        text = fill(template, amount=amount, link=short, number=number)
         shop.tell_customer(tx, conv, text, f"checkout-link:{row.id}", sender_mxid=row.adviser_mxid)
         if conv.room_id:
             notices.notice(
                 tx,
                 conv.room_id,
-                f"🔗 Checkout link for order {number} ({amount}) sent: {short}",
+                "🔗 "
+                + _("Checkout link for order {number} ({amount}) sent: {link}").format(
+                    number=number, amount=amount, link=short
+                ),
                 f"checkout-notice:{row.id}",
             )
 
@@ -169,9 +176,12 @@ class Checkout:
         if event.amount is not None and (
             event.amount.minor != order.total_minor or event.amount.currency != order.currency
         ):
-            detail = f"amount paid {self.shop.money(event.amount)} differs from the order"
+            detail = _("amount paid {amount} differs from the order").format(
+                amount=self.shop.money(event.amount)
+            )
+        source = _("via {provider}").format(provider=name)
         try:
-            self.shop.apply(tx, order, _EVENTS[event.kind], source=f"via {name}", detail=detail)
+            self.shop.apply(tx, order, _EVENTS[event.kind], source=source, detail=detail)
         except InvalidTransition as exc:
             log.warning("payment event %s refused: %s", event.provider_event_id, exc)
 
@@ -180,7 +190,7 @@ def _order_and_customer(tx: Tx, order_id: int) -> tuple[Order, str | None] | Non
     order = tx.orm.get(Order, order_id)
     if order is None:
         return None
-    _, identity = conversations.conversation_with_identity(tx, order.conversation_id)
+    identity = conversations.conversation_with_identity(tx, order.conversation_id)[1]
     return order, identity.display_name
 
 
@@ -191,6 +201,6 @@ def _no_link(tx: Tx, order_id: int, reason: str) -> None:
         notices.notice(
             tx,
             conv.room_id,
-            f"⚠️ No checkout link could be created: {reason}",
+            "⚠️ " + _("No checkout link could be created: {reason}").format(reason=reason),
             f"checkout-failed:{order_id}",
         )

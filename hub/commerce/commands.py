@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
 
 from hub.commerce.money import Money
-from hub.commerce.orders import OrderEvent, event_from_word, parse_order_number
+from hub.commerce.orders import (
+    OrderEvent,
+    OrderStatus,
+    event_from_word,
+    parse_order_number,
+    status_label,
+)
 from hub.commerce.render import (
     cart_for_customer,
     cart_notice,
@@ -20,14 +29,16 @@ from hub.db import commerce
 from hub.db.jobs import conversation_key, enqueue
 from hub.db.models import Conversation, Order
 from hub.errors import UserError
+from hub.i18n import N_, _
 from hub.jobs.kinds import CREATE_CHECKOUT
 
 Parsed = ParsedCommand[CommandHandler]
+UNKNOWN_SKU = N_("Unknown SKU {sku} — try !catalog WORDS")
 
 
 def _conversation(ctx: CommandContext) -> Conversation:
     if ctx.conversation is None:
-        raise UserError("This command works in a customer's room only.")
+        raise UserError(_("This command works in a customer's room only."))
     return ctx.conversation
 
 
@@ -40,7 +51,7 @@ class CommerceCommands:
         index = self.shop.index(ctx.tx)
         found = index.search(query, limit=10)
         if not found:
-            raise UserError(f"No product matches “{query}”.")
+            raise UserError(_("No product matches “{query}”.").format(query=query))
         text, html = search_results(found, self.shop.locale, query=query)
         ctx.reply(text, html)
 
@@ -49,7 +60,7 @@ class CommerceCommands:
         shop = self.shop
         product = shop.index(ctx.tx).get(parsed.value("sku", str))
         if product is None:
-            raise UserError(f"Unknown SKU {parsed.value('sku', str)} — try !catalog WORDS")
+            raise UserError(_(UNKNOWN_SKU).format(sku=parsed.value("sku", str)))
         text = product_card_text(product, shop.locale)
         if product.product_url:
             code = commerce.create_short_link(ctx.tx, product.product_url, conversation.id)
@@ -64,7 +75,7 @@ class CommerceCommands:
             image_name=f"{product.sku}.jpg",
             product_sku=product.sku,
         )
-        ctx.reply(f"Sent {product.name} to the customer.")
+        ctx.reply(_("Sent {product} to the customer.").format(product=product.name))
 
     def _change_cart(self, ctx: CommandContext, change: Callable[[Any], Any]) -> None:
         conversation = _conversation(ctx)
@@ -81,7 +92,7 @@ class CommerceCommands:
         def change(cart: Any) -> Any:
             product = self.shop.index(ctx.tx).get(sku)
             if product is None:
-                raise UserError(f"Unknown SKU {sku} — try !catalog WORDS")
+                raise UserError(_(UNKNOWN_SKU).format(sku=sku))
             return cart.add(product, qty, self.shop.commerce.max_quantity)
 
         self._change_cart(ctx, change)
@@ -112,7 +123,7 @@ class CommerceCommands:
         shop = self.shop
         cart = commerce.get_cart(ctx.tx, conversation.id, shop.currency)
         if cart.is_empty:
-            raise UserError("The cart is empty — add products with !cart add SKU [QTY]")
+            raise UserError(_("The cart is empty — add products with !cart add SKU [QTY]"))
         order = commerce.create_order(
             ctx.tx,
             conversation_id=conversation.id,
@@ -128,11 +139,11 @@ class CommerceCommands:
             str(order.id),
         )
         amount = shop.money(cart.total)
-        ctx.reply(
-            f"Order {shop.order_number(order)} for {amount} created; "
-            "the checkout link goes to the customer in a moment.\n"
-            + cart_for_customer(cart, shop.locale)
-        )
+        created = _(
+            "Order {number} for {amount} created; the checkout link goes to the customer in a "
+            "moment."
+        ).format(number=shop.order_number(order), amount=amount)
+        ctx.reply(created + "\n" + cart_for_customer(cart, shop.locale))
 
     def _order(self, ctx: CommandContext, text: str) -> Order:
         conversation = _conversation(ctx)
@@ -142,7 +153,9 @@ class CommerceCommands:
             raise UserError(str(exc)) from None
         order = ctx.tx.orm.get(Order, order_id)
         if order is None or order.conversation_id != conversation.id:
-            raise UserError(f"No order {text} in this conversation — see !orders")
+            raise UserError(
+                _("No order {number} in this conversation — see !orders").format(number=text)
+            )
         return order
 
     def order_update(self, ctx: CommandContext, parsed: Parsed) -> None:
@@ -159,27 +172,39 @@ class CommerceCommands:
             ctx.tx,
             order,
             event,
-            source=f"by {ctx.sender}",
+            source=_("by {adviser}").format(adviser=ctx.sender),
             detail="" if tracking else rest,
             tracking_url=tracking,
             sender_mxid=ctx.sender,
         )
         number = self.shop.order_number(order)
-        ctx.reply(f"Order {number} is {order.status}" + ("" if changed else " already"))
+        status = status_label(OrderStatus(order.status))
+        if changed:
+            ctx.reply(_("Order {number} is now {status}.").format(number=number, status=status))
+        else:
+            ctx.reply(_("Order {number} is already {status}.").format(number=number, status=status))
 
     def orders(self, ctx: CommandContext, parsed: Parsed) -> None:
         conversation = _conversation(ctx)
         shop = self.shop
         rows = commerce.orders_of(ctx.tx, conversation.id)
         if not rows:
-            ctx.reply("No orders in this conversation yet.")
+            ctx.reply(_("No orders in this conversation yet."))
             return
+        zone = ZoneInfo(shop.shop.timezone)
         lines = [
-            f"{shop.order_number(o)} — {o.status} — {shop.money(Money(o.total_minor, o.currency))}"
-            f" — {o.provider} — {o.created_at:%Y-%m-%d %H:%M}"
+            " — ".join(
+                [
+                    shop.order_number(o),
+                    status_label(OrderStatus(o.status)),
+                    shop.money(Money(o.total_minor, o.currency)),
+                    o.provider,
+                    format_datetime(o.created_at, "short", tzinfo=zone, locale=shop.locale),
+                ]
+            )
             for o in rows
         ]
-        ctx.reply("Orders:\n" + "\n".join(lines))
+        ctx.reply(_("Orders:") + "\n" + "\n".join(lines))
 
     def specs(self) -> list[CommandSpec[CommandHandler]]:
         qty = IntArg("qty", min_value=1, optional=True, default=1)
@@ -189,29 +214,29 @@ class CommerceCommands:
                 self.catalog,
                 aliases=("p",),
                 args=(RestArg("query"),),
-                help="Search the catalogue",
+                help=N_("Search the catalogue"),
             ),
             CommandSpec(
                 "send",
                 self.send_product,
                 args=(WordArg("sku"),),
-                help="Send a product card to the customer",
+                help=N_("Send a product card to the customer"),
             ),
-            CommandSpec("cart", self.cart_show, help="Show the cart"),
+            CommandSpec("cart", self.cart_show, help=N_("Show the cart")),
             CommandSpec(
                 "cart add",
                 self.cart_add,
                 args=(WordArg("sku"), qty),
-                help="Add a product to the cart",
+                help=N_("Add a product to the cart"),
             ),
             CommandSpec(
                 "cart remove",
                 self.cart_remove,
                 args=(WordArg("sku"), IntArg("qty", min_value=1, optional=True)),
-                help="Remove a product (or some of it) from the cart",
+                help=N_("Remove a product (or some of it) from the cart"),
             ),
-            CommandSpec("cart clear", self.cart_clear, help="Empty the cart"),
-            CommandSpec("pay", self.pay, help="Send the customer a checkout link for the cart"),
+            CommandSpec("cart clear", self.cart_clear, help=N_("Empty the cart")),
+            CommandSpec("pay", self.pay, help=N_("Send the customer a checkout link for the cart")),
             CommandSpec(
                 "order",
                 self.order_update,
@@ -220,8 +245,8 @@ class CommerceCommands:
                     ChoiceArg("status", choices=("paid", "shipped", "delivered", "cancelled")),
                     RestArg("text", optional=True, metavar="TRACKING_URL|REASON"),
                 ),
-                help="Update an order and tell the customer",
+                help=N_("Update an order and tell the customer"),
             ),
-            CommandSpec("orders", self.orders, help="List this conversation's orders"),
+            CommandSpec("orders", self.orders, help=N_("List this conversation's orders")),
         ]
         return specs

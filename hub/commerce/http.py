@@ -14,12 +14,13 @@ from hub.commerce.cart import Cart
 from hub.commerce.checkout import Checkout
 from hub.commerce.money import Money
 from hub.commerce.orders import OrderStatus
-from hub.commerce.service import Shop, fill
+from hub.commerce.service import Shop, configured, fill
 from hub.config import CommerceConfig
 from hub.db import commerce, notices
 from hub.db.database import Database, Tx
 from hub.db.models import Conversation, Order, utcnow
 from hub.http.pages import Pages, secure_headers
+from hub.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class CommerceHttp:
             raise web.HTTPNotFound()
         url = await self.db.write(commerce.click_short_link, code)
         if url is None:
-            raise web.HTTPNotFound(text="This link does not exist (any more).")
+            raise web.HTTPNotFound(text=_("This link does not exist (any more)."))
         raise web.HTTPFound(
             url, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
         )
@@ -67,7 +68,7 @@ class CommerceHttp:
             raise web.HTTPNotFound()
         order = await self.db.read(commerce.order_by_reference, reference)
         if order is None:
-            raise web.HTTPNotFound(text="Unknown order.")
+            raise web.HTTPNotFound(text=_("Unknown order."))
         return order
 
     def _csrf(self, reference: str) -> str:
@@ -125,10 +126,9 @@ class CommerceHttp:
         }
 
     def _instructions(self, method: str | None) -> str:
-        b = self.config.builtin
-        return {"prepayment": b.prepayment_instructions, "invoice": b.invoice_instructions}.get(
-            method or "", ""
-        )
+        from hub.commerce.providers.builtin import instructions
+
+        return instructions(self.config.builtin, method)
 
     async def checkout_submit(self, request: web.Request) -> web.Response:
         from hub.commerce.providers.builtin import validate_checkout_form
@@ -137,7 +137,7 @@ class CommerceHttp:
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         if not hmac.compare_digest(form.get("csrf", ""), self._csrf(order.reference)):
             log.warning("checkout form for %s without a valid CSRF token", order.reference)
-            raise web.HTTPForbidden(text="This form has expired; reload the page.")
+            raise web.HTTPForbidden(text=_("This form has expired; reload the page."))
         details, errors = validate_checkout_form(form, self.config.builtin.payment_methods)
         if details is None:
             return await self._render(
@@ -167,8 +167,12 @@ class CommerceHttp:
         number = shop.order_number(order)
         amount = shop.money(Money(order.total_minor, order.currency))
         method = (order.details or {}).get("payment_method", "")
-        text = fill(
+        template = configured(
             self.config.texts.order_placed,
+            _("Thank you! We received order {number} ({amount}). {instructions}"),
+        )
+        text = fill(
+            template,
             number=number,
             amount=amount,
             instructions=self._instructions(method),
@@ -177,11 +181,17 @@ class CommerceHttp:
             tx, conversation, text, f"order-placed:{order.id}", template_params=[number, text]
         )
         if conversation.room_id:
+            from hub.commerce.providers.builtin import method_label
+
             name = (order.details or {}).get("name", "")
+            placed = _("Order {number} placed on the checkout page: {amount}, {method}, {name}")
             notices.notice(
                 tx,
                 conversation.room_id,
-                f"🧾 Order {number} placed on the checkout page: {amount}, {method}, {name}",
+                "🧾 "
+                + placed.format(
+                    number=number, amount=amount, method=method_label(method), name=name
+                ),
                 f"order-placed-notice:{order.id}",
             )
 

@@ -22,6 +22,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from hub.errors import UserError
+from hub.i18n import N_, _
 
 
 class OrderStatus(StrEnum):
@@ -86,26 +87,43 @@ _WORDS: Mapping[str, OrderEvent] = MappingProxyType(
     }
 )
 
-# How the refusal reads: "order 42 <state phrase>; it cannot <event phrase>".
+# A status as advisers read it ("Order 0042 is now shipped").
+STATUS_LABELS: Mapping[OrderStatus, str] = MappingProxyType(
+    {
+        S.PENDING: N_("pending"),
+        S.PAID: N_("paid"),
+        S.SHIPPED: N_("shipped"),
+        S.DELIVERED: N_("delivered"),
+        S.CANCELLED: N_("cancelled"),
+        S.EXPIRED: N_("expired"),
+    }
+)
+
+# How the refusal reads: "order 42 <state phrase>; <refusal>".
 _STATE_PHRASE: Mapping[OrderStatus, str] = MappingProxyType(
     {
-        S.PENDING: "is not paid yet",
-        S.PAID: "is already paid",
-        S.SHIPPED: "has already been shipped",
-        S.DELIVERED: "is already delivered",
-        S.CANCELLED: "was cancelled",
-        S.EXPIRED: "has expired",
+        S.PENDING: N_("{subject} is not paid yet"),
+        S.PAID: N_("{subject} is already paid"),
+        S.SHIPPED: N_("{subject} has already been shipped"),
+        S.DELIVERED: N_("{subject} is already delivered"),
+        S.CANCELLED: N_("{subject} was cancelled"),
+        S.EXPIRED: N_("{subject} has expired"),
     }
 )
 _EVENT_PHRASE: Mapping[OrderEvent, str] = MappingProxyType(
     {
-        E.PAY: "be paid",
-        E.SHIP: "be shipped",
-        E.DELIVER: "be marked delivered",
-        E.CANCEL: "be cancelled",
-        E.EXPIRE: "expire",
+        E.PAY: N_("it cannot be paid"),
+        E.SHIP: N_("it cannot be shipped"),
+        E.DELIVER: N_("it cannot be marked delivered"),
+        E.CANCEL: N_("it cannot be cancelled"),
+        E.EXPIRE: N_("it cannot expire"),
     }
 )
+
+
+def status_label(status: OrderStatus) -> str:
+    """ "shipped" / "versandt": an order status in the shop's language."""
+    return _(STATUS_LABELS[OrderStatus(status)])
 
 
 class InvalidTransition(UserError):
@@ -113,11 +131,13 @@ class InvalidTransition(UserError):
 
     def __init__(self, status: OrderStatus, event: OrderEvent, order: str | int | None) -> None:
         self.status, self.event, self.order = status, event, order
-        subject = f"order {order}" if order is not None else "the order"
-        message = f"{subject} {_STATE_PHRASE[status]}; it cannot {_EVENT_PHRASE[event]}"
+        # TRANSLATORS: the subject starts the sentence: "order 42 is already paid; ..."
+        subject = _("order {number}").format(number=order) if order is not None else _("the order")
+        state = _(_STATE_PHRASE[status]).format(subject=subject)
+        message = state + "; " + _(_EVENT_PHRASE[event])
         if event is E.PAY and status in (S.CANCELLED, S.EXPIRED):
             # Money arrived for an order we gave up on: someone must refund or revive it by hand.
-            message += " (a payment arrived anyway: check it and refund or fulfil by hand)"
+            message += " " + _("(a payment arrived anyway: check it and refund or fulfil by hand)")
         super().__init__(message)
 
 
@@ -153,7 +173,9 @@ def event_from_word(word: str) -> OrderEvent:
         return _WORDS[word.strip().lower()]
     except KeyError:
         raise ValueError(
-            f"'{word}' is not an order update; use shipped, delivered or cancelled"
+            _("'{word}' is not an order update; use shipped, delivered or cancelled").format(
+                word=word
+            )
         ) from None
 
 
@@ -177,5 +199,5 @@ def parse_order_number(text: str, *, prefix: str = "") -> int:
     if prefix and raw.upper().startswith(prefix.upper()):
         raw = raw[len(prefix) :]
     if not re.fullmatch(r"[0-9]{1,18}", raw) or int(raw) < 1:
-        raise ValueError(f"'{text.strip()}' is not an order number")
+        raise ValueError(_("'{text}' is not an order number").format(text=text.strip()))
     return int(raw)

@@ -17,11 +17,18 @@ from typing import TYPE_CHECKING, Any
 from hub.commerce.cart import Cart, CartError
 from hub.commerce.catalogue import CatalogueIndex
 from hub.commerce.money import Money, format_money
-from hub.commerce.orders import OrderEvent, OrderStatus, format_order_number, transition
+from hub.commerce.orders import (
+    OrderEvent,
+    OrderStatus,
+    format_order_number,
+    status_label,
+    transition,
+)
 from hub.commerce.render import cart_notice
 from hub.config import CommerceConfig, ShopConfig, WhatsappConfig
 from hub.db import commerce, conversations, notices, outbound
 from hub.db.models import Conversation, Order, utcnow
+from hub.i18n import _
 from hub.jobs import kinds
 from hub.jobs.job import Finish, Job, handles
 
@@ -44,6 +51,12 @@ _ORDER_ICONS = {
 class _Blank(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return ""
+
+
+def configured(text: str | None, default: str) -> str:
+    """A text set in the config (as it is, "" included), else `default`: the catalogue's text
+    in the shop's language. `configured(texts.shipped, _("Good news: …"))`."""
+    return default if text is None else text
 
 
 def fill(template: str, **values: Any) -> str:
@@ -198,26 +211,41 @@ class Shop:
                 template_params=[number, customer],
             )
         if conversation.room_id:
-            note = (
-                f"{_ORDER_ICONS.get(after, '•')} Order {number} {after.value} ({amount}) — {source}"
+            note = _("Order {number} {status} ({amount}) — {source}").format(
+                number=number, status=status_label(after), amount=amount, source=source
             )
             if tracking_url:
-                note += f" — tracking: {tracking_url}"
+                note += " — " + _("tracking: {url}").format(url=tracking_url)
             if detail:
                 note += f" — {detail}"
-            notices.notice(tx, conversation.room_id, note, f"{key}:room")
+            icon = _ORDER_ICONS.get(after, "•")
+            notices.notice(tx, conversation.room_id, f"{icon} {note}", f"{key}:room")
         return True
 
     def _order_text(
         self, after: OrderStatus, number: str, amount: str, tracking: str | None, detail: str
     ) -> str | None:
         texts = self.commerce.texts
-        return {
-            OrderStatus.PAID: fill(texts.thank_you, number=number, amount=amount),
-            OrderStatus.SHIPPED: fill(texts.shipped, number=number, tracking_url=tracking or ""),
-            OrderStatus.DELIVERED: fill(texts.delivered, number=number),
-            OrderStatus.CANCELLED: fill(texts.cancelled, number=number, reason=detail),
-        }.get(after)
+        if after == OrderStatus.PAID:
+            thank_you = configured(
+                texts.thank_you,
+                _("Thank you! We received the payment for order {number} ({amount})."),
+            )
+            return fill(thank_you, number=number, amount=amount)
+        if after == OrderStatus.SHIPPED:
+            shipped = configured(
+                texts.shipped, _("Good news: order {number} is on its way. {tracking_url}")
+            )
+            return fill(shipped, number=number, tracking_url=tracking or "")
+        if after == OrderStatus.DELIVERED:
+            delivered = configured(texts.delivered, _("Order {number} has been delivered. Enjoy!"))
+            return fill(delivered, number=number)
+        if after == OrderStatus.CANCELLED:
+            cancelled = configured(
+                texts.cancelled, _("Order {number} has been cancelled. {reason}")
+            )
+            return fill(cancelled, number=number, reason=detail)
+        return None
 
     @handles(kinds.ORDER_TO_CART)
     async def order_to_cart(self, job: Job) -> Finish | None:
@@ -234,9 +262,11 @@ class Shop:
             self.save_cart(tx, conversation, cart)
             if conversation.room_id:
                 text, html = cart_notice(cart, self.locale)
-                intro = "🛒 The customer's WhatsApp order is now the cart."
+                intro = "🛒 " + _("The customer's WhatsApp order is now the cart.")
                 if problems:
-                    intro += " Not taken over: " + "; ".join(problems)
+                    intro += " " + _("Not taken over: {problems}").format(
+                        problems="; ".join(problems)
+                    )
                 notices.notice(
                     tx,
                     conversation.room_id,
@@ -253,7 +283,7 @@ class Shop:
         for item in data.get("items", []):
             product = index.get(str(item.get("sku") or ""))
             if product is None:
-                problems.append(f"{item.get('sku')}: not in the catalogue")
+                problems.append(_("{sku}: not in the catalogue").format(sku=item.get("sku")))
                 continue
             try:
                 cart = cart.add(product, int(item.get("quantity")), self.commerce.max_quantity)

@@ -11,8 +11,9 @@ from hub.config.section import Section
 
 class WebchatConfig(Section):
     enabled: bool = True
-    title: str = "Chat with us"
-    welcome_text: str = "Hello! How can we help you today?"
+    # Texts left at None come from the catalogues in the shop's language (hub.i18n).
+    title: str | None = None
+    welcome_text: str | None = None
     allowed_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
     max_text_chars: int = Field(4000, ge=1, le=20000)
@@ -61,6 +62,7 @@ class WhatsappConfig(_ProviderChannel):
     access_token: str = ""
     app_secret: str = ""
     verify_token: str = ""
+    # None: the catalogue's text in the shop's language; "": no reply to voice notes.
     voice_note_reply: str | None = None
     templates: list[WhatsappTemplate] = Field(default_factory=list)
     catalog_id: str | None = None
@@ -76,7 +78,8 @@ class TelegramConfig(_ProviderChannel):
     bot_token: str = ""
     webhook_secret: str = ""
     set_webhook_on_start: bool = False
-    start_greeting: str = "Hello! Write us your question and an adviser will answer here."
+    # None: the catalogue's greeting in the shop's language; "": no greeting.
+    start_greeting: str | None = None
 
     @field_validator("webhook_secret")
     @classmethod

@@ -18,15 +18,16 @@ from hub.config.section import Section
 
 
 class CommerceTexts(Section):
-    """Messages to the customer; {number}, {amount}, {tracking_url}, {reason}, {link} are
-    filled in."""
+    """Messages to the customer; {number}, {amount}, {tracking_url}, {reason}, {link},
+    {instructions} are filled in. None: the catalogue's text in the shop's language (hub.i18n;
+    the defaults are where each text is used, in hub.commerce)."""
 
-    checkout_link: str = "Here is your checkout link for {amount}: {link}"
-    thank_you: str = "Thank you! We received the payment for order {number} ({amount})."
-    shipped: str = "Good news: order {number} is on its way. {tracking_url}"
-    delivered: str = "Order {number} has been delivered. Enjoy!"
-    cancelled: str = "Order {number} has been cancelled. {reason}"
-    order_placed: str = "Thank you! We received order {number} ({amount}). {instructions}"
+    checkout_link: str | None = None
+    thank_you: str | None = None
+    shipped: str | None = None
+    delivered: str | None = None
+    cancelled: str | None = None
+    order_placed: str | None = None
 
 
 PaymentMethod = Literal["invoice", "prepayment"]
@@ -38,9 +39,10 @@ class BuiltinCheckoutConfig(Section):
     payment_methods: list[PaymentMethod] = Field(
         default_factory=lambda: list(PAYMENT_METHODS), min_length=1
     )
-    # Shown after ordering with prepayment (bank account, reference to use...).
-    prepayment_instructions: str = "Please transfer the amount within 7 days."
-    invoice_instructions: str = "You will receive the invoice with the delivery."
+    # Shown after ordering with prepayment (bank account, reference to use...); None: the
+    # catalogue's text in the shop's language, "": none.
+    prepayment_instructions: str | None = None
+    invoice_instructions: str | None = None
     # Countries offered in the address form (ISO 3166 alpha-2).
     countries: list[str] = Field(
         default_factory=lambda: [

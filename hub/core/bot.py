@@ -22,6 +22,7 @@ from hub.core.commands import (
 )
 from hub.db import notices
 from hub.errors import UserError, error_ref
+from hub.i18n import N_, _
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
@@ -67,7 +68,7 @@ class CommandRunner:
         if ctx.sender not in self.advisers:
             log.info("command refused in %s: %s is not an adviser", ctx.room_id, ctx.sender)
             outcome = REFUSED
-            ctx.replies = [Reply("Only the shop's advisers can run commands.")]
+            ctx.replies = [Reply(_("Only the shop's advisers can run commands."))]
         elif isinstance(result, UnknownCommand | ArgumentError):
             outcome = REFUSED
             ctx.replies = [Reply(result.message)]
@@ -97,7 +98,8 @@ class CommandRunner:
         except Exception:
             ref = error_ref()
             log.exception("command %r failed in %s (ref %s)", spec.name, ctx.room_id, ref)
-            ctx.replies = [Reply(f"Internal error (ref {ref}). The details are in the hub's log.")]
+            text = _("Internal error (ref {ref}). The details are in the hub's log.")
+            ctx.replies = [Reply(text.format(ref=ref))]
             return REFUSED
 
 
@@ -107,4 +109,4 @@ def help_command(
     def show_help(ctx: CommandContext, parsed: ParsedCommand[Any]) -> None:
         ctx.reply(registry.help_text(prefix), registry.help_html(prefix))
 
-    return CommandSpec("help", show_help, help="List the commands of this bot")
+    return CommandSpec("help", show_help, help=N_("List the commands of this bot"))

@@ -8,6 +8,8 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Generic, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
+from hub.i18n import _
+
 T = TypeVar("T")
 
 
@@ -54,7 +56,7 @@ class WordArg(_Arg[str]):
 
     def convert(self, token: str) -> str:
         if not token:
-            raise BadValue(f"{self.label} must not be empty")
+            raise BadValue(_("{arg} must not be empty").format(arg=self.label))
         return token
 
 
@@ -72,14 +74,16 @@ class IntArg(_Arg[int]):
             raise ValueError(f"argument {self.name!r}: min_value > max_value")
 
     def _requirement(self) -> str:
-        low, high = self.min_value, self.max_value
+        low, high, arg = self.min_value, self.max_value, self.label
         if low is not None and high is not None:
-            return f"{self.label} must be a whole number between {low} and {high}"
-        if low is not None:
-            return f"{self.label} must be a whole number ≥ {low}"
-        if high is not None:
-            return f"{self.label} must be a whole number ≤ {high}"
-        return f"{self.label} must be a whole number"
+            text = _("{arg} must be a whole number between {low} and {high}")
+        elif low is not None:
+            text = _("{arg} must be a whole number ≥ {low}")
+        elif high is not None:
+            text = _("{arg} must be a whole number ≤ {high}")
+        else:
+            text = _("{arg} must be a whole number")
+        return text.format(arg=arg, low=low, high=high)
 
     def convert(self, token: str) -> int:
         # Only sign + decimal digits: int() alone would also take "1_000" or " 3 ". Unicode
@@ -121,11 +125,14 @@ class ChoiceArg(_Arg[str]):
         choice = by_fold.get(token.casefold())
         if choice is not None:
             return choice
-        reason = f"{self.label} must be one of {', '.join(self.choices)}"
+        choices = ", ".join(self.choices)
         close = difflib.get_close_matches(token.casefold(), list(by_fold), n=1)
         if close:
-            reason += f" (did you mean {by_fold[close[0]]}?)"
-        raise BadValue(reason)
+            reason = _("{arg} must be one of {choices} (did you mean {suggestion}?)")
+        else:
+            reason = _("{arg} must be one of {choices}")
+        suggestion = by_fold[close[0]] if close else ""
+        raise BadValue(reason.format(arg=self.label, choices=choices, suggestion=suggestion))
 
 
 @dataclass(frozen=True)
@@ -134,12 +141,14 @@ class UrlArg(_Arg[str]):
     to customers, so they are refused here rather than trusted downstream."""
 
     def convert(self, token: str) -> str:
-        reason = f"{self.label} must be a web address starting with http:// or https://"
+        reason = _("{arg} must be a web address starting with http:// or https://").format(
+            arg=self.label
+        )
         if any(ch.isspace() for ch in token):
             raise BadValue(reason)
         try:
             parts = urlsplit(token)
-            _ = parts.port  # raises ValueError for a malformed port
+            parts.port  # noqa: B018 - raises ValueError for a malformed port
         except ValueError:
             raise BadValue(reason) from None
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:

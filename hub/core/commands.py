@@ -27,6 +27,7 @@ from hub.core.command_args import (
     UrlArg,
     WordArg,
 )
+from hub.i18n import _
 
 DEFAULT_PREFIX = "!"
 __all__ = [
@@ -73,7 +74,9 @@ def _command_words(name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class CommandSpec(Generic[H]):
-    """One command. ``name`` may have several words ("cart add"); ``handler`` is opaque here."""
+    """One command. ``name`` may have several words ("cart add"); ``handler`` is opaque here.
+    ``help`` is an English msgid (mark it with hub.i18n.N_): it is shown in the shop's
+    language."""
 
     name: str
     handler: H
@@ -167,7 +170,7 @@ class CommandRegistry(Generic[H]):
 
     def help_text(self, prefix: str = DEFAULT_PREFIX) -> str:
         """Plain-text command list for an m.notice body: one line per command."""
-        lines = ["Commands:"]
+        lines = [_("Commands:")]
         for spec in self.commands():
             lines.append(f"{spec.usage(prefix)}{_help_suffix(spec, prefix)}")
         return "\n".join(lines)
@@ -179,13 +182,15 @@ class CommandRegistry(Generic[H]):
             f"{html.escape(_help_suffix(spec, prefix))}</li>"
             for spec in self.commands()
         )
-        return f"<p>Commands:</p><ul>{items}</ul>"
+        heading = html.escape(_("Commands:"))
+        return f"<p>{heading}</p><ul>{items}</ul>"
 
 
 def _help_suffix(spec: CommandSpec[H], prefix: str) -> str:
-    suffix = f" — {spec.help}" if spec.help else ""
+    suffix = " — " + _(spec.help) if spec.help else ""
     if spec.aliases:
-        suffix += f" (alias: {', '.join(prefix + a for a in spec.aliases)})"
+        aliases = ", ".join(prefix + a for a in spec.aliases)
+        suffix += " " + _("(alias: {aliases})").format(aliases=aliases)
     return suffix
 
 
@@ -207,10 +212,12 @@ class UnknownCommand:
 
     @property
     def message(self) -> str:
-        text = f"Unknown command {self.prefix}{self.name}"
+        command = self.prefix + self.name
         if self.suggestion:
-            text += f" — did you mean {self.prefix}{self.suggestion}?"
-        return text
+            return _("Unknown command {command} — did you mean {suggestion}?").format(
+                command=command, suggestion=self.prefix + self.suggestion
+            )
+        return _("Unknown command {command}").format(command=command)
 
 
 @dataclass(frozen=True)
@@ -225,7 +232,7 @@ class ArgumentError(Generic[H]):
     @property
     def message(self) -> str:
         """What to show the adviser: the reason and the usage line."""
-        return f"{self.reason} — usage: {self.usage}"
+        return _("{reason} — usage: {usage}").format(reason=self.reason, usage=self.usage)
 
 
 @dataclass(frozen=True)
@@ -288,9 +295,13 @@ def _next_token(line: str, pos: int) -> _Token | None:
         return _Token(line[pos:end], end, quoted=False)
     close = line.find(closer, pos + 1)
     if close == -1:
-        raise QuoteError(f"the opening {line[pos]} has no closing {closer}")
+        raise QuoteError(
+            _("the opening {quote} has no closing {closer}").format(quote=line[pos], closer=closer)
+        )
     if close + 1 < len(line) and not line[close + 1].isspace():
-        raise QuoteError(f"a closing quote {closer} must be followed by a space")
+        raise QuoteError(
+            _("a closing quote {closer} must be followed by a space").format(closer=closer)
+        )
     return _Token(line[pos + 1 : close], close + 1, quoted=True)
 
 
@@ -348,7 +359,7 @@ def _bind(
             return error(arg, str(exc))
         if value is None:
             if not arg.optional:
-                return error(arg, f"{arg.label} is missing")
+                return error(arg, _("{arg} is missing").format(arg=arg.label))
             value = arg.default
         values[arg.name] = value
     try:
@@ -356,7 +367,9 @@ def _bind(
     except QuoteError as exc:
         return error(None, str(exc))
     if extra is not None:
-        return error(None, f"too many arguments: “{extra.text}” was not expected")
+        return error(
+            None, _("too many arguments: “{word}” was not expected").format(word=extra.text)
+        )
     return ParsedCommand(spec, values)
 
 
@@ -372,7 +385,7 @@ def parse(body: str, prefix: str, registry: CommandRegistry[H]) -> ParseResult[H
     text = unicodedata.normalize("NFC", body).replace("\r\n", "\n").replace("\r", "\n").strip()
     if not text.startswith(prefix):
         return NotACommand()
-    line, _, more_lines = text[len(prefix) :].partition("\n")
+    line, _sep, more_lines = text[len(prefix) :].partition("\n")
     # "!", "! hi", "!!!" or "!?" are things people write to customers, not commands.
     if not line or not line[0].isalnum():
         return NotACommand()

@@ -14,6 +14,7 @@ from hub.db import conversations, notices
 from hub.db.jobs import conversation_key, enqueue
 from hub.db.messages import insert_message
 from hub.db.models import Conversation, Message, utcnow
+from hub.i18n import _
 from hub.jobs.kinds import CHANNEL_SEND, ORDER_TO_CART
 
 if TYPE_CHECKING:
@@ -98,6 +99,6 @@ def _voice_note_reply(tx: Tx, policy: InboundPolicy, message: Message) -> None:
         notices.notice(
             tx,
             conversation.room_id,
-            f"🤖 Sent to the customer (voice note reply): {text}",
+            _("🤖 Sent to the customer (voice note reply): {text}").format(text=text),
             f"voice-reply-notice:{message.id}",
         )

@@ -30,6 +30,10 @@ def opaque_localpart(prefix: str, channel_code: str) -> str:
     return f"{prefix}{channel_code}_{suffix}"
 
 
+def conversation(tx: Tx, conversation_id: int) -> Conversation | None:
+    return tx.orm.get(Conversation, conversation_id)
+
+
 def identity(tx: Tx, identity_id: int) -> ChannelIdentity | None:
     return tx.orm.get(ChannelIdentity, identity_id)
 

@@ -35,6 +35,7 @@ from hub.db.messages import MessageContext, insert_message
 from hub.db.models import ChannelIdentity, Conversation, Customer, MediaFile, Message, table, utcnow
 from hub.db.receipts import ghost_receipt
 from hub.db.statements import run, statement
+from hub.i18n import _
 from hub.jobs.kinds import CHANNEL_PROFILE, MATRIX_DELIVER
 
 if TYPE_CHECKING:
@@ -306,12 +307,13 @@ def _status(tx: Tx, policy: InboundPolicy, update_: StatusUpdate) -> int:
             return 0
         message.status = "failed"
         if conversation.room_id:
-            reason = update_.error_text or "the messenger refused the message"
+            reason = update_.error_text or _("the messenger refused the message")
+            if update_.error_code:
+                reason += f" ({update_.error_code})"
             notices.notice(
                 tx,
                 conversation.room_id,
-                f"⚠️ Not delivered to the customer: {reason}"
-                + (f" (code {update_.error_code})" if update_.error_code else ""),
+                "⚠️ " + _("Not delivered to the customer: {reason}").format(reason=reason),
                 f"failed:{message.id}",
                 reply_to=message.matrix_event_id,
             )
@@ -330,8 +332,8 @@ def _block_change(tx: Tx, policy: InboundPolicy, sender: Sender, event: BlockCha
     if conversation is None:
         return
     notice = (
-        f"⛔ The customer blocked the shop on {policy.label}: messages cannot reach them."
+        "⛔ " + _("The customer blocked the shop on {channel}: messages cannot reach them.")
         if event.blocked
-        else f"✅ The customer unblocked the shop on {policy.label}."
-    )
+        else "✅ " + _("The customer unblocked the shop on {channel}.")
+    ).format(channel=_(policy.label))
     conversations.set_blocked(tx, conversation.id, event.blocked, notice)

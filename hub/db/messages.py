@@ -12,8 +12,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
-from hub.db.models import ChannelIdentity, Conversation, Message, table
+from hub.db.models import ChannelIdentity, Conversation, Message, table, utcnow
 from hub.db.statements import model, run, split, statement
+from hub.db.upsert import dialect_insert
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
@@ -75,3 +76,40 @@ def context_of(job_context: Any, message_id: int) -> MessageContext | None:
     if isinstance(job_context, MessageContext) and job_context.message.id == message_id:
         return job_context
     return None
+
+
+@statement(insert=True)
+def _insert_message_dedupe(dialect: str) -> Any:
+    insert = dialect_insert(dialect)
+    return (
+        insert(M).on_conflict_do_nothing(index_elements=["channel", "remote_id"]).returning(M.c.id)
+    )
+
+
+@statement(insert=True)
+def _insert_message_by_event(dialect: str) -> Any:
+    insert = dialect_insert(dialect)
+    return insert(M).on_conflict_do_nothing(index_elements=["matrix_event_id"]).returning(M.c.id)
+
+
+@statement(insert=True)
+def _insert_message(dialect: str) -> Executable:
+    return M.insert().returning(M.c.id)
+
+
+def insert_message(tx: Tx, values: dict[str, Any]) -> Message | None:
+    """Insert a message; None when its (channel, remote_id) or its Matrix event is known
+    already. Returns a detached Message with every column set."""
+    full: dict[str, Any] = {c.name: None for c in M.columns if c.name != "id"}
+    full |= {"created_at": utcnow(), "status": "pending", **values}
+    if full.get("remote_id"):
+        stmt = _insert_message_dedupe
+    elif full.get("matrix_event_id"):
+        stmt = _insert_message_by_event
+    else:  # the bot's own messages: their job's idempotency key guards them
+        stmt = _insert_message
+    new_id = run(tx, stmt, full).scalar()
+    if new_id is None:
+        return None
+    full["id"] = new_id
+    return model(Message, full)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hub.db.jobs import enqueue, room_out_key
-from hub.jobs.kinds import MATRIX_SEND
+from hub.db.jobs import conversation_key, enqueue, room_out_key
+from hub.jobs.kinds import MATRIX_NOTICE, MATRIX_SEND
 
 if TYPE_CHECKING:
     from hub.db.database import Tx
@@ -54,3 +54,15 @@ def reaction(tx: Tx, room_id: str, event_id: str, key: str) -> None:
     """The bot's reaction (✅, ⛔) on an event."""
     content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
     room_event(tx, room_id, "m.reaction", content, f"react:{event_id}")
+
+
+def conversation_notice(tx: Tx, conversation_id: int, text: str, idempotency_key: str) -> None:
+    """An m.notice into a conversation's room once what was queued for it before has run
+    (a new conversation's room is made by its first message's delivery)."""
+    enqueue(
+        tx,
+        MATRIX_NOTICE,
+        conversation_key(conversation_id),
+        {"conversation_id": conversation_id, "text": text},
+        idempotency_key,
+    )

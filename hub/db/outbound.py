@@ -9,11 +9,11 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.sql import Executable
 
 from hub.db import conversations, notices
-from hub.db.inbound import insert_message
 from hub.db.jobs import conversation_key, enqueue
-from hub.db.messages import MessageContext
+from hub.db.messages import MessageContext, insert_message
 from hub.db.models import ChannelIdentity, Conversation, Message, table, utcnow
 from hub.db.statements import model, run, split, statement
+from hub.i18n import _
 from hub.jobs.kinds import CHANNEL_REACT, CHANNEL_SEND
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def send_failed(tx: Tx, message_id: int, reason: str, blocked: bool) -> None:
         notices.notice(
             tx,
             conversation.room_id,
-            f"⚠️ Not delivered to the customer: {reason}",
+            "⚠️ " + _("Not delivered to the customer: {reason}").format(reason=reason),
             f"undelivered:{msg.id}",
             reply_to=msg.matrix_event_id,
         )

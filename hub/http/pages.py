@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from hub import i18n
+from hub.commerce.money import Money, format_money
 from hub.db.database import Database, alive
 
 if TYPE_CHECKING:
@@ -16,14 +18,31 @@ if TYPE_CHECKING:
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 
+def page_language() -> str:
+    """The language the pages are written in, for <html lang>: the shop's when the hub has
+    its texts, else English (the catalogues' fallback)."""
+    language = i18n.current_locale().replace("-", "_").split("_", 1)[0].lower()
+    return language if language in i18n.LANGUAGES else "en"
+
+
 def templates() -> jinja2.Environment:
+    """The templates' environment: `_()` and `ngettext()` in them are hub.i18n's (the shop's
+    language at the moment a page is rendered); `page_language()` fills <html lang>."""
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
         enable_async=True,
     )
+    env.add_extension("jinja2.ext.i18n")
+    # Old-style callables: the texts' {placeholders} are filled with str.format in the
+    # template, like in Python (new-style would %-format every text).
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=i18n._, ngettext=i18n.ngettext, newstyle=False
+    )
+    env.globals["page_language"] = page_language
+    return env
 
 
 def secure_headers(*, style_inline: bool = False, script_src: str = "'self'") -> dict[str, str]:
@@ -56,12 +75,17 @@ def add_page_routes(
 ) -> None:
     pages = Pages()
 
+    def money(minor: int) -> str:
+        # The demo shop's prices are euros, written the way the shop's locale writes them.
+        return format_money(Money(minor, "EUR"), i18n.current_locale())
+
     async def demo_shop(request: web.Request) -> web.Response:
         page = await pages.render(
             "demo_shop.html",
             shop_name=shop_name,
             widget_src=f"{public_base}/webchat/widget.js",
             hub_public_url=public_base,
+            money=money,
         )
         return web.Response(text=page, content_type="text/html")
 

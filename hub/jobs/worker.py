@@ -26,6 +26,7 @@ from hub.db.database import Database, Tx
 from hub.db.jobs import JobRow, LeaseOffer
 from hub.db.models import utcnow
 from hub.errors import ExternalError
+from hub.i18n import _
 from hub.jobs.handover import Handover
 from hub.jobs.job import (
     DeadHandler,
@@ -251,7 +252,7 @@ class Worker:
                 raise
             except Exception as exc:
                 log.exception("jobs: job %s (%s) failed unexpectedly", job.id, job.kind)
-                await self._fail(job, f"internal error: {exc!r}")
+                await self._fail(job, _("internal error: {error}").format(error=repr(exc)))
             else:
                 try:
                     return await self._complete(job, finish)
@@ -259,7 +260,9 @@ class Worker:
                     # Rolled back: counted like a handler failure, so it backs off and is
                     # dead-lettered after max_attempts instead of looping on lease expiry.
                     log.exception("jobs: finishing job %s (%s) failed", job.id, job.kind)
-                    await self._fail(job, f"internal error while finishing: {exc!r}")
+                    await self._fail(
+                        job, _("internal error while finishing: {error}").format(error=repr(exc))
+                    )
         except asyncio.CancelledError:
             raise
         except Exception:

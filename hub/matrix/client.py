@@ -19,6 +19,7 @@ import aiohttp
 from yarl import URL
 
 from hub.errors import ExternalError
+from hub.i18n import _
 from hub.net import read_capped, with_retries
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,10 @@ class MatrixUnavailable(ExternalError):
     """The homeserver could not be reached (connection refused, timeout)."""
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"the homeserver could not be reached ({what})", permanent=False)
+        super().__init__(
+            _("the homeserver could not be reached ({reason})").format(reason=what),
+            permanent=False,
+        )
 
 
 def _rewrite(path: str, user_id: str | None) -> str:
@@ -280,7 +284,9 @@ class MatrixClient:
         headers = {"Authorization": f"Bearer {self._token}"}
 
         def too_big() -> MatrixError:
-            return MatrixError(413, "M_TOO_LARGE", f"media larger than {max_bytes} bytes")
+            # Shown to advisers when an adviser's file cannot go to the customer.
+            text = _("the file is larger than {bytes} bytes").format(bytes=max_bytes)
+            return MatrixError(413, "M_TOO_LARGE", text)
 
         async def attempt() -> tuple[bytes, str]:
             async with self._http.get(url, headers=headers, timeout=self._timeout) as resp:

@@ -8,7 +8,7 @@ from typing import Any
 from hub.bridges.base import Channel, Channels
 from hub.core.media import MediaStore
 from hub.core.types import MediaRef
-from hub.db import delivery, media
+from hub.db import conversations, delivery, media
 from hub.db.database import Database, Tx
 from hub.db.messages import context_of, message_context, preload_message
 from hub.db.models import Message
@@ -164,6 +164,22 @@ class MatrixDelivery:
             return None
         await self.matrix.send_event(
             p["room_id"], p["event_type"], p["content"], f"hub-job-{job.id}", as_user=p["as_user"]
+        )
+        return None
+
+    @handles(kinds.MATRIX_NOTICE)
+    async def send_conversation_notice(self, job: Job) -> None:
+        """A notice into a conversation's room (see hub.db.notices.conversation_notice)."""
+        conversation_id = job.payload["conversation_id"]
+        conversation, _ = await self.db.read(
+            conversations.conversation_with_identity, conversation_id
+        )
+        if not conversation.room_id:
+            log.warning("notice for conversation %s dropped: it has no room", conversation_id)
+            return None
+        content = {"msgtype": "m.notice", "body": job.payload["text"]}
+        await self.matrix.send_event(
+            conversation.room_id, "m.room.message", content, f"hub-job-{job.id}"
         )
         return None
 

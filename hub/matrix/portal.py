@@ -10,6 +10,7 @@ from hub.db import conversations
 from hub.db.database import Database
 from hub.db.delivery import set_ghost_profile_name
 from hub.db.models import ChannelIdentity, Conversation
+from hub.i18n import _
 from hub.matrix.client import MatrixClient, MatrixError
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,9 @@ ADVISER_POWER = 50
 
 
 def room_name(channel_label: str, identity: ChannelIdentity) -> str:
+    """ "WhatsApp · Anna Müller"; the channel's label in the shop's language ("Webchat")."""
     who = identity.display_name or identity.external_id[:8]
-    return f"{channel_label} · {who}"
+    return _(channel_label) + " · " + who
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Portals:
     async def ensure_ghost(self, identity: ChannelIdentity) -> str:
         """Register the ghost lazily and keep its display name current."""
         mxid = self.ghost_mxid(identity)
-        wanted = identity.display_name or "Customer"
+        wanted = identity.display_name or _("Customer")
         if identity.ghost_profile_name == wanted:
             return mxid
         await self.matrix.ensure_registered(identity.ghost_localpart)
@@ -100,7 +102,9 @@ class Portals:
             return await self.matrix.create_room(
                 alias_localpart=alias_localpart,
                 name=room_name(channel_label, identity),
-                topic=f"{channel_label} conversation with a customer of {self.settings.shop_name}",
+                topic=_("{channel} conversation with a customer of {shop}").format(
+                    channel=_(channel_label), shop=self.settings.shop_name
+                ),
                 invite=[ghost, *advisers],
                 power_users={a: ADVISER_POWER for a in advisers},
             )

@@ -4,7 +4,12 @@ content (no I/O). Synapse refuses events over 64 KiB, so long texts are split.""
 from __future__ import annotations
 
 import html
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from babel.numbers import UnknownCurrencyError, format_currency
+
+from hub.i18n import _, current_locale, ngettext
 
 _MSGTYPES = {
     "image": "m.image",
@@ -42,7 +47,8 @@ def _notice(body: str, html_body: str | None = None) -> dict[str, Any]:
 def _location(data: dict[str, Any]) -> dict[str, Any]:
     lat, lon = data.get("latitude"), data.get("longitude")
     label = ", ".join(str(x) for x in (data.get("name"), data.get("address")) if x)
-    body = f"📍 {label or 'Location'} — https://www.openstreetmap.org/?mlat={lat}&mlon={lon}"
+    shown = label or _("Location")
+    body = f"📍 {shown} — https://www.openstreetmap.org/?mlat={lat}&mlon={lon}"
     return {
         "msgtype": "m.location",
         "body": body,
@@ -52,28 +58,37 @@ def _location(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _contacts(data: dict[str, Any]) -> dict[str, Any]:
-    lines = ["📇 Shared contact(s):"]
-    for c in data.get("contacts", []):
+    contacts = data.get("contacts", [])
+    lines = ["📇 " + ngettext("Shared contact:", "Shared contacts:", len(contacts))]
+    for c in contacts:
         details = ", ".join([*c.get("phones", []), *c.get("emails", [])])
-        lines.append(f"• {c.get('name') or 'Contact'}" + (f": {details}" if details else ""))
+        name = c.get("name") or _("Contact")
+        lines.append(f"• {name}" + (f": {details}" if details else ""))
     return {"msgtype": "m.text", "body": "\n".join(lines)}
 
 
 def _order(data: dict[str, Any]) -> dict[str, Any]:
     items = data.get("items", [])
-    lines = [f"🛒 Order from the catalogue ({len(items)} item(s)):"]
+    n = len(items)
+    heading = ngettext(
+        "Order from the catalogue ({n} item):", "Order from the catalogue ({n} items):", n
+    ).format(n=n)
+    lines = [f"🛒 {heading}"]
     rows = []
     for it in items:
-        line = (
-            f"{it.get('quantity')} × {it.get('sku')} at {it.get('unit_price')} {it.get('currency')}"
+        line = _("{quantity} × {sku} at {price}").format(
+            quantity=it.get("quantity"),
+            sku=it.get("sku"),
+            price=_price(it.get("unit_price"), it.get("currency")),
         )
         lines.append(f"• {line}")
         rows.append(f"<li>{html.escape(line)}</li>")
-    if data.get("text"):
-        lines.append(f"Note: {data['text']}")
-    html_body = f"<p>🛒 Order from the catalogue:</p><ul>{''.join(rows)}</ul>"
-    if data.get("text"):
-        html_body += f"<p>Note: {html.escape(str(data['text']))}</p>"
+    note = _("Note: {text}").format(text=data["text"]) if data.get("text") else None
+    if note:
+        lines.append(note)
+    html_body = f"<p>🛒 {html.escape(heading)}</p><ul>{''.join(rows)}</ul>"
+    if note:
+        html_body += f"<p>{html.escape(note)}</p>"
     return {
         "msgtype": "m.text",
         "body": "\n".join(lines),
@@ -82,12 +97,21 @@ def _order(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _price(amount: object, currency: object) -> str:
+    """A catalogue order's unit price the way the shop's locale writes it ("12,50 €"); as
+    received when it is not an amount in a known currency."""
+    try:
+        return format_currency(Decimal(str(amount)), str(currency), locale=current_locale())
+    except (InvalidOperation, UnknownCurrencyError, ValueError):
+        return f"{amount} {currency}"
+
+
 def _unsupported(data: dict[str, Any], text: str | None) -> dict[str, Any]:
     kind = str(data.get("type") or "unknown").replace("_", " ")
     link = data.get("link")
-    body = f"The customer sent a {kind} message, which cannot be shown here."
+    body = _("The customer sent a {kind} message, which cannot be shown here.").format(kind=kind)
     if link:
-        body += f" Link: {link}"
+        body += " " + _("Link: {link}").format(link=link)
     if text:  # e.g. the words of an Instagram story reply
         body = f"{text}\n\n{body}"
     return _notice(body)

@@ -34,7 +34,7 @@ WINDOW_NOTE = N_(
 )
 WINDOW_BUTTON = N_("I'm here")
 GREETING = N_("Hello and welcome to {shop}! An adviser will be with you shortly.")
-BACK = N_("Good morning from {shop}! We are back, and an adviser will answer you shortly.")
+BACK = N_("{shop} is open again: an adviser will answer you shortly.")
 
 
 class _Blank(dict[str, str]):

@@ -68,7 +68,7 @@ def simulate(
     lines = [
         f"Moment:   {local:%A %Y-%m-%d %H:%M %Z} ({timezone})",
         f"Channel:  {situation.channel}"
-        + (f" (reply window {situation.reply_window})" if situation.reply_window else ""),
+        + (f" (reply window {_hours(situation.reply_window)})" if situation.reply_window else ""),
         f"Shop:     {render.status_line(schedule, now, hours.configured)}",
     ]
     if decision.greeting:
@@ -110,6 +110,10 @@ def _no_hold_reason(now: datetime, rules: ReplyRules, state: ConversationState) 
     if rules.schedule.is_open(now):
         return "the shop is open"
     return "an adviser answered recently"
+
+
+def _hours(span: timedelta) -> str:
+    return f"{span.total_seconds() / 3600:g} hours"
 
 
 def _indent(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import struct
 import subprocess
@@ -38,10 +39,13 @@ async def generate_registration(config_path: Path, registration: Path) -> None:
 class HubProcess:
     """`hub run -c CONFIG` as a child process, so tests can kill -9 and restart it."""
 
-    def __init__(self, config_path: Path, url: str, log_path: Path) -> None:
+    def __init__(
+        self, config_path: Path, url: str, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.config_path = config_path
         self.url = url
         self.log_path = log_path
+        self.env = env  # added to the environment, e.g. HUB_CLOCK
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self, timeout: float = 30) -> None:
@@ -51,6 +55,7 @@ class HubProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            env={**os.environ, **self.env} if self.env else None,
         )
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
@@ -317,7 +322,7 @@ async def open_portal(adviser: Adviser, visitor: Visitor, name: str, text: str) 
     await visitor.start(name=name)
     await visitor.connect()
     await visitor.say(text)
-    room_id = await adviser.wait_invite(f"Web chat · {name}")
+    room_id = await adviser.wait_invite(f"Webchat · {name}")
     await adviser.join(room_id)
     await adviser.wait_event(room_id, is_message(body=text))
     return room_id

@@ -7,7 +7,7 @@ script the policy would block shows up here.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -98,7 +98,8 @@ class CheckoutApp:
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[tuple[str, CheckoutApp]]:
+async def site(shop_language: Callable[[str], None]) -> AsyncIterator[tuple[str, CheckoutApp]]:
+    shop_language("de_DE")  # a German shop: the page's words (hub.i18n) and amounts
     checkout = CheckoutApp()
     app = web.Application()
     app.router.add_get("/checkout/{reference}", checkout.show)

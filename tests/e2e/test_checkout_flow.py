@@ -88,7 +88,7 @@ async def pay_and_follow_link(
     assert AMOUNT in link_msg["text"]
     short = next(w for w in link_msg["text"].split() if "/l/" in w)
     await adviser.wait_event(
-        room_id, lambda e: "Checkout link" in e.get("content", {}).get("body", "")
+        room_id, lambda e: "Bezahllink für Bestellung" in e.get("content", {}).get("body", "")
     )
     async with visitor.http.get(short, allow_redirects=False) as resp:
         assert resp.status == 302
@@ -98,7 +98,7 @@ async def pay_and_follow_link(
 
 async def expect_paid_once(stack: Stack, adviser: Adviser, visitor: Visitor, room_id: str) -> None:
     thanks = await visitor.wait_message(
-        lambda m: m["direction"] == "out" and "payment" in (m["text"] or "")
+        lambda m: m["direction"] == "out" and "Ihre Zahlung" in (m["text"] or "")
     )
     assert AMOUNT in thanks["text"] and "0" in thanks["text"]
     await adviser.wait_event(room_id, lambda e: "💳" in e.get("content", {}).get("body", ""))
@@ -110,19 +110,19 @@ def count_paid_notices(stack: Stack, adviser: Adviser, room_id: str) -> int:
 
 async def ship_and_list(stack: Stack, adviser: Adviser, visitor: Visitor, room_id: str) -> None:
     key, body = await command(stack, adviser, room_id, "!orders")
-    assert key == "✅" and "paid" in body
+    assert key == "✅" and "bezahlt" in body  # the test shop is German
     number = body.splitlines()[1].split(" — ")[0]
     key, body = await command(
         stack, adviser, room_id, f"!order {number} shipped https://track.example/ZX123"
     )
-    assert key == "✅" and "shipped" in body
+    assert key == "✅" and "versandt" in body
     shipped = await visitor.wait_message(
-        lambda m: m["direction"] == "out" and "on its way" in (m["text"] or "")
+        lambda m: m["direction"] == "out" and "ist unterwegs" in (m["text"] or "")
     )
     assert "/l/" in shipped["text"]  # the tracking link goes through a counted short link
     # An impossible move is refused with a clear reason.
     key, body = await command(stack, adviser, room_id, f"!order {number} cancelled")
-    assert key == "⛔" and "shipped" in body
+    assert key == "⛔" and "wurde bereits versandt; sie kann nicht storniert werden" in body
 
 
 @pytest.mark.parametrize("provider", ["stripe", "mollie", "shopify", "woocommerce"])
@@ -179,7 +179,7 @@ async def test_pay_with_provider(
     await expect_paid_once(stack, adviser, visitor, room_id)
     await ship_and_list(stack, adviser, visitor, room_id)
     assert count_paid_notices(stack, adviser, room_id) == 1
-    thanks = [m for m in await visitor.history() if "payment" in (m["text"] or "")]
+    thanks = [m for m in await visitor.history() if "Ihre Zahlung" in (m["text"] or "")]
     assert len(thanks) == 1
 
 
@@ -218,7 +218,7 @@ async def test_builtin_checkout_page_in_a_real_browser(
     )
     assert number in notice["content"]["body"] and "Jürgen Ölmann" in notice["content"]["body"]
     placed = await visitor.wait_message(
-        lambda m: m["direction"] == "out" and "received order" in (m["text"] or "")
+        lambda m: m["direction"] == "out" and "bei uns eingegangen" in (m["text"] or "")
     )
     assert number in placed["text"] and AMOUNT in placed["text"]
     # Offline payment arrives later: the adviser marks it paid, the customer is thanked once.
@@ -226,5 +226,5 @@ async def test_builtin_checkout_page_in_a_real_browser(
     assert key == "✅"
     await expect_paid_once(stack, adviser, visitor, room_id)
     key, body = await command(stack, adviser, room_id, f"!order {number} paid")
-    assert key == "✅" and "already" in body
+    assert key == "✅" and "bereits bezahlt" in body
     assert count_paid_notices(stack, adviser, room_id) == 1

@@ -1,4 +1,5 @@
-"""Catalogue and cart commands in a portal room, on the real Synapse."""
+"""Catalogue and cart commands in a portal room, on the real Synapse. The test shop is German
+(shop.locale de_DE): the bot answers in German."""
 
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ async def test_cart_add_remove_show_clear(stack: Stack, adviser: Adviser, visito
 
     # Mistakes are refused with a clear message and leave the cart as it was.
     key, body = await command(stack, adviser, room_id, "!cart add NOPE-1 1")
-    assert key == "⛔" and "Unknown SKU NOPE-1" in body
+    assert key == "⛔" and "Unbekannte SKU NOPE-1" in body
     key, body = await command(stack, adviser, room_id, "!cart add WF-W-5 0")
-    assert key == "⛔" and "QTY" in body and "!cart add SKU [QTY]" in body
+    assert key == "⛔" and "QTY muss eine ganze Zahl" in body and "!cart add SKU [QTY]" in body
     key, body = await command(stack, adviser, room_id, "!cart add WF-W-5 51")
     assert key == "⛔" and "50" in body
     key, body = await command(stack, adviser, room_id, "!cart")
@@ -75,7 +76,7 @@ async def test_cart_add_remove_show_clear(stack: Stack, adviser: Adviser, visito
     key, body = await command(stack, adviser, room_id, "!cart clear")
     assert key == "✅"
     key, body = await command(stack, adviser, room_id, "!pay")
-    assert key == "⛔" and "empty" in body
+    assert key == "⛔" and "Der Warenkorb ist leer" in body
     # None of this reached the customer.
     assert all(m["direction"] == "in" for m in await visitor.history())
 
@@ -109,11 +110,11 @@ async def test_whatsapp_catalogue_order_becomes_the_cart(stack: Stack, adviser: 
     )
     assert await post(stack, wa.webhook([wa.value([(wa_id, name)], [order])])) == 200
     notice = await adviser.wait_event(
-        room_id, lambda e: "is now the cart" in e.get("content", {}).get("body", "")
+        room_id, lambda e: "ist jetzt der Warenkorb" in e.get("content", {}).get("body", "")
     )
     body = notice["content"]["body"]
     assert "2 × Wandfarbe Weiß matt 10 l" in body and "119,80\u00a0€" in body
-    assert "GIBT-ES-NICHT: not in the catalogue" in body
+    assert "GIBT-ES-NICHT: nicht im Katalog" in body
     key, shown = await command(stack, adviser, room_id, "!cart")
     assert key == "✅" and "119,80\u00a0€" in shown
 
@@ -131,7 +132,7 @@ async def test_send_product_card(stack: Stack, adviser: Adviser, visitor: Visito
         assert resp.status == 302
         assert resp.headers["Location"] == "https://farbenhaus.example/p/wandfarbe-weiss-10l"
     key, body = await command(stack, adviser, room_id, "!send NOPE")
-    assert key == "⛔" and "Unknown SKU" in body
+    assert key == "⛔" and "Unbekannte SKU" in body
 
 
 async def test_send_on_whatsapp_is_a_single_product_message(stack: Stack, adviser: Adviser) -> None:
@@ -166,10 +167,10 @@ async def test_order_update_after_the_whatsapp_window_uses_the_template(
     assert (await command(stack, adviser, room_id, "!cart add WF-W-5 1"))[0] == "✅"
     key, body = await command(stack, adviser, room_id, "!pay")
     assert key == "✅"
-    number = body.split("Order ", 1)[1].split(" ", 1)[0]
+    number = body.split("Bestellung ", 1)[1].split(" ", 1)[0]
     # Free text (the checkout link) cannot go out any more: the room is told why.
     await adviser.wait_event(
-        room_id, lambda e: "24-hour window" in e.get("content", {}).get("body", "")
+        room_id, lambda e: "24-Stunden-Fenster" in e.get("content", {}).get("body", "")
     )
     key, _ = await command(stack, adviser, room_id, f"!order {number} paid")
     assert key == "✅"

@@ -125,7 +125,7 @@ async def test_text_both_ways_with_umlauts_emoji_and_rtl(
     assert ghost.startswith(f"@customer_{'fb' if meta.kind == 'messenger' else 'ig'}_")
     assert customer not in ghost  # opaque
     members = (await adviser.client.joined_members(room_id)).members
-    assert {m.user_id: m.display_name for m in members}[ghost] == "Customer"
+    assert {m.user_id: m.display_name for m in members}[ghost] == "Kunde"  # no name yet
     answer = "Danke! 🙏 שלום — wir melden uns"
     await adviser.send_text(room_id, answer)
     await eventually(lambda: answer in texts_sent(meta, customer))
@@ -175,7 +175,7 @@ async def test_instagram_story_mention_is_a_notice_with_the_link(
     await deliver(stack, meta, meta.story_mention_event(customer, story))
     notice = await adviser.wait_event(room_id, is_message(msgtype="m.notice"))
     assert story in notice["content"]["body"]
-    assert "story mention" in notice["content"]["body"]
+    assert "„story mention“" in notice["content"]["body"]  # German shop: „Typ „story mention“…
 
 
 async def test_rate_limit_is_retried_then_delivered(
@@ -207,7 +207,8 @@ async def test_outside_the_window_without_tag_is_refused_in_the_room(
     notice = await adviser.wait_event(
         room_id, is_message(sender=stack.bot_mxid, msgtype="m.notice")
     )
-    assert "24-hour window has closed" in notice["content"]["body"]
+    assert "24-Stunden-Fenster ist geschlossen" in notice["content"]["body"]
+    assert "vor 30 Stunden" in notice["content"]["body"]
     assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event_id
     assert len(meta.message_calls()) == calls_before  # the hub refused; Meta was not asked
 
@@ -249,5 +250,5 @@ async def test_outside_the_window_with_tag_sends_human_agent(
         notice = await adviser.wait_event(
             late_room, is_message(sender=stack.bot_mxid, msgtype="m.notice")
         )
-        assert "beyond the 7 days" in notice["content"]["body"]
+        assert "länger als die 7 Tage" in notice["content"]["body"]
         assert meta.sent_to(late) == []

@@ -194,7 +194,7 @@ async def test_blocked_bot_gives_a_notice_in_the_room(
     notice = await adviser.wait_event(
         room_id, is_message(sender=stack.bot_mxid, msgtype="m.notice")
     )
-    assert "blocked the shop's Telegram bot" in notice["content"]["body"]
+    assert "hat den Telegram-Bot des Shops blockiert" in notice["content"]["body"]
     assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event_id
     assert tg.sent_to(chat) == []
 
@@ -270,8 +270,9 @@ async def test_start_is_greeted(stack: Stack, adviser: Adviser, tg: TelegramStan
     chat = 710012
     await open_portal(adviser, tg, chat, "Stella", "Start", "/start")
     (greeting,) = await until(lambda: tg.sent_to(chat))
+    # The catalogue's greeting in the shop's language (channels.telegram.start_greeting unset).
     assert greeting.params["text"] == (
-        "Hello! Write us your question and an adviser will answer here."
+        "Guten Tag! Schreiben Sie uns Ihre Frage – unser Beratungsteam antwortet Ihnen hier."
     )
 
 

@@ -33,14 +33,16 @@ async def test_malformed_bodies_are_refused_and_nothing_is_stored(
     await visitor.start(name="Bad Input")
     url = f"{stack.hub_url}/webchat/api/messages"
     h = {**visitor.auth, "Content-Type": "application/json"}
+    # What the customer can get wrong is answered in the shop's language (German here); what
+    # only a broken client sends, in English.
     cases: list[tuple[bytes, str]] = [
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "JSON object"),
-        (b'{"client_id": "abcdefgh2", "text": 5}', "string"),
-        (b'{"client_id": "abcdefgh3", "text": "   "}', "empty"),
+        (b'{"client_id": "abcdefgh2", "text": 5}', "Zeichenkette"),
+        (b'{"client_id": "abcdefgh3", "text": "   "}', "Der Text ist leer."),
         (b'{"client_id": "x", "text": "hi"}', "client_id"),
         (b'{"client_id": "abcdefgh4", "text": "\\ud800 broken"}', "Unicode"),
-        (b'{"client_id": "abcdefgh5", "text": "' + b"a" * 4001 + b'"}', "too long"),
+        (b'{"client_id": "abcdefgh5", "text": "' + b"a" * 4001 + b'"}', "zu lang (4.001 Zeichen"),
     ]
     for raw, expected in cases:
         status, doc = await _post(visitor.http, url, data=raw, headers=h)
@@ -89,7 +91,7 @@ async def test_non_adviser_cannot_run_commands(
         notice = await adviser.wait_event(
             room_id, is_message(sender=stack.bot_mxid, msgtype="m.notice")
         )
-        assert "Only the shop's advisers" in notice["content"]["body"]
+        assert "Nur das Beratungsteam" in notice["content"]["body"]
         reaction = await adviser.wait_event(room_id, lambda ev: ev.get("type") == "m.reaction")
         assert reaction["content"]["m.relates_to"]["event_id"] == event_id
         assert reaction["content"]["m.relates_to"]["key"] == "⛔"

@@ -230,7 +230,7 @@ async def test_voice_notes_get_one_reply_a_day(stack: Stack, adviser: Adviser) -
         lambda: len(adviser.room_events(room_id, is_message(msgtype="m.audio"))) == 2
     )
     await wa.wait_sent(to(wa_id, wa.voice_note_reply))
-    await adviser.wait_event(room_id, bot_notice(stack, "voice note reply"))
+    await adviser.wait_event(room_id, bot_notice(stack, "Antwort auf Sprachnachricht"))
     # The conversation's jobs go out in order: once a later message arrived, a second voice
     # reply (queued before it) would have too.
     await adviser.send_text(room_id, "Gern, schreiben Sie einfach.")
@@ -270,7 +270,7 @@ async def test_rich_inbound_messages_are_never_silent(stack: Stack, adviser: Adv
     ev = await adviser.wait_event(
         room_id, lambda e: "LACK-ROT-1L" in e.get("content", {}).get("body", "")
     )
-    assert "12.9" in ev["content"]["body"]
+    assert "12,90\u00a0€" in ev["content"]["body"]  # the shop's locale writes the price
     await adviser.wait_event(room_id, lambda e: "poll" in e.get("content", {}).get("body", ""))
 
 
@@ -290,7 +290,7 @@ async def test_failed_status_notice_replies_to_the_advisers_message(
         assert await post(stack, wa.status_webhook(wamid, status, wa_id)) == 200
     failed = wa.status_webhook(wamid, "failed", wa_id, error_code=131047)
     assert await post(stack, failed) == 200
-    notice = await adviser.wait_event(room_id, bot_notice(stack, "24 hours"))
+    notice = await adviser.wait_event(room_id, bot_notice(stack, "mehr als 24 Stunden her"))
     assert "!template" in notice["content"]["body"]
     assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event_id
 
@@ -308,17 +308,21 @@ async def test_window_closed_refuses_free_text_and_template_goes_out(
     )
 
     event_id = await adviser.send_text(room_id, "Sind Sie noch da?")
-    notice = await adviser.wait_event(room_id, bot_notice(stack, "24-hour window has closed"))
+    notice = await adviser.wait_event(
+        room_id, bot_notice(stack, "24-Stunden-Fenster ist geschlossen")
+    )
     assert "!template NAME" in notice["content"]["body"]
     assert "order_update" in notice["content"]["body"]
     assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event_id
 
     wrong = await adviser.send_text(room_id, "!template order_update Anna")
-    refusal = await adviser.wait_event(room_id, bot_notice(stack, "takes 2 parameter"))
+    refusal = await adviser.wait_event(room_id, bot_notice(stack, "erwartet 2 Parameter"))
     assert refusal["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == wrong
 
     command = await adviser.send_text(room_id, '!template order_update "Anna Müller" A-4711')
-    await adviser.wait_event(room_id, bot_notice(stack, "Template order_update queued"))
+    await adviser.wait_event(
+        room_id, bot_notice(stack, "Vorlage order_update wird an den Kunden gesendet")
+    )
     ok = await adviser.wait_event(
         room_id,
         lambda e: (
@@ -348,15 +352,15 @@ async def test_template_command_only_in_whatsapp_rooms_and_lists_templates(
 ) -> None:
     web_room = await open_portal(adviser, visitor, "Web Vorlage", "Hallo aus dem Web")
     await adviser.send_text(web_room, "!template hello_world")
-    await adviser.wait_event(web_room, bot_notice(stack, "only for WhatsApp conversations"))
+    await adviser.wait_event(web_room, bot_notice(stack, "nur für WhatsApp-Unterhaltungen"))
 
     wa_id, name = new_wa_id(), "Vorlagen Liste"
     room_id = await open_room(stack, adviser, wa_id, name, "Welche Vorlagen?")
     await adviser.send_text(room_id, "!templates")
-    listing = await adviser.wait_event(room_id, bot_notice(stack, "WhatsApp templates:"))
+    listing = await adviser.wait_event(room_id, bot_notice(stack, "WhatsApp-Vorlagen:"))
     assert "!template order_update P1 P2 (de)" in listing["content"]["body"]
     await adviser.send_text(room_id, "!template nosuch")
-    await adviser.wait_event(room_id, bot_notice(stack, "No template named 'nosuch'"))
+    await adviser.wait_event(room_id, bot_notice(stack, "keine Vorlage namens „nosuch“"))
 
 
 async def test_rate_limited_send_is_retried_until_delivered(stack: Stack, adviser: Adviser) -> None:

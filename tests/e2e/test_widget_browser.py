@@ -44,7 +44,7 @@ async def test_customer_and_adviser_talk_through_the_demo_page(
         await box.fill("Haben Sie Lasur in Eiche hell? 🌳")
         await box.press("Enter")
 
-        room_id = await adviser.wait_invite("Web chat · Browser Kundin")
+        room_id = await adviser.wait_invite("Webchat · Browser Kundin")
         await adviser.join(room_id)
         question = await adviser.wait_event(
             room_id, is_message(body="Haben Sie Lasur in Eiche hell? 🌳")
@@ -63,6 +63,15 @@ async def test_customer_and_adviser_talk_through_the_demo_page(
         ghost = question["sender"]
         await adviser.wait_for(lambda: (room_id, answer_id, ghost) in adviser.receipts)
         await screenshot(page, "widget-conversation")
+        # The shop is German: the widget's words came with the session, the page's with it.
+        await expect(page.get_by_test_id("hubchat-input")).to_have_attribute(
+            "placeholder", "Nachricht schreiben …"
+        )
+        await expect(page.locator(".day").first).to_have_text("Heute")
+        await expect(page.get_by_test_id("hubchat-welcome")).to_have_text(
+            "Guten Tag! Wie können wir Ihnen heute helfen?"
+        )
+        assert await page.get_attribute("html", "lang") == "de"
 
         # Reload: same visitor (token in localStorage), the whole history is back.
         await page.reload()
@@ -83,7 +92,7 @@ async def test_mobile_layout_sends_too(stack: Stack, adviser: Adviser, browser: 
         await page.evaluate("window.HubChat.setName('Mobile Kunde')")
         await page.get_by_test_id("hubchat-input").fill("Hallo vom Handy")
         await page.get_by_test_id("hubchat-send").click()
-        room_id = await adviser.wait_invite("Web chat · Mobile Kunde")
+        room_id = await adviser.wait_invite("Webchat · Mobile Kunde")
         await adviser.join(room_id)
         await adviser.wait_event(room_id, is_message(body="Hallo vom Handy"))
         await screenshot(page, "widget-mobile")

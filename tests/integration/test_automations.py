@@ -230,9 +230,7 @@ async def test_we_are_back_goes_out_once_at_the_opening_unless_an_adviser_answer
     clock.set_now(MONDAY_OPENING + timedelta(seconds=1))
     assert await fire_due(db) == 2  # both "we're back" timers; the missed ones are not due
     texts = await sent_texts(sessions)
-    assert texts[before:] == [
-        "Good morning from Farben Müller! We are back, and an adviser will answer you shortly."
-    ]
+    assert texts[before:] == ["Farben Müller is open again: an adviser will answer you shortly."]
     async with sessions() as s:
         back = (await s.scalars(select(Message).order_by(Message.id.desc()))).first()
     assert back is not None and back.conversation_id == waiting
@@ -260,7 +258,7 @@ async def test_a_closed_whatsapp_window_is_told_and_listed_in_the_lobby_at_the_o
         f"• Ana (WhatsApp): https://matrix.to/#/{ROOM}"
     )
     # No "we're back" into a closed window: it could not be delivered.
-    assert not any(t.startswith("Good morning") for t in await sent_texts(sessions))
+    assert not any("is open again" in t for t in await sent_texts(sessions))
 
 
 async def test_a_tap_on_i_am_here_reopens_the_window_and_the_customer_gets_we_are_back(
@@ -273,7 +271,7 @@ async def test_a_tap_on_i_am_here_reopens_the_window_and_the_customer_gets_we_ar
     await write(db, "I'm here", "wamid.2", WA_ANA)
     clock.set_now(MONDAY_OPENING + timedelta(seconds=1))
     await fire_due(db)
-    assert (await sent_texts(sessions))[-1].startswith("Good morning from Farben Müller!")
+    assert (await sent_texts(sessions))[-1].startswith("Farben Müller is open again")
     assert not [j for j in await jobs(sessions, MATRIX_SEND) if j.payload["room_id"] == LOBBY]
 
 

@@ -716,9 +716,7 @@ async def test_a_failed_status_is_told_to_the_room_once(db: Database, sessions: 
     assert (notice.kind, notice.ordering_key) == (MATRIX_SEND, room_out_key(ROOM))
     content = notice.payload["content"]
     assert content["msgtype"] == "m.notice"
-    assert content["body"] == (
-        "⚠️ Not delivered to the customer: the window is closed (code 131047)"
-    )
+    assert content["body"] == ("⚠️ Not delivered to the customer: the window is closed (131047)")
     assert content["m.relates_to"] == {"m.in_reply_to": {"event_id": "$out1"}}
 
 

@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -818,7 +818,10 @@ def _settings() -> BuiltinSettings:
     )
 
 
-async def test_checkout_template_renders_and_escapes() -> None:
+async def test_checkout_template_renders_and_escapes(
+    shop_language: Callable[[str], None],
+) -> None:
+    shop_language("de_DE")  # the words of the shop's language, the amounts of its locale
     context = checkout_page_context(
         cart=EUR_CART,
         locale="de_DE",
@@ -843,7 +846,7 @@ async def test_checkout_template_renders_and_escapes() -> None:
     assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page
     assert "<script" not in page
     assert '<input type="hidden" name="csrf" value="csrf-token-1">' in page
-    assert "54,30\u00a0€" in page and "24,90\u00a0€ je" in page
+    assert "54,30\u00a0€" in page and "je 24,90\u00a0€" in page
     assert (
         "inkl. 19\u00a0% MwSt.: 7,95\u00a0€" in page and "inkl. 7\u00a0% MwSt.: 0,29\u00a0€" in page
     )
@@ -856,7 +859,7 @@ async def test_checkout_template_renders_and_escapes() -> None:
     assert "http://" not in page and "https://" not in page and " src=" not in page
 
 
-async def test_checkout_done_template() -> None:
+async def test_checkout_done_template(shop_language: Callable[[str], None]) -> None:
     values = {
         "shop_name": "Farben & Co",
         "order_number": "0042",
@@ -864,22 +867,29 @@ async def test_checkout_done_template() -> None:
         "instructions": _settings().prepayment_instructions,
     }
     env = templates()
+    shop_language("de_DE")
     placed = await env.get_template("checkout_done.html").render_async(
         status="pending",
         payment_method="prepayment",
         **values,
-        **done_page_context(locale="fr_FR", payment_method="prepayment"),
+        **done_page_context(locale="de_DE", payment_method="prepayment"),
     )
-    assert "Merci pour votre commande" in placed and "Votre commande est enregistrée." in placed
-    assert "Paiement anticipé (virement)" in placed
+    assert '<html lang="de">' in placed
+    assert "Vielen Dank für Ihre Bestellung" in placed
+    assert "Ihre Bestellung ist eingegangen." in placed
+    assert "Vorkasse (Überweisung)" in placed
     assert "IBAN DE02 1203 0000 0000 2020 51\n&lt;b&gt;Reference&lt;/b&gt;" in placed
+    # A language the hub has no texts in: English words.
+    shop_language("fr_FR")
     paid = await env.get_template("checkout_done.html").render_async(
         status="paid",
         payment_method=None,
         **values,
-        **done_page_context(locale="xx", payment_method=None),
+        **done_page_context(locale="fr_FR", payment_method=None),
     )
+    assert '<html lang="en">' in paid
     assert "We have received your payment." in paid and "How to pay" not in paid
+    shop_language("en_GB")
     cancelled = await env.get_template("checkout_done.html").render_async(
         status="pending",
         payment_method=None,

@@ -1,7 +1,9 @@
-"""Rendering carts, product cards and search results for the room and the customer."""
+"""Rendering carts, product cards and search results for the room and the customer: words in
+the shop's language (hub.i18n, set per test with `shop_language`), amounts for the locale."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -10,14 +12,14 @@ from hub.commerce.cart import Cart
 from hub.commerce.catalogue import Product
 from hub.commerce.money import Money
 from hub.commerce.render import (
-    LABELS,
     cart_for_customer,
     cart_notice,
-    labels_for,
     product_card_text,
     search_results,
     vat_note,
 )
+
+SetLocale = Callable[[str], None]
 
 NB = "\u00a0"  # CLDR's no-break space between number and currency or percent sign
 
@@ -43,7 +45,7 @@ def test_cart_notice_en_us() -> None:
         "incl. 19% VAT: €5.10"
     )
     assert html == (
-        "<p><strong>🛒 Cart</strong>: 3 items</p><ul>"
+        "<p><strong>🛒 Cart: 3 items</strong></p><ul>"
         "<li>2 × Acrylfarbe Kobaltblau 500 ml (<code>AC-KB-500</code>): "
         "<strong>€25.00</strong> (€12.50 each)</li>"
         "<li>1 × Flachpinsel 50 mm (<code>PI-FL-50</code>): <strong>€6.95</strong></li>"
@@ -51,23 +53,26 @@ def test_cart_notice_en_us() -> None:
     )
 
 
-def test_cart_notice_de_de() -> None:
+def test_cart_notice_de_de(shop_language: SetLocale) -> None:
+    shop_language("de_DE")
     plain, _ = cart_notice(CART, "de_DE")
     assert plain == (
         "🛒 Warenkorb: 3 Artikel\n"
-        f"2 × Acrylfarbe Kobaltblau 500 ml (AC-KB-500): 25,00{NB}€ (12,50{NB}€ je)\n"
+        f"2 × Acrylfarbe Kobaltblau 500 ml (AC-KB-500): 25,00{NB}€ (je 12,50{NB}€)\n"
         f"1 × Flachpinsel 50 mm (PI-FL-50): 6,95{NB}€\n"
         f"Gesamt: 31,95{NB}€\n"
         f"inkl. 19{NB}% MwSt.: 5,10{NB}€"
     )
 
 
-def test_cart_notice_fr_fr_uses_french_punctuation() -> None:
+def test_a_shop_in_france_gets_english_words_and_french_amounts(shop_language: SetLocale) -> None:
+    # The hub has German and English texts; other languages read English (hub.i18n).
+    shop_language("fr_FR")
     plain, _ = cart_notice(CART, "fr_FR")
     lines = plain.split("\n")
-    assert lines[0] == f"🛒 Panier{NB}: 3 articles"
-    assert lines[1].endswith(f"(AC-KB-500){NB}: 25,00{NB}€ (12,50{NB}€ l’unité)")
-    assert lines[-2:] == [f"Total{NB}: 31,95{NB}€", f"dont TVA 19{NB}%{NB}: 5,10{NB}€"]
+    assert lines[0] == "🛒 Cart: 3 items"
+    assert lines[1].endswith(f"(AC-KB-500): 25,00{NB}€ (12,50{NB}€ each)")
+    assert lines[-2:] == [f"Total: 31,95{NB}€", f"incl. 19{NB}% VAT: 5,10{NB}€"]
 
 
 def test_one_vat_line_per_rate_highest_first_and_none_for_zero() -> None:
@@ -93,10 +98,11 @@ def test_single_item_heading() -> None:
     [
         ("en_US", "🛒 The cart is empty."),
         ("de_DE", "🛒 Der Warenkorb ist leer."),
-        ("fr_FR", "🛒 Le panier est vide."),
+        ("fr_FR", "🛒 The cart is empty."),
     ],
 )
-def test_empty_cart_notice(locale: str, text: str) -> None:
+def test_empty_cart_notice(shop_language: SetLocale, locale: str, text: str) -> None:
+    shop_language(locale)
     assert cart_notice(Cart.empty("EUR"), locale) == (text, f"<p>{text}</p>")
 
 
@@ -111,16 +117,17 @@ def test_catalogue_text_is_escaped_in_html() -> None:
     assert "&lt;b&gt;" in results
 
 
-def test_customer_cart_has_no_skus_or_markup() -> None:
+def test_customer_cart_has_no_skus_or_markup(shop_language: SetLocale) -> None:
+    assert cart_for_customer(Cart.empty("EUR"), "en_US") == "Your cart is empty."
+    assert cart_for_customer(CART, "en_US").startswith("Your cart:\n")
+    shop_language("de_DE")
     assert cart_for_customer(CART, "de_DE") == (
         "Ihr Warenkorb:\n"
-        f"2 × Acrylfarbe Kobaltblau 500 ml: 25,00{NB}€ (12,50{NB}€ je)\n"
+        f"2 × Acrylfarbe Kobaltblau 500 ml: 25,00{NB}€ (je 12,50{NB}€)\n"
         f"1 × Flachpinsel 50 mm: 6,95{NB}€\n"
         f"Gesamt: 31,95{NB}€\n"
         f"inkl. 19{NB}% MwSt.: 5,10{NB}€"
     )
-    assert cart_for_customer(CART, "fr_FR").startswith(f"Votre panier{NB}:\n")
-    assert cart_for_customer(Cart.empty("EUR"), "en_US") == "Your cart is empty."
 
 
 def test_other_currencies_in_the_cart() -> None:
@@ -132,15 +139,16 @@ def test_other_currencies_in_the_cart() -> None:
     ]
 
 
-def test_locale_fallbacks() -> None:
-    assert labels_for("de_AT") is LABELS["de"]
-    assert labels_for("fr-CA") is LABELS["fr"]
-    assert labels_for("ja_JP") is LABELS["en"]  # English words, Japanese number formatting
+def test_locale_fallbacks(shop_language: SetLocale) -> None:
+    shop_language("ja_JP")  # English words, Japanese number formatting
+    assert cart_notice(CART, "ja_JP")[0].split("\n")[-2] == "Total: €31.95"
+    shop_language("de_CH")  # German words, Swiss number formatting
     plain, _ = cart_notice(CART, "de_CH")
     assert plain.split("\n")[-2] == "Gesamt: EUR\u00a031.95"
 
 
-def test_product_card() -> None:
+def test_product_card(shop_language: SetLocale) -> None:
+    shop_language("de_DE")
     card = product(
         "KF-TB-750",
         2495,
@@ -171,7 +179,17 @@ def test_search_results() -> None:
         "<li><code>AC-TW-500</code> · Acrylfarbe Titanweiß · <strong>€11.90</strong>"
         " · <em>out of stock</em></li></ul>"
     )
+    assert search_results([PAINT], "en_US", query="kobalt")[0].startswith(
+        "🔎 1 product for “kobalt”\n"
+    )
+
+
+def test_search_results_de(shop_language: SetLocale) -> None:
+    shop_language("de_DE")
     assert search_results([PAINT], "de_DE")[0].startswith("🔎 1 Produkt\n")
+    assert search_results([PAINT, BRUSH], "de_DE", query="a")[0].startswith(
+        "🔎 2 Produkte für „a“\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -182,12 +200,14 @@ def test_search_results() -> None:
         ("en_US", "", "🔎 No products found."),
     ],
 )
-def test_no_search_results(locale: str, query: str, text: str) -> None:
+def test_no_search_results(shop_language: SetLocale, locale: str, query: str, text: str) -> None:
+    shop_language(locale)
     assert search_results([], locale, query=query) == (text, f"<p>{text}</p>")
 
 
-def test_vat_note() -> None:
-    assert vat_note(Money(8450, "EUR"), Decimal(19), "de_DE") == f"inkl. 19{NB}% MwSt.: 13,49{NB}€"
+def test_vat_note(shop_language: SetLocale) -> None:
     assert vat_note(Money(1000, "EUR"), Decimal("5.5"), "fr_FR") == (
-        f"dont TVA 5,5{NB}%{NB}: 0,52{NB}€"
+        f"incl. 5,5{NB}% VAT: 0,52{NB}€"
     )
+    shop_language("de_DE")
+    assert vat_note(Money(8450, "EUR"), Decimal(19), "de_DE") == f"inkl. 19{NB}% MwSt.: 13,49{NB}€"

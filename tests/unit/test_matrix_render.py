@@ -50,7 +50,7 @@ def test_location_contacts_order_interactive_unsupported() -> None:
         {"items": [{"sku": "<X>", "quantity": 2, "unit_price": "12.50", "currency": "EUR"}]},
         None,
     )
-    assert "2 × <X> at 12.50 EUR" in order["body"] and "&lt;X&gt;" in order["formatted_body"]
+    assert "2 × <X> at €12.50" in order["body"] and "&lt;X&gt;" in order["formatted_body"]
     [button] = message_contents("interactive", None, None, {"id": "yes", "title": "Ja"}, None)
     assert button["body"] == "↩️ Ja"
     [story] = message_contents(

@@ -7,6 +7,8 @@
  *
  * Vanilla JS, no dependencies, no external resources. Everything renders inside an open Shadow DOM.
  * Public API: window.HubChat = { open(), close(), isReady(), setName(name) }.
+ * Texts: in the shop's language from the hub (`texts` of the session answer); the English
+ * strings here are the fallbacks for a hub that sends none.
  * License: AGPL-3.0-or-later.
  */
 (function () {
@@ -123,12 +125,27 @@
     return s;
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Texts: the hub sends them in the shop's language with the session; English until then.
+  // ---------------------------------------------------------------------------------------------
+  var TEXTS = {};
+  var LANG = "";   // the shop's language (BCP 47), for dates and numbers; "" = the browser's
+  // The text for `key`, or `fallback`; {placeholders} filled from `vars`.
+  function T(key, fallback, vars) {
+    var t = typeof TEXTS[key] === "string" && TEXTS[key] ? TEXTS[key] : fallback;
+    if (vars) t = t.replace(/\{(\w+)\}/g, function (m, k) { return vars[k] != null ? String(vars[k]) : m; });
+    return t;
+  }
+  function locales() { return LANG ? [LANG] : []; }
+
   function humanSize(n) {
     if (typeof n !== "number" || !isFinite(n) || n < 0) return "";
     if (n < 1024) return n + " B";
     var units = ["KB", "MB", "GB", "TB"], v = n / 1024, i = 0;
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-    return (v >= 100 ? Math.round(v) : v.toFixed(1).replace(/\.0$/, "")) + " " + units[i];
+    var shown = v >= 100 ? Math.round(v) : Math.round(v * 10) / 10;
+    try { shown = shown.toLocaleString(locales()); } catch (e) { shown = String(shown); }
+    return shown + " " + units[i];
   }
 
   function safeUrl(u, allowBlob) {
@@ -145,16 +162,20 @@
     return isNaN(d.getTime()) ? new Date() : d;
   }
   function fmtTime(d) {
-    try { return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); } catch (e) { return d.toTimeString().slice(0, 5); }
+    try { return d.toLocaleTimeString(locales(), { hour: "2-digit", minute: "2-digit" }); } catch (e) { return d.toTimeString().slice(0, 5); }
   }
   function dayKey(d) { return d.getFullYear() + "-" + d.getMonth() + "-" + d.getDate(); }
   function fmtDay(d) {
     var today = new Date(), y = new Date(); y.setDate(today.getDate() - 1);
-    if (dayKey(d) === dayKey(today)) return "Today";
-    if (dayKey(d) === dayKey(y)) return "Yesterday";
+    if (dayKey(d) === dayKey(today)) return T("today", "Today");
+    if (dayKey(d) === dayKey(y)) return T("yesterday", "Yesterday");
     var opts = { weekday: "short", day: "numeric", month: "short" };
     if (d.getFullYear() !== today.getFullYear()) opts.year = "numeric";
-    try { return d.toLocaleDateString([], opts); } catch (e) { return d.toDateString(); }
+    try { return d.toLocaleDateString(locales(), opts); } catch (e) { return d.toDateString(); }
+  }
+
+  function uploadingText(progress) {
+    return T("uploading", "Uploading… {percent}%", { percent: Math.round((progress || 0) * 100) });
   }
 
   // Append `text` to `parent` as text nodes, turning http(s) URLs into safe links. Never uses innerHTML.
@@ -217,7 +238,7 @@
 
   function errorText(res, fallback) {
     if (res && res.data && typeof res.data.error === "string" && res.data.error) return res.data.error;
-    return fallback || ("Request failed (" + (res ? res.status : "network") + ")");
+    return fallback || T("request_failed", "Request failed ({status})", { status: res ? res.status : T("network", "network") });
   }
   function isTransient(status) { return status === 0 || status === 408 || status === 429 || status >= 500; }
 
@@ -435,7 +456,7 @@
     var launcher = el("button", "launcher");
     launcher.type = "button";
     launcher.setAttribute("data-testid", "hubchat-launcher");
-    launcher.setAttribute("aria-label", "Open chat");
+    launcher.setAttribute("aria-label", T("open_chat", "Open chat"));
     launcher.setAttribute("aria-expanded", "false");
     launcher.setAttribute("aria-controls", "hubchat-panel");
     launcher.appendChild(icon("chat", 28));
@@ -460,23 +481,23 @@
     var htext = el("div", "htext");
     var title = el("h2", "title");
     title.id = "hubchat-title";
-    var subtitle = el("div", "subtitle", "We reply as soon as we can");
+    var subtitle = el("div", "subtitle", T("subtitle", "We reply as soon as we can"));
     htext.appendChild(title); htext.appendChild(subtitle);
     var closeBtn = el("button", "hbtn");
     closeBtn.type = "button";
-    closeBtn.setAttribute("aria-label", "Close chat");
+    closeBtn.setAttribute("aria-label", T("close_chat", "Close chat"));
     closeBtn.setAttribute("data-testid", "hubchat-close");
     closeBtn.appendChild(icon("close", 20));
     header.appendChild(avatar); header.appendChild(htext); header.appendChild(closeBtn);
     panel.setAttribute("aria-labelledby", "hubchat-title");
-    ui.title = title; ui.avatar = avatar; ui.subtitle = subtitle;
+    ui.title = title; ui.avatar = avatar; ui.subtitle = subtitle; ui.closeBtn = closeBtn;
 
     var notice = el("div", "notice");
     notice.hidden = true;
     notice.setAttribute("role", "status");
     notice.setAttribute("data-testid", "hubchat-status");
     notice.appendChild(el("span", "spinner"));
-    var noticeText = el("span", "", "Reconnecting…");
+    var noticeText = el("span", "", T("reconnecting", "Reconnecting…"));
     notice.appendChild(noticeText);
     ui.notice = notice; ui.noticeText = noticeText;
 
@@ -484,7 +505,7 @@
     list.setAttribute("role", "log");
     list.setAttribute("aria-live", "polite");
     list.setAttribute("aria-relevant", "additions");
-    list.setAttribute("aria-label", "Messages");
+    list.setAttribute("aria-label", T("messages", "Messages"));
     list.tabIndex = 0;
     list.appendChild(el("div", "spacer"));
     ui.list = list;
@@ -492,8 +513,8 @@
     var composer = el("div", "composer");
     var attach = el("button", "ibtn attach");
     attach.type = "button";
-    attach.setAttribute("aria-label", "Attach a file");
-    attach.setAttribute("title", "Attach a file");
+    attach.setAttribute("aria-label", T("attach", "Attach a file"));
+    attach.setAttribute("title", T("attach", "Attach a file"));
     attach.setAttribute("data-testid", "hubchat-attach");
     attach.appendChild(icon("clip", 22));
     var fileInput = el("input", "file");
@@ -505,8 +526,8 @@
     var field = el("div", "field");
     var input = el("textarea", "");
     input.rows = 1;
-    input.placeholder = "Write a message…";
-    input.setAttribute("aria-label", "Message");
+    input.placeholder = T("placeholder", "Write a message…");
+    input.setAttribute("aria-label", T("message", "Message"));
     input.setAttribute("dir", "auto");
     input.setAttribute("data-testid", "hubchat-input");
     input.setAttribute("enterkeyhint", "send");
@@ -514,8 +535,8 @@
     field.appendChild(input);
     var send = el("button", "ibtn send");
     send.type = "button";
-    send.setAttribute("aria-label", "Send message");
-    send.setAttribute("title", "Send");
+    send.setAttribute("aria-label", T("send_message", "Send message"));
+    send.setAttribute("title", T("send", "Send"));
     send.setAttribute("data-testid", "hubchat-send");
     send.disabled = true;
     send.appendChild(icon("send", 20));
@@ -525,8 +546,9 @@
     var drop = el("div", "drop");
     drop.hidden = true;
     drop.appendChild(icon("clip", 32));
-    drop.appendChild(el("span", "", "Drop files to send"));
-    ui.drop = drop;
+    var dropText = el("span", "", T("drop", "Drop files to send"));
+    drop.appendChild(dropText);
+    ui.drop = drop; ui.dropText = dropText;
 
     var live = el("div", "sr");
     live.setAttribute("aria-live", "assertive");
@@ -567,10 +589,27 @@
   }
 
   function applyTitle() {
-    var t = state.title || "Chat";
+    var t = state.title || T("chat", "Chat");
     ui.title.textContent = t;
     ui.avatar.textContent = (Array.from ? Array.from(t.trim())[0] || "?" : t.charAt(0)).toUpperCase();
-    ui.launcher.setAttribute("aria-label", (state.open ? "Close chat" : "Open chat") + (state.unread ? " (" + state.unread + " unread)" : ""));
+    ui.launcher.setAttribute("aria-label", (state.open ? T("close_chat", "Close chat") : T("open_chat", "Open chat")) +
+      (state.unread ? " (" + T("unread", "{n} unread", { n: state.unread }) + ")" : ""));
+  }
+
+  // The fixed words of the panel again, once the hub's texts have arrived with the session.
+  function applyTexts() {
+    ui.subtitle.textContent = T("subtitle", "We reply as soon as we can");
+    ui.closeBtn.setAttribute("aria-label", T("close_chat", "Close chat"));
+    ui.list.setAttribute("aria-label", T("messages", "Messages"));
+    ui.attach.setAttribute("aria-label", T("attach", "Attach a file"));
+    ui.attach.setAttribute("title", T("attach", "Attach a file"));
+    ui.input.placeholder = T("placeholder", "Write a message…");
+    ui.input.setAttribute("aria-label", T("message", "Message"));
+    ui.send.setAttribute("aria-label", T("send_message", "Send message"));
+    ui.send.setAttribute("title", T("send", "Send"));
+    ui.dropText.textContent = T("drop", "Drop files to send");
+    applyTitle();
+    // Day separators and message states are written by the layout, in the new words.
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -708,7 +747,7 @@
     if (isNew && r.direction === "out" && r.id > state.seenId) {
       if (state.open && document.visibilityState !== "hidden" && atBottom()) { state.seenId = r.id; LS.set(KEY_SEEN, r.id); sendRead(); }
       else { state.unread++; updateBadge(); }
-      if (!(opts && opts.history)) announce((r.senderName || state.title || "Adviser") + ": " + (r.text || (r.media && r.media.filename) || ""));
+      if (!(opts && opts.history)) announce((r.senderName || state.title || T("adviser", "Adviser")) + ": " + (r.text || (r.media && r.media.filename) || ""));
     }
     renderRecord(r);
     return r;
@@ -790,9 +829,9 @@
       var full = safeUrl(m.url, false) || safeUrl(r.previewUrl, true);
       var a = el("a", "imglink");
       if (full) { a.href = full; a.target = "_blank"; a.rel = "noopener noreferrer"; }
-      a.setAttribute("aria-label", "Open image " + (m.filename || "") + " in a new tab");
+      a.setAttribute("aria-label", T("open_image", "Open image {name} in a new tab", { name: m.filename || "" }));
       var img = el("img", "");
-      img.alt = m.filename || "Image";
+      img.alt = m.filename || T("image", "Image");
       img.decoding = "async";
       img.loading = "lazy";
       img.src = safeUrl(r.previewUrl, true) || safeUrl(m.url, false);
@@ -814,12 +853,12 @@
       if (href && !r.local) {
         b.href = href; b.target = "_blank"; b.rel = "noopener noreferrer";
         b.setAttribute("download", m.filename || "");
-        b.setAttribute("aria-label", "Download " + (m.filename || "file") + (m.size != null ? " (" + humanSize(m.size) + ")" : ""));
+        b.setAttribute("aria-label", T("download", "Download {name}", { name: m.filename || T("file", "File") }) + (m.size != null ? " (" + humanSize(m.size) + ")" : ""));
       }
       var ic = el("span", "fileicon");
       ic.appendChild(icon("file", 20));
       var info = el("span", "fileinfo");
-      var fname = el("span", "fname", m.filename || "File");
+      var fname = el("span", "fname", m.filename || T("file", "File"));
       fname.setAttribute("dir", "auto");
       fname.title = m.filename || "";
       info.appendChild(fname);
@@ -857,7 +896,7 @@
     r.progressEl.setAttribute("aria-valuemin", "0");
     r.progressEl.setAttribute("aria-valuemax", "100");
     r.progressEl.setAttribute("aria-valuenow", String(Math.round(p * 100)));
-    r.progressEl.setAttribute("aria-label", "Upload progress");
+    r.progressEl.setAttribute("aria-label", T("upload_progress", "Upload progress"));
   }
 
   function renderMeta(r, isLast) {
@@ -869,24 +908,24 @@
       meta.className = "meta err";
       meta.setAttribute("data-testid", "hubchat-error");
       meta.appendChild(icon("alert", 14));
-      meta.appendChild(el("span", "", r.error || "Not sent."));
+      meta.appendChild(el("span", "", r.error || T("not_sent", "Not sent.")));
       var acts = el("span", "acts");
       if (r.kind === "text") {
         // The server refused this text (4xx): let the customer fix it rather than resend it unchanged.
-        var edit = el("button", "linkbtn", "Edit");
+        var edit = el("button", "linkbtn", T("edit", "Edit"));
         edit.type = "button";
-        edit.setAttribute("aria-label", "Edit and resend");
+        edit.setAttribute("aria-label", T("edit_label", "Edit and resend"));
         edit.addEventListener("click", function () { editRecord(r); });
         acts.appendChild(edit);
       } else if (!r.fatal) {
-        var retry = el("button", "linkbtn", "Retry");
+        var retry = el("button", "linkbtn", T("retry", "Retry"));
         retry.type = "button";
         retry.addEventListener("click", function () { retryRecord(r); });
         acts.appendChild(retry);
       }
-      var rm = el("button", "linkbtn", "Remove");
+      var rm = el("button", "linkbtn", T("remove", "Remove"));
       rm.type = "button";
-      rm.setAttribute("aria-label", "Remove unsent message");
+      rm.setAttribute("aria-label", T("remove_label", "Remove unsent message"));
       rm.addEventListener("click", function () { removeRecord(r); ui.input.focus(); });
       acts.appendChild(rm);
       meta.appendChild(acts);
@@ -897,9 +936,9 @@
       meta.className = "meta warn";
       meta.setAttribute("data-testid", "hubchat-retrying");
       meta.appendChild(icon("alert", 14));
-      var rt = el("button", "linkbtn", "Not sent — retrying…");
+      var rt = el("button", "linkbtn", T("retrying", "Not sent — retrying…"));
       rt.type = "button";
-      rt.title = "Retry now";
+      rt.title = T("retry_now", "Retry now");
       rt.style.textDecoration = "none";
       rt.style.fontWeight = "500";
       rt.addEventListener("click", function () { wakeAll(); });
@@ -907,11 +946,11 @@
       return;
     }
     if (r.local === "uploading") {
-      meta.appendChild(el("span", "", "Uploading… " + Math.round((r.progress || 0) * 100) + "%"));
+      meta.appendChild(el("span", "", uploadingText(r.progress)));
       return;
     }
     if (r.local === "sending") {
-      meta.appendChild(el("span", "", "Sending…"));
+      meta.appendChild(el("span", "", T("sending", "Sending…")));
       return;
     }
     if (!isLast) { meta.style.display = "none"; return; }
@@ -920,10 +959,10 @@
       var st = (r.status || "").toLowerCase();
       if (st === "failed" || st === "error" || st === "undelivered") {
         meta.className = "meta err";
-        meta.appendChild(el("span", "", "· Not delivered"));
+        meta.appendChild(el("span", "", "· " + T("not_delivered", "Not delivered")));
       } else {
         meta.appendChild(el("span", "", "·"));
-        meta.appendChild(el("span", "", st === "read" ? "Read" : st === "delivered" ? "Delivered" : "Sent"));
+        meta.appendChild(el("span", "", st === "read" ? T("read", "Read") : st === "delivered" ? T("delivered", "Delivered") : T("sent", "Sent")));
       }
     }
   }
@@ -1049,7 +1088,7 @@
     // Give the first connection a moment before showing the hint (no flash on page load).
     setConnectionHint.t = setTimeout(function () {
       if (state.connected) return;
-      ui.noticeText.textContent = state.sessionError ? "Can’t reach the chat right now — retrying…" : "Reconnecting…";
+      ui.noticeText.textContent = state.sessionError ? T("unreachable", "Can’t reach the chat right now — retrying…") : T("reconnecting", "Reconnecting…");
       ui.notice.hidden = false;
     }, state.everConnected ? 600 : 2500);
   }
@@ -1096,7 +1135,10 @@
     if (!CFG.title && d.title) state.title = String(d.title);
     if (typeof d.welcome_text === "string") state.welcome = d.welcome_text;
     if (typeof d.max_upload_bytes === "number" && d.max_upload_bytes > 0) state.maxUpload = d.max_upload_bytes;
-    if (ui.root) { applyTitle(); scheduleLayout(); }
+    var textsChanged = false;
+    if (d.texts && typeof d.texts === "object") { TEXTS = d.texts; textsChanged = true; }
+    if (typeof d.lang === "string" && d.lang !== LANG) { LANG = d.lang; textsChanged = true; }
+    if (ui.root) { if (textsChanged) applyTexts(); else applyTitle(); scheduleLayout(); }
   }
 
   async function loadHistory(after) {
@@ -1277,9 +1319,9 @@
         // Permanent failure (4xx): show the server's reason under the bubble.
         outbox.shift();
         r.local = "failed";
-        r.error = errorText(res, "Message could not be sent.");
+        r.error = errorText(res, T("send_failed", "Message could not be sent."));
         renderRecord(r);
-        announce("Message not sent: " + r.error);
+        announce(T("message_not_sent", "Message not sent: {error}", { error: r.error }));
       }
     } finally {
       outboxBusy = false;
@@ -1322,9 +1364,9 @@
     if (state.maxUpload && file.size > state.maxUpload) {
       // Known limit (from the session): refuse locally instead of uploading for nothing.
       r.local = "failed"; r.fatal = true;
-      r.error = "File is too large (max " + humanSize(state.maxUpload) + ").";
+      r.error = T("too_large_max", "File is too large (max {size}).", { size: humanSize(state.maxUpload) });
       renderRecord(r);
-      announce("Upload failed: " + r.error);
+      announce(T("upload_failed_because", "Upload failed: {error}", { error: r.error }));
       return;
     }
     runUpload(r);
@@ -1356,9 +1398,9 @@
       }
       r.local = "failed";
       r.fatal = res.status === 413 || res.status === 415;
-      r.error = res.status === 413 ? errorText(res, "File is too large.") : errorText(res, "Upload failed.");
+      r.error = res.status === 413 ? errorText(res, T("too_large", "File is too large.")) : errorText(res, T("upload_failed", "Upload failed."));
       renderRecord(r);
-      announce("Upload failed: " + r.error);
+      announce(T("upload_failed_because", "Upload failed: {error}", { error: r.error }));
       return;
     }
   }
@@ -1376,7 +1418,7 @@
         updateProgress(r);
         if (r.metaEl && r.local === "uploading") {
           var s = r.metaEl.firstChild;
-          if (s) s.textContent = "Uploading… " + Math.round(r.progress * 100) + "%";
+          if (s) s.textContent = uploadingText(r.progress);
         }
       };
       var done = function () {

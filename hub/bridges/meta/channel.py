@@ -37,6 +37,7 @@ from hub.config import MetaPageConfig
 from hub.core.types import MediaRef, OutboundMessage, Parsed
 from hub.db.models import utcnow
 from hub.errors import WINDOW_CLOSED, ExternalError
+from hub.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ class MetaChannel(Channel):
 
     async def send(self, message: OutboundMessage) -> str:
         if message.kind == "template":
-            raise ExternalError(f"templates cannot be sent on {self.label}", permanent=True)
+            raise ExternalError(
+                _("templates cannot be sent on {channel}").format(channel=_(self.label)),
+                permanent=True,
+            )
         now = utcnow()
         fields = messaging_fields(message.last_inbound_at, now, self.config.human_agent_tag)
         if fields is None:
@@ -105,7 +109,7 @@ class MetaChannel(Channel):
             bodies.append({"attachment": await self._upload(message.media)})
         bodies += [{"text": part} for part in parts]
         if not bodies:
-            raise ExternalError("the message is empty", permanent=True)
+            raise ExternalError(_("the message is empty"), permanent=True)
         if message.buttons:
             bodies[-1]["quick_replies"] = quick_replies(message.buttons)
         recipient = {"id": message.external_id}
@@ -118,10 +122,13 @@ class MetaChannel(Channel):
 
     async def _upload(self, media: MediaRef) -> dict[str, Any]:
         if media.media_id is None:
-            raise ExternalError("the file is not stored in the hub", permanent=True)
+            raise ExternalError(_("the file is not stored in the hub"), permanent=True)
         if media.size > MAX_UPLOAD_BYTES:
             raise ExternalError(
-                f"the file is too large for {self.label} (at most 25 MB)", permanent=True
+                _("the file is too large for {channel} (at most 25 MB)").format(
+                    channel=_(self.label)
+                ),
+                permanent=True,
             )
         data = await self.deps.media.read(media.media_id)
         kind = attachment_type(media.mimetype)
@@ -132,7 +139,7 @@ class MetaChannel(Channel):
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         if not media.remote_id:
-            raise ExternalError("the attachment has no download address", permanent=True)
+            raise ExternalError(_("the attachment has no download address"), permanent=True)
         return await self.client.download(media.remote_id, self.config.max_media_bytes)
 
     async def fetch_display_name(self, external_id: str) -> str | None:

@@ -14,6 +14,7 @@ from hub.bridges.graph import GraphClient
 from hub.bridges.meta.errors import classify
 from hub.config import MetaPageConfig
 from hub.errors import ExternalError
+from hub.i18n import _
 
 LABELS = {"messenger": "Messenger", "instagram": "Instagram"}
 
@@ -48,7 +49,7 @@ class MetaClient:
         doc = await self.graph.call("POST", path, json_body=body)
         mid = doc.get("message_id")
         if not isinstance(mid, str) or not mid:
-            raise ExternalError("Meta's answer carried no message id", permanent=True)
+            raise ExternalError(_("Meta's answer carried no message id"), permanent=True)
         return mid
 
     async def upload_attachment(
@@ -68,7 +69,7 @@ class MetaClient:
         doc = await self.graph.call("POST", attachments_path(self.config.page_id), form=form)
         attachment_id = doc.get("attachment_id")
         if not isinstance(attachment_id, str | int) or not str(attachment_id):
-            raise ExternalError("Meta's upload answer carried no attachment id", permanent=True)
+            raise ExternalError(_("Meta's upload answer carried no attachment id"), permanent=True)
         return str(attachment_id)
 
     async def profile_name(self, user_id: str) -> str | None:
@@ -88,7 +89,10 @@ class MetaClient:
 
         def too_big() -> ExternalError:
             return ExternalError(
-                f"the file is larger than max_media_bytes ({max_bytes} bytes)", permanent=True
+                _("the file is larger than max_media_bytes ({bytes} bytes)").format(
+                    bytes=max_bytes
+                ),
+                permanent=True,
             )
 
         data, ctype = await self.graph.download(
@@ -100,7 +104,7 @@ class MetaClient:
 def _gone(status: int) -> ExternalError | None:
     if status in (403, 404, 410):
         return ExternalError(
-            "the file is no longer available at Meta (its link expired)",
+            _("the file is no longer available at Meta (its link expired)"),
             permanent=True,
             code=str(status),
         )

@@ -11,38 +11,47 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.errors import BLOCKED, ExternalError
+from hub.i18n import N_, _
 
 
 @dataclass(frozen=True)
 class MetaError:
-    human: str
+    human: str  # an English msgid: shown with _() in the shop's language
     permanent: bool
     blocked: bool = False  # the customer cannot be reached by the shop any more
 
 
 _WINDOW = MetaError(
-    "the 24-hour window has closed (Meta refused: message sent outside the allowed window); "
-    "the customer has to write again first",
+    N_(
+        "the 24-hour window has closed (Meta refused: message sent outside the allowed window); "
+        "the customer has to write again first"
+    ),
     permanent=True,
 )
-_RATE = MetaError("Meta's rate limit was reached; the message will be sent again", False)
+_RATE = MetaError(N_("Meta's rate limit was reached; the message will be sent again"), False)
 _UNAVAILABLE = MetaError(
-    "this person isn't available right now (they may have blocked the page or turned off "
-    "its messages)",
+    N_(
+        "this person isn't available right now (they may have blocked the page or turned off "
+        "its messages)"
+    ),
     permanent=True,
     blocked=True,
 )
 _TOKEN = MetaError(
-    "the page access token was refused (expired or revoked): renew page_access_token in "
-    "the hub's configuration",
+    N_(
+        "the page access token was refused (expired or revoked): renew page_access_token in "
+        "the hub's configuration"
+    ),
     permanent=True,
 )
 _PERMISSION = MetaError(
-    "the app lacks a permission for this page (check pages_messaging / "
-    "instagram_manage_messages and the page's messaging tasks)",
+    N_(
+        "the app lacks a permission for this page (check pages_messaging / "
+        "instagram_manage_messages and the page's messaging tasks)"
+    ),
     permanent=True,
 )
-_TEMPORARY = MetaError("Meta reported a temporary error; the message will be sent again", False)
+_TEMPORARY = MetaError(N_("Meta reported a temporary error; the message will be sent again"), False)
 
 # (code, subcode) first; (code, None) as the fallback for the code.
 META_ERRORS: dict[tuple[int, int | None], MetaError] = {
@@ -53,7 +62,7 @@ META_ERRORS: dict[tuple[int, int | None], MetaError] = {
     (200, 1545041): _UNAVAILABLE,
     (551, None): _UNAVAILABLE,
     (2, None): _TEMPORARY,
-    (1200, None): MetaError("Meta had a temporary send failure; it will be tried again", False),
+    (1200, None): MetaError(N_("Meta had a temporary send failure; it will be tried again"), False),
     (4, None): _RATE,  # application request limit
     (17, None): _RATE,  # user request limit
     (32, None): _RATE,  # page request limit
@@ -62,10 +71,10 @@ META_ERRORS: dict[tuple[int, int | None], MetaError] = {
     (102, None): _TOKEN,  # session key invalid
     (200, None): _PERMISSION,
     (230, None): _PERMISSION,
-    (100, 2018001): MetaError("no matching user found for this page", permanent=True),
-    (100, 2018109): MetaError("the attachment is larger than Meta allows", permanent=True),
-    (100, 2018047): MetaError("Meta could not process the attachment upload", permanent=True),
-    (100, None): MetaError("Meta refused the request as invalid", permanent=True),
+    (100, 2018001): MetaError(N_("no matching user found for this page"), permanent=True),
+    (100, 2018109): MetaError(N_("the attachment is larger than Meta allows"), permanent=True),
+    (100, 2018047): MetaError(N_("Meta could not process the attachment upload"), permanent=True),
+    (100, None): MetaError(N_("Meta refused the request as invalid"), permanent=True),
 }
 
 
@@ -102,24 +111,25 @@ def classify(status: int, body: Any, retry_after: str | None = None) -> External
     delay = retry_after_seconds(retry_after)
     if status == 429:
         human = known.human if known and not known.permanent else _RATE.human
-        return ExternalError(human, permanent=False, retry_after=delay, code=code_text)
+        return ExternalError(_(human), permanent=False, retry_after=delay, code=code_text)
     if known is not None:
         return ExternalError(
-            f"{known.human} (Meta error {code_text})",
+            _("{reason} (Meta error {code})").format(reason=_(known.human), code=code_text),
             permanent=known.permanent,
             retry_after=None if known.permanent else delay,
             code=BLOCKED if known.blocked else code_text,
         )
     if status >= 500 or error.get("is_transient") is True:
         return ExternalError(
-            f"Meta is unavailable right now (HTTP {status}); the message will be sent again",
+            _(
+                "Meta is unavailable right now (HTTP {status}); the message will be sent again"
+            ).format(status=status),
             permanent=False,
             retry_after=delay,
             code=code_text,
         )
     detail = str(error.get("message") or f"HTTP {status}")[:200]
-    return ExternalError(
-        f"Meta refused the message: {detail}" + (f" (Meta error {code_text})" if code_text else ""),
-        permanent=True,
-        code=code_text,
-    )
+    human = _("Meta refused the message: {reason}").format(reason=detail)
+    if code_text:
+        human = _("{reason} (Meta error {code})").format(reason=human, code=code_text)
+    return ExternalError(human, permanent=True, code=code_text)

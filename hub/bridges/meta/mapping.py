@@ -14,6 +14,8 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from babel.dates import format_timedelta
+
 from hub.core.types import (
     Button,
     Envelope,
@@ -26,6 +28,7 @@ from hub.core.types import (
     Sender,
     StatusUpdate,
 )
+from hub.i18n import _, current_locale
 
 WEBHOOK_OBJECTS = {"messenger": "page", "instagram": "instagram"}
 STANDARD_WINDOW = timedelta(hours=24)
@@ -254,7 +257,7 @@ def _attachment(att: dict[str, Any], channel: str) -> tuple[MessageKind, dict[st
     if kind == "template":
         product = _dict(payload.get("product"))
         lines = [
-            f"🛍️ {e.get('title') or 'Product'} ({e.get('retailer_id') or e.get('id')})"
+            "🛍️ " + str(e.get("title") or _("Product")) + f" ({e.get('retailer_id') or e.get('id')})"
             for e in _list(product.get("elements"))
             if isinstance(e, dict)
         ]
@@ -393,13 +396,18 @@ def messaging_fields(
 def window_closed_text(
     last_inbound_at: datetime, now: datetime, human_agent_tag: bool, kind: str
 ) -> str:
-    hours = int((_aware(now) - _aware(last_inbound_at)).total_seconds() // 3600)
-    ago = f"{hours} hours" if hours < 48 else f"{hours // 24} days"
+    # "30 hours ago" / "vor 30 Stunden": hours up to two days, then days (CLDR wording).
+    age = _aware(now) - _aware(last_inbound_at)
+    ago = format_timedelta(-age, threshold=2, add_direction=True, locale=current_locale())
     if human_agent_tag:
-        why = "also beyond the 7 days the human agent tag allows"
+        text = _(
+            "the 24-hour window has closed (the customer last wrote {ago}; also beyond the 7 "
+            "days the human agent tag allows); the customer has to write again first"
+        )
     else:
-        why = f"set channels.{kind}.human_agent_tag to answer up to 7 days"
-    return (
-        f"the 24-hour window has closed (the customer last wrote {ago} ago; {why}); "
-        "the customer has to write again first"
-    )
+        text = _(
+            "the 24-hour window has closed (the customer last wrote {ago}; set "
+            "channels.{kind}.human_agent_tag to answer up to 7 days); the customer has to write "
+            "again first"
+        )
+    return text.format(ago=ago, kind=kind)

@@ -31,6 +31,7 @@ from hub.bridges.telegram.markup import (
 from hub.config import TelegramConfig
 from hub.core.types import MediaRef, OutboundMessage, Parsed
 from hub.errors import ExternalError
+from hub.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ def checked_webhook_url(public_base: str, config: TelegramConfig) -> str:
     parts = urlsplit(url)
     if parts.scheme != "https" or (parts.port or 443) not in WEBHOOK_PORTS:
         raise ExternalError(
-            f"Telegram only calls https webhooks on port 443, 80, 88 or 8443, not {url}: set "
-            "http.public_url to the hub's public https address",
+            _(
+                "Telegram only calls https webhooks on port 443, 80, 88 or 8443, not {url}: set "
+                "http.public_url to the hub's public https address"
+            ).format(url=url),
             permanent=True,
             code="bad_webhook_url",
         )
@@ -98,7 +101,13 @@ class TelegramChannel(Channel):
         super().__init__(deps)
         self.config = config
         self.client = client_for(deps.http, config)
-        self.start_greeting = config.start_greeting or None
+        # None: the catalogue's greeting in the shop's language; "": no greeting.
+        if config.start_greeting is None:
+            self.start_greeting = _(
+                "Hello! Write us your question and an adviser will answer here."
+            )
+        else:
+            self.start_greeting = config.start_greeting or None
         self._tasks: set[asyncio.Task[None]] = set()
         # Parts of split messages already sent, so a retry does not send them twice.
         self._progress: dict[int, list[str]] = {}
@@ -161,20 +170,22 @@ class TelegramChannel(Channel):
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         if not media.remote_id:
-            raise ExternalError("The file has no Telegram id.", permanent=True, code="bad_file")
+            raise ExternalError(_("The file has no Telegram id."), permanent=True, code="bad_file")
         info = await self.client.call("getFile", {"file_id": media.remote_id})
         size = info.get("file_size") if isinstance(info, dict) else None
         if isinstance(size, int) and size > self.client.max_download_bytes:
             raise ExternalError(
-                "The customer's file is larger than the hub accepts "
-                "(channels.telegram.max_media_bytes).",
+                _(
+                    "The customer's file is larger than the hub accepts "
+                    "(channels.telegram.max_media_bytes)."
+                ),
                 permanent=True,
                 code="file_too_big",
             )
         path = info.get("file_path") if isinstance(info, dict) else None
         if not isinstance(path, str) or not path:
             raise ExternalError(
-                "Telegram gave no download path for the file.", permanent=True, code="bad_file"
+                _("Telegram gave no download path for the file."), permanent=True, code="bad_file"
             )
         data, ctype = await self.client.download(path)
         generic = ("", "application/octet-stream")
@@ -205,11 +216,11 @@ class TelegramChannel(Channel):
 
     async def _file_bytes(self, media: MediaRef) -> bytes:
         if not media.media_id:
-            raise ExternalError("The file is not in the hub's store.", permanent=True)
+            raise ExternalError(_("The file is not in the hub's store."), permanent=True)
         try:
             return await self.deps.media.read(media.media_id)
         except FileNotFoundError:
-            raise ExternalError("The file is no longer stored.", permanent=True) from None
+            raise ExternalError(_("The file is no longer stored."), permanent=True) from None
 
     def _steps(self, message: OutboundMessage) -> list[_Step]:
         """The Bot API calls for one message: the file (with its caption if it fits), then
@@ -233,7 +244,7 @@ class TelegramChannel(Channel):
         else:
             steps = self._text_steps(chat, html)
         if not steps:
-            raise ValueError("The message is empty.")
+            raise ValueError(_("The message is empty."))
         reply = mapping.reply_parameters(message.reply_to_remote_id)
         if reply:
             steps[0].params["reply_parameters"] = reply

@@ -18,6 +18,7 @@ import aiohttp
 
 from hub.bridges.telegram.errors import classify, network_error
 from hub.errors import ExternalError
+from hub.i18n import _
 from hub.net import read_capped, with_retries
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,10 @@ class TelegramClient:
 
 def _too_big(cap: int) -> ExternalError:
     return ExternalError(
-        f"The customer's file is larger than the hub accepts ({cap // (1024 * 1024)} MB, "
-        "channels.telegram.max_media_bytes).",
+        _(
+            "The customer's file is larger than the hub accepts ({mb} MB, "
+            "channels.telegram.max_media_bytes)."
+        ).format(mb=cap // (1024 * 1024)),
         permanent=True,
         code="file_too_big",
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.errors import BLOCKED, ExternalError
+from hub.i18n import N_, _
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class ErrorRow:
     status: int | None  # the Bot API's error_code; None matches any
     fragment: str | None  # lower-case part of the description; None matches any
     code: str  # our short machine code (ExternalError.code)
-    human: str  # shown to advisers; "{description}" is replaced by Telegram's text
+    human: str  # shown to advisers (an English msgid); "{description}" is Telegram's text
     permanent: bool
 
 
@@ -29,102 +30,106 @@ ERRORS: tuple[ErrorRow, ...] = (
         403,
         "bot was blocked by the user",
         BLOCKED,
-        "The customer has blocked the shop's Telegram bot, so nothing can reach them until "
-        "they unblock it (Restart in the bot's chat).",
+        N_(
+            "The customer has blocked the shop's Telegram bot, so nothing can reach them until "
+            "they unblock it (Restart in the bot's chat)."
+        ),
         True,
     ),
     ErrorRow(
         403,
         "user is deactivated",
         "deactivated",
-        "The customer's Telegram account has been deleted.",
+        N_("The customer's Telegram account has been deleted."),
         True,
     ),
     ErrorRow(
         403,
         "can't initiate conversation",
         "not_started",
-        "The customer has never started a chat with the shop's Telegram bot.",
+        N_("The customer has never started a chat with the shop's Telegram bot."),
         True,
     ),
-    ErrorRow(403, None, "forbidden", "Telegram refused: {description}", True),
+    ErrorRow(403, None, "forbidden", N_("Telegram refused: {description}"), True),
     ErrorRow(
         400,
         "chat not found",
         "chat_not_found",
-        "Telegram does not know this chat any more (the customer may have deleted it).",
+        N_("Telegram does not know this chat any more (the customer may have deleted it)."),
         True,
     ),
     ErrorRow(
         400,
         "can't parse entities",
         "bad_formatting",
-        "Telegram could not read the message's formatting: {description}",
+        N_("Telegram could not read the message's formatting: {description}"),
         True,
     ),
     ErrorRow(
         400,
         "message is too long",
         "too_long",
-        "The message is too long for Telegram.",
+        N_("The message is too long for Telegram."),
         True,
     ),
     ErrorRow(
         400,
         "file is too big",
         "file_too_big",
-        "The file is too big for the Telegram Bot API (downloads up to 20 MB).",
+        N_("The file is too big for the Telegram Bot API (downloads up to 20 MB)."),
         True,
     ),
     ErrorRow(
         400,
         "invalid file_id",
         "bad_file",
-        "Telegram no longer has this file.",
+        N_("Telegram no longer has this file."),
         True,
     ),
     ErrorRow(
         400,
         "wrong file identifier",
         "bad_file",
-        "Telegram no longer has this file.",
+        N_("Telegram no longer has this file."),
         True,
     ),
     ErrorRow(
         400,
         "reaction_invalid",
         "reaction_invalid",
-        "Telegram does not allow this emoji as a reaction.",
+        N_("Telegram does not allow this emoji as a reaction."),
         True,
     ),
-    ErrorRow(400, None, "bad_request", "Telegram refused the message: {description}", True),
+    ErrorRow(400, None, "bad_request", N_("Telegram refused the message: {description}"), True),
     ErrorRow(
         401,
         None,
         "unauthorized",
-        "Telegram rejects the bot token (check channels.telegram.bot_token).",
+        N_("Telegram rejects the bot token (check channels.telegram.bot_token)."),
         True,
     ),
     ErrorRow(
         404,
         None,
         "not_found",
-        "Telegram does not know this bot token or method (check channels.telegram.bot_token "
-        "and api_base_url).",
+        N_(
+            "Telegram does not know this bot token or method (check channels.telegram.bot_token "
+            "and api_base_url)."
+        ),
         True,
     ),
     ErrorRow(
         409,
         None,
         "conflict",
-        "Telegram reports a conflict: {description}",
+        N_("Telegram reports a conflict: {description}"),
         True,
     ),
     ErrorRow(
         429,
         None,
         "rate_limited",
-        "Telegram asks the shop to slow down; the message will be sent shortly.",
+        N_("Telegram asks the shop to slow down; the message will be sent shortly."),
         False,
     ),
 )
@@ -156,7 +161,7 @@ def classify(http_status: int, doc: dict[str, Any] | None) -> ExternalError:
         if row.fragment is not None and row.fragment not in lowered:
             continue
         return ExternalError(
-            row.human.replace("{description}", description),
+            _(row.human).format(description=description),
             permanent=row.permanent,
             retry_after=retry_after if status == 429 else None,
             code=row.code,
@@ -164,13 +169,17 @@ def classify(http_status: int, doc: dict[str, Any] | None) -> ExternalError:
     if status >= 500 or status in (420, 408):
         # Telegram's servers are struggling (5xx) or a flood wait (420): try again later.
         return ExternalError(
-            f"Telegram is not available right now ({description}); will retry.",
+            _("Telegram is not available right now ({description}); will retry.").format(
+                description=description
+            ),
             permanent=False,
             retry_after=retry_after,
             code="unavailable",
         )
     return ExternalError(
-        f"Telegram refused the request: {description}", permanent=True, code="refused"
+        _("Telegram refused the request: {description}").format(description=description),
+        permanent=True,
+        code="refused",
     )
 
 
@@ -178,7 +187,7 @@ def network_error(kind: str) -> ExternalError:
     """No answer at all (connection refused, timeout): always worth another try later.
     `kind` never holds a URL (it would carry the bot token)."""
     return ExternalError(
-        f"Telegram could not be reached ({kind}); will retry.",
+        _("Telegram could not be reached ({reason}); will retry.").format(reason=kind),
         permanent=False,
         code="unreachable",
     )

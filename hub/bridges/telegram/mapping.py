@@ -26,6 +26,7 @@ from hub.core.types import (
     Parsed,
     Sender,
 )
+from hub.i18n import _
 
 KIND = "telegram"
 # What setWebhook asks for. message_reaction must be named explicitly (not in the default).
@@ -238,7 +239,7 @@ def _structured(msg: dict[str, Any]) -> tuple[MessageKind, dict[str, Any]]:
         return "location", {"latitude": loc.get("latitude"), "longitude": loc.get("longitude")}
     contact = msg.get("contact")
     if isinstance(contact, dict):
-        name = display_name(contact) or "Contact"
+        name = display_name(contact) or _("Contact")
         phones = [str(contact["phone_number"])] if contact.get("phone_number") else []
         emails = _vcard_emails(str(contact.get("vcard") or ""))
         return "contacts", {"contacts": [{"name": name, "phones": phones, "emails": emails}]}
@@ -356,7 +357,7 @@ def parse_message_remote_id(remote_id: str | None) -> tuple[str, int] | None:
     """(chat id, message id) of "<chat>:<message>"; None for other ids (edits, callbacks)."""
     if not remote_id:
         return None
-    chat, _, mid = remote_id.rpartition(":")
+    chat, _sep, mid = remote_id.rpartition(":")
     if not chat or not mid.isdigit() or not chat.lstrip("-").isdigit():
         return None
     return chat, int(mid)
@@ -378,7 +379,9 @@ def inline_keyboard(buttons: tuple[Button, ...] | list[Button]) -> dict[str, Any
     rows = []
     for b in buttons:
         if not 1 <= len(b.id.encode()) <= CALLBACK_DATA_MAX_BYTES:
-            raise ValueError(f"button id {b.id[:20]!r}… must be 1-64 bytes for Telegram")
+            raise ValueError(
+                _("button id {id}… must be 1-64 bytes for Telegram").format(id=repr(b.id[:20]))
+            )
         rows.append([{"text": b.title, "callback_data": b.id}])
     return {"inline_keyboard": rows}
 

@@ -21,12 +21,16 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, WSMsgType, web
+from babel.numbers import format_decimal
 
 from hub.bridges.webchat.channel import KIND, WebchatChannel, message_json
+from hub.bridges.webchat.texts import widget_texts
 from hub.core.media import image_type, safe_filename
 from hub.core.types import Envelope, InboundMessage, MediaRef, MessageKind, Sender
 from hub.db import conversations, media, receipts, webchat
 from hub.db.models import Message
+from hub.http.pages import page_language
+from hub.i18n import _, current_locale
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +61,35 @@ def _hash(token: str) -> str:
 
 
 def _clean_text(value: object, limit: int) -> str:
-    """Customer text as it may be stored: a str, valid UTF-8, not blank, not too long."""
+    """Customer text as it may be stored: a str, valid UTF-8, not blank, not too long. The
+    reasons are the customer's to read (the widget shows them); errors only a broken client
+    makes (JSON, client_id, token) stay English."""
     if not isinstance(value, str):
-        raise ValueError("text must be a string")
+        raise ValueError(_("The text must be a string."))
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode (lone surrogate)") from None
+        raise ValueError(_("The text is not valid Unicode (lone surrogate).")) from None
     value = value.replace("\r\n", "\n").replace("\x00", "").strip()
     if not value:
-        raise ValueError("text is empty")
+        raise ValueError(_("The text is empty."))
     if len(value) > limit:
-        raise ValueError(f"text is too long ({len(value)} characters, at most {limit})")
+        raise ValueError(
+            _("The text is too long ({length} characters, at most {limit}).").format(
+                length=_number(len(value)), limit=_number(limit)
+            )
+        )
     return value
+
+
+def _number(n: int) -> str:
+    return format_decimal(n, locale=current_locale())
+
+
+def _too_large(cap: int) -> web.Response:
+    megabytes = format_decimal(round(cap / (1024 * 1024), 1), locale=current_locale())
+    text = _("The file is too large (at most {size} MB).").format(size=megabytes)
+    return _error(413, text, max_bytes=cap)
 
 
 class WebchatApi:
@@ -189,7 +209,7 @@ class WebchatApi:
             try:
                 name = _clean_text(name, _MAX_NAME)
             except ValueError as exc:
-                return _error(400, f"name: {exc}")
+                return _error(400, _("Name: {error}").format(error=exc))
         token = body.get("token") if isinstance(body.get("token"), str) else None
         known = _hash(token) if token and len(token) <= 200 else None
         new_token = secrets.token_urlsafe(32)
@@ -203,9 +223,16 @@ class WebchatApi:
                 "token": token,
                 "visitor_id": visitor.visitor_id,
                 "name": visitor.name,
-                "title": self.cfg.title,
-                "welcome_text": self.cfg.welcome_text,
+                # None in the config: the catalogue's text in the shop's language.
+                "title": _("Chat with us") if self.cfg.title is None else self.cfg.title,
+                "welcome_text": (
+                    _("Hello! How can we help you today?")
+                    if self.cfg.welcome_text is None
+                    else self.cfg.welcome_text
+                ),
                 "max_upload_bytes": self.cfg.max_upload_bytes,
+                "lang": page_language(),
+                "texts": widget_texts(),
             }
         )
 
@@ -240,7 +267,7 @@ class WebchatApi:
         visitor = await self._auth(request)
         cap = self.cfg.max_upload_bytes
         if request.content_length and request.content_length > cap + 64 * 1024:
-            return _error(413, f"file too large (at most {cap} bytes)", max_bytes=cap)
+            return _too_large(cap)
         try:
             reader = await request.multipart()
         except (ValueError, AssertionError):
@@ -256,7 +283,7 @@ class WebchatApi:
                     size += len(chunk)
                     if size > cap:
                         log.info("webchat: upload over %d bytes refused", cap)
-                        return _error(413, f"file too large (at most {cap} bytes)", max_bytes=cap)
+                        return _too_large(cap)
                     chunks.append(chunk)
                 data = b"".join(chunks)
             elif part.name in ("client_id", "caption"):
@@ -268,7 +295,7 @@ class WebchatApi:
         if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
             return _error(400, "client_id must be 8–64 characters of A–Z, a–z, 0–9, - or _")
         if not data:
-            return _error(400, "the file is missing or empty")
+            return _error(400, _("The file is missing or empty."))
         proven = image_type(data)
         mimetype = (
             proven

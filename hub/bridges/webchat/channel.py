@@ -19,6 +19,7 @@ from hub.core.types import OutboundMessage
 from hub.db import webchat
 from hub.db.models import Message
 from hub.errors import ExternalError
+from hub.i18n import N_
 from hub.matrix.client import MatrixClient
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
 class WebchatChannel(Channel):
     kind = KIND
     code = "web"
-    label = "Web chat"
+    label = N_("Web chat")  # shown with _() (hub.matrix.portal)
 
     def __init__(
         self,

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from aiohttp import web
+from babel.dates import format_timedelta
 
 from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
 from hub.bridges.http import meta_verification, verify_hub_signature
@@ -26,8 +27,10 @@ from hub.bridges.whatsapp.markup import outbound_text, split_text
 from hub.config import WhatsappConfig
 from hub.core.commands import CommandSpec
 from hub.core.types import MediaRef, OutboundMessage, Parsed
+from hub.db.models import utcnow
 from hub.db.receipts import newest_readable
 from hub.errors import WINDOW_CLOSED, ExternalError
+from hub.i18n import _, current_locale
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,14 @@ class WhatsappChannel(Channel):
     def __init__(self, deps: ChannelDeps, config: WhatsappConfig, command_prefix: str) -> None:
         super().__init__(deps)
         self.config = config
-        self.voice_note_reply = config.voice_note_reply
+        # None: the catalogue's text in the shop's language; "": no reply to voice notes.
+        if config.voice_note_reply is None:
+            self.voice_note_reply = _(
+                "Thank you for your voice message! We cannot listen to voice messages here: "
+                "please write us your question, and an adviser will answer you."
+            )
+        else:
+            self.voice_note_reply = config.voice_note_reply or None
         self.client = WhatsappClient(deps.http, config)
         self._commands = WhatsappCommands(config.templates, command_prefix)
         self._background: set[asyncio.Task[None]] = set()
@@ -76,30 +86,33 @@ class WhatsappChannel(Channel):
 
     async def fetch_media(self, media: MediaRef) -> tuple[bytes, str]:
         if not media.remote_id:
-            raise ExternalError("the file has no WhatsApp media id", permanent=True)
+            raise ExternalError(_("the file has no WhatsApp media id"), permanent=True)
         return await self.client.fetch_media(media.remote_id, self.config.max_media_bytes)
 
     # --- outbound ------------------------------------------------------------------------
 
     def template_names(self) -> str:
         names = [t.name for t in self.config.templates]
-        return ", ".join(names) if names else "none configured (channels.whatsapp.templates)"
+        return ", ".join(names) if names else _("none configured (channels.whatsapp.templates)")
 
     def _check_window(self, message: OutboundMessage) -> None:
         last = message.last_inbound_at
         if last is not None and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
-        if last is not None and datetime.now(UTC) - last < WINDOW:
+        if last is not None and utcnow() - last < WINDOW:
             return
-        since = (
-            f"the customer last wrote {last:%Y-%m-%d %H:%M} UTC"
-            if last
-            else "the customer has not written yet"
-        )
+        if last is not None:
+            ago = format_timedelta(
+                last - utcnow(), threshold=2, add_direction=True, locale=current_locale()
+            )
+            since = _("the customer last wrote {ago}").format(ago=ago)
+        else:
+            since = _("the customer has not written yet")
         raise ExternalError(
-            f"The 24-hour window has closed ({since}): WhatsApp only lets the shop send an "
-            f"approved template now: use !template NAME [params…]; templates: "
-            f"{self.template_names()}",
+            _(
+                "The 24-hour window has closed ({since}): WhatsApp only lets the shop send an "
+                "approved template now: use !template NAME [params…]; templates: {templates}"
+            ).format(since=since, templates=self.template_names()),
             permanent=True,
             code=WINDOW_CLOSED,
         )
@@ -130,7 +143,7 @@ class WhatsappChannel(Channel):
 
     async def _send_text(self, to: str, text: str, reply_to: str | None) -> str:
         if not text.strip():
-            raise ExternalError("an empty message cannot be sent on WhatsApp", permanent=True)
+            raise ExternalError(_("an empty message cannot be sent on WhatsApp"), permanent=True)
         first: str | None = None
         for n, part in enumerate(split_text(text)):
             wamid = await self.client.send_message(
@@ -146,7 +159,9 @@ class WhatsappChannel(Channel):
         template = configured.get(name)
         if template is None:
             raise ExternalError(
-                f"Template {name!r} is not configured; templates: {self.template_names()}",
+                _("Template '{name}' is not configured; templates: {templates}").format(
+                    name=name, templates=self.template_names()
+                ),
                 permanent=True,
             )
         language = str(data.get("language") or template.language)
@@ -157,10 +172,10 @@ class WhatsappChannel(Channel):
         media = message.media
         assert media is not None
         if not media.media_id:
-            raise ExternalError("the file is not stored in the hub", permanent=True)
+            raise ExternalError(_("the file is not stored in the hub"), permanent=True)
         if media.size > self.config.max_media_bytes:
             raise ExternalError(
-                "the file is larger than channels.whatsapp.max_media_bytes", permanent=True
+                _("the file is larger than channels.whatsapp.max_media_bytes"), permanent=True
             )
         data = await self.deps.media.read(media.media_id)
         wa_type = outbound.wa_media_type(message.kind, media.mimetype)

@@ -16,6 +16,7 @@ from hub.bridges.whatsapp.mapping import base_mimetype
 from hub.bridges.whatsapp.outbound import sent_message_id
 from hub.config import WhatsappConfig
 from hub.errors import ExternalError
+from hub.i18n import _
 
 
 class WhatsappClient:
@@ -38,7 +39,7 @@ class WhatsappClient:
         wamid = sent_message_id(doc)
         if not wamid:
             raise ExternalError(
-                "WhatsApp accepted the message but returned no message id", permanent=False
+                _("WhatsApp accepted the message but returned no message id"), permanent=False
             )
         return wamid
 
@@ -59,14 +60,16 @@ class WhatsappClient:
         doc = await self.graph.call("POST", f"/{self.config.phone_number_id}/media", form=form)
         media_id = doc.get("id")
         if not media_id:
-            raise ExternalError("WhatsApp returned no id for the uploaded file", permanent=False)
+            raise ExternalError(_("WhatsApp returned no id for the uploaded file"), permanent=False)
         return str(media_id)
 
     async def media_info(self, media_id: str) -> dict[str, Any]:
         """GET /{media-id}: the short-lived download URL, MIME type and size."""
         doc = await self.graph.call("GET", f"/{media_id}")
         if not doc.get("url"):
-            raise ExternalError("WhatsApp returned no download address for a file", permanent=True)
+            raise ExternalError(
+                _("WhatsApp returned no download address for a file"), permanent=True
+            )
         return doc
 
     async def fetch_media(self, media_id: str, max_bytes: int) -> tuple[bytes, str]:
@@ -97,13 +100,16 @@ def _expired(status: int) -> ExternalError | None:
     if status != 404:
         return None
     return ExternalError(
-        "the file's download address at WhatsApp expired; asking for a new one", permanent=False
+        _("the file's download address at WhatsApp expired; asking for a new one"),
+        permanent=False,
     )
 
 
 def _too_big(max_bytes: int) -> ExternalError:
     return ExternalError(
-        f"the customer's file is larger than the hub accepts ({max_bytes // (1024 * 1024)} MB, "
-        "channels.whatsapp.max_media_bytes)",
+        _(
+            "the customer's file is larger than the hub accepts ({mb} MB, "
+            "channels.whatsapp.max_media_bytes)"
+        ).format(mb=max_bytes // (1024 * 1024)),
         permanent=True,
     )

@@ -16,6 +16,7 @@ from hub.core.commands import CommandSpec, ParsedCommand, QuoteError, RestArg, W
 from hub.db import outbound
 from hub.db.conversations import conversation_with_identity
 from hub.errors import UserError
+from hub.i18n import N_, _, ngettext
 
 KIND = "whatsapp"
 _PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
@@ -36,9 +37,9 @@ def render_preview(template: WhatsappTemplate, params: list[str]) -> str:
             return params[n - 1] if 1 <= n <= len(params) else match.group(0)
 
         body = _PLACEHOLDER.sub(fill, template.description)
-        return f"[Template {template.name}] {body}"
+        return _("[Template {name}]").format(name=template.name) + f" {body}"
     shown = ", ".join(params)
-    return f"[Template {template.name}]" + (f" {shown}" if shown else "")
+    return _("[Template {name}]").format(name=template.name) + (f" {shown}" if shown else "")
 
 
 def split_params(raw: str | None, template: WhatsappTemplate) -> list[str]:
@@ -51,7 +52,7 @@ def split_params(raw: str | None, template: WhatsappTemplate) -> list[str]:
     try:
         return tokenize(raw.replace("\n", " "))
     except QuoteError as exc:
-        raise UserError(f"Parameters: {exc}") from None
+        raise UserError(_("Parameters: {error}").format(error=exc)) from None
 
 
 class WhatsappCommands:
@@ -65,15 +66,19 @@ class WhatsappCommands:
                 "template",
                 self.template,
                 args=(WordArg("name"), RestArg("params", optional=True)),
-                help="Send an approved WhatsApp template (also outside the 24-hour window)",
+                help=N_("Send an approved WhatsApp template (also outside the 24-hour window)"),
             ),
-            CommandSpec("templates", self.listing, help="List the configured WhatsApp templates"),
+            CommandSpec(
+                "templates", self.listing, help=N_("List the configured WhatsApp templates")
+            ),
         ]
 
     def _listing(self) -> str:
         if not self.templates:
-            return "No templates are configured (channels.whatsapp.templates in the hub's config)."
-        lines = ["WhatsApp templates:"]
+            return _(
+                "No templates are configured (channels.whatsapp.templates in the hub's config)."
+            )
+        lines = [_("WhatsApp templates:")]
         for t in self.templates.values():
             about = f" — {t.description}" if t.description else ""
             lines.append(f"• {template_usage(self.prefix, t)} ({t.language}){about}")
@@ -81,20 +86,28 @@ class WhatsappCommands:
 
     def template(self, ctx: CommandContext, parsed: ParsedCommand[Any]) -> None:
         if ctx.conversation is None:
-            raise UserError("!template works only in a customer's WhatsApp conversation room.")
-        _, identity = conversation_with_identity(ctx.tx, ctx.conversation.id)
+            raise UserError(_("!template works only in a customer's WhatsApp conversation room."))
+        identity = conversation_with_identity(ctx.tx, ctx.conversation.id)[1]
         if identity.channel != KIND:
-            raise UserError("!template is only for WhatsApp conversations.")
+            raise UserError(_("!template is only for WhatsApp conversations."))
         name = parsed.value("name", str)
         template = self.templates.get(name)
         if template is None:
-            raise UserError(f"No template named {name!r}. {self._listing()}")
+            raise UserError(
+                _("No template named '{name}'.").format(name=name) + " " + self._listing()
+            )
         params = split_params(parsed.optional_value("params", str), template)
         if len(params) != template.params:
             usage = template_usage(self.prefix, template)
+            text = ngettext(
+                "Template {name} takes {n} parameter, not {given} — usage: {usage} (quote a "
+                'parameter with spaces: "Anna Müller")',
+                "Template {name} takes {n} parameters, not {given} — usage: {usage} (quote a "
+                'parameter with spaces: "Anna Müller")',
+                template.params,
+            )
             raise UserError(
-                f"Template {name} takes {template.params} parameter(s), not {len(params)} — "
-                f'usage: {usage} (quote a parameter with spaces: "Anna Müller")'
+                text.format(name=name, n=template.params, given=len(params), usage=usage)
             )
         preview = render_preview(template, params)
         outbound.queue(
@@ -111,7 +124,11 @@ class WhatsappCommands:
                 "matrix_event_id": ctx.event_id,
             },
         )
-        ctx.reply(f"Template {template.name} queued for the customer: {preview}")
+        ctx.reply(
+            _("Template {name} queued for the customer: {preview}").format(
+                name=template.name, preview=preview
+            )
+        )
 
     def listing(self, ctx: CommandContext, parsed: ParsedCommand[Any]) -> None:
         ctx.reply(self._listing())

@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from hub.commerce.cart import Cart
 from hub.commerce.money import Money, MoneyError, currency_exponent, parse_money
 from hub.errors import ExternalError
+from hub.i18n import _
 
 PaymentKind = Literal["paid", "cancelled", "expired", "failed"]
 
@@ -65,7 +66,7 @@ class PaymentEvent:
 def require_items(req: CheckoutRequest) -> None:
     """Every provider refuses an empty cart the same way (!pay refuses it first)."""
     if req.cart.is_empty:
-        raise ExternalError("the cart is empty; add products before !pay", permanent=True)
+        raise ExternalError(_("the cart is empty; add products before !pay"), permanent=True)
 
 
 class WebhookRejected(Exception):

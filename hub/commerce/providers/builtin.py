@@ -7,10 +7,11 @@ when the form is accepted and "paid" when an adviser says so.
 
 Pure helpers for the handler and the templates (web/templates/checkout.html, checkout_done.html):
 - ``validate_checkout_form``: the posted form -> CheckoutDetails, or error codes per field;
-- ``checkout_page_context`` / ``done_page_context``: everything the templates show, formatted
-  for the shop's locale (amounts via CLDR, words from LABELS), so templates do no arithmetic.
+- ``checkout_page_context`` / ``done_page_context``: what the templates show that depends on
+  the order, formatted for the shop's locale (amounts via CLDR, words from the gettext
+  catalogues), so templates do no arithmetic.
 Error codes (not sentences) come back from validation so the page can show them in the shop's
-language; ``LABELS[lang]["errors"][code]`` is the text.
+language; ``ERROR_TEXTS[code]`` is the text.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from babel.core import get_global
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.commerce.cart import Cart
-from hub.commerce.money import format_money, format_rate
+from hub.commerce.money import format_money
 from hub.commerce.providers.base import (
     CheckoutLink,
     CheckoutRequest,
@@ -36,7 +37,8 @@ from hub.commerce.providers.base import (
     WebhookRejected,
     require_items,
 )
-from hub.commerce.render import labels_for
+from hub.commerce.render import item_count, vat_lines
+from hub.i18n import N_, _
 
 if TYPE_CHECKING:
     import aiohttp
@@ -58,8 +60,9 @@ class BuiltinSettings(BaseModel):
     payment_methods: list[MethodId] = Field(
         default_factory=lambda: _ALL_METHODS.copy(), min_length=1
     )
-    prepayment_instructions: str = "Please transfer the amount within 7 days."
-    invoice_instructions: str = "You will receive the invoice with the delivery."
+    # None: the catalogue's text in the shop's language (INSTRUCTIONS).
+    prepayment_instructions: str | None = None
+    invoice_instructions: str | None = None
     # Countries offered in the address form (ISO 3166 alpha-2); the first is preselected
     # unless the shop locale names one of them.
     countries: list[str] = Field(default_factory=lambda: list(DEFAULT_COUNTRIES), min_length=1)
@@ -168,7 +171,7 @@ def _email(value: str) -> tuple[str | None, str | None]:
         return value, "invalid_email"
     if not _EMAIL_RE.fullmatch(value):
         return value, "invalid_email"
-    local, _, domain = value.rpartition("@")
+    local, _at, domain = value.rpartition("@")
     return f"{local}@{domain.lower()}", None
 
 
@@ -188,7 +191,7 @@ def validate_checkout_form(
     *,
     countries: Sequence[str] | None = None,
 ) -> tuple[CheckoutDetails | None, dict[str, str]]:
-    """The cleaned details, or None and an error code per field (see LABELS[...]["errors"]).
+    """The cleaned details, or None and an error code per field (see ERROR_TEXTS).
 
     ``methods``: the offered payment method ids; ``countries``: the offered ISO codes (None:
     any country known to CLDR). Unknown form fields (the CSRF token) are ignored.
@@ -229,84 +232,44 @@ def validate_checkout_form(
 
 # --- what the templates show (pure) -----------------------------------------------------------
 
-LABELS: Mapping[str, Mapping[str, Any]] = {
-    "en": {
-        "checkout": "Checkout", "your_order": "Your order", "order": "Order",
-        "details": "Your details", "name": "Full name", "street": "Street and house number",
-        "postcode": "Postcode", "city": "Town or city", "country": "Country",
-        "email": "Email", "phone": "Phone", "optional": "optional", "required": "required",
-        "payment": "Payment method", "submit": "Place order",
-        "privacy": "We use your details only to process this order.",
-        "error_summary": "Please check the marked fields.",
-        "thanks": "Thank you for your order!", "paid": "We have received your payment.",
-        "placed": "Your order has been placed.", "confirming": "We are confirming your payment.",
-        "cancelled": "The payment was cancelled. You can ask us in the chat for a new link.",
-        "order_number": "Order number", "amount": "Amount", "how_to_pay": "How to pay",
-        "methods": {"invoice": "Invoice", "prepayment": "Prepayment (bank transfer)"},
-        "errors": {
-            "required": "Please fill in this field.", "too_short": "This is too short.",
-            "too_long": "This is too long.", "invalid": "Please check this entry.",
-            "invalid_email": "Please enter a valid email address.",
-            "invalid_phone": "Please enter a valid phone number.",
-            "invalid_postcode": "Please enter a valid postcode for the chosen country.",
-            "unknown_choice": "Please choose one of the options.",
-        },
-    },
-    "de": {
-        "checkout": "Kasse", "your_order": "Ihre Bestellung", "order": "Bestellung",
-        "details": "Ihre Angaben", "name": "Vor- und Nachname", "street": "Straße und Hausnummer",
-        "postcode": "PLZ", "city": "Ort", "country": "Land",
-        "email": "E-Mail", "phone": "Telefon", "optional": "optional", "required": "Pflichtfeld",
-        "payment": "Zahlungsart", "submit": "Zahlungspflichtig bestellen",
-        "privacy": "Wir verwenden Ihre Angaben nur für diese Bestellung.",
-        "error_summary": "Bitte prüfen Sie die markierten Felder.",
-        "thanks": "Vielen Dank für Ihre Bestellung!", "paid": "Ihre Zahlung ist eingegangen.",
-        "placed": "Ihre Bestellung ist eingegangen.", "confirming": "Wir prüfen Ihre Zahlung.",
-        "cancelled": "Die Zahlung wurde abgebrochen. Im Chat senden wir gern einen neuen Link.",
-        "order_number": "Bestellnummer", "amount": "Betrag", "how_to_pay": "So bezahlen Sie",
-        "methods": {"invoice": "Rechnung", "prepayment": "Vorkasse (Überweisung)"},
-        "errors": {
-            "required": "Bitte füllen Sie dieses Feld aus.", "too_short": "Das ist zu kurz.",
-            "too_long": "Das ist zu lang.", "invalid": "Bitte prüfen Sie diese Angabe.",
-            "invalid_email": "Bitte geben Sie eine gültige E-Mail-Adresse ein.",
-            "invalid_phone": "Bitte geben Sie eine gültige Telefonnummer ein.",
-            "invalid_postcode": "Bitte geben Sie eine gültige PLZ für das gewählte Land ein.",
-            "unknown_choice": "Bitte wählen Sie eine der Möglichkeiten.",
-        },
-    },
-    "fr": {
-        "checkout": "Paiement", "your_order": "Votre commande", "order": "Commande",
-        "details": "Vos coordonnées", "name": "Nom complet", "street": "Rue et numéro",
-        "postcode": "Code postal", "city": "Ville", "country": "Pays",
-        "email": "E-mail", "phone": "Téléphone",
-        "optional": "facultatif", "required": "obligatoire",
-        "payment": "Mode de paiement", "submit": "Commander",
-        "privacy": "Nous utilisons vos coordonnées uniquement pour cette commande.",
-        "error_summary": "Veuillez vérifier les champs signalés.",
-        "thanks": "Merci pour votre commande !", "paid": "Nous avons bien reçu votre paiement.",
-        "placed": "Votre commande est enregistrée.", "confirming": "Nous vérifions votre paiement.",
-        "cancelled": "Le paiement a été annulé. Demandez-nous un nouveau lien dans le chat.",
-        "order_number": "Numéro de commande", "amount": "Montant", "how_to_pay": "Comment payer",
-        "methods": {"invoice": "Facture", "prepayment": "Paiement anticipé (virement)"},
-        "errors": {
-            "required": "Veuillez remplir ce champ.", "too_short": "C’est trop court.",
-            "too_long": "C’est trop long.", "invalid": "Veuillez vérifier cette saisie.",
-            "invalid_email": "Veuillez saisir une adresse e-mail valide.",
-            "invalid_phone": "Veuillez saisir un numéro de téléphone valide.",
-            "invalid_postcode": "Veuillez saisir un code postal valide pour ce pays.",
-            "unknown_choice": "Veuillez choisir une des options.",
-        },
-    },
-}  # fmt: skip
+# The templates write their own words with _() (jinja2's i18n extension, hub.http.pages); what
+# depends on data comes from here, in the shop's language.
+METHOD_LABELS: Mapping[str, str] = {
+    "invoice": N_("Invoice"),
+    "prepayment": N_("Prepayment (bank transfer)"),
+}
+# What the customer reads after choosing a method, unless commerce.builtin sets a text.
+INSTRUCTIONS: Mapping[str, str] = {
+    "prepayment": N_("Please transfer the amount within 7 days."),
+    "invoice": N_("You will receive the invoice with the delivery."),
+}
+# validate_checkout_form's error codes as the page shows them.
+ERROR_TEXTS: Mapping[str, str] = {
+    "required": N_("Please fill in this field."),
+    "too_short": N_("This is too short."),
+    "too_long": N_("This is too long."),
+    "invalid": N_("Please check this entry."),
+    "invalid_email": N_("Please enter a valid email address."),
+    "invalid_phone": N_("Please enter a valid phone number."),
+    "invalid_postcode": N_("Please enter a valid postcode for the chosen country."),
+    "unknown_choice": N_("Please choose one of the options."),
+}
 
 
-def language(locale: str) -> str:
-    lang = locale.replace("-", "_").split("_", 1)[0].lower()
-    return lang if lang in LABELS else "en"
+def method_label(method: str) -> str:
+    """ "Prepayment (bank transfer)" / "Vorkasse (Überweisung)"; an unknown id as it is."""
+    return _(METHOD_LABELS[method]) if method in METHOD_LABELS else method
 
 
-def _instructions(settings: object, method: str) -> str:
-    return str(getattr(settings, f"{method}_instructions", "") or "")
+def instructions(settings: object, method: str | None) -> str:
+    """How to pay with `method`: the configured text (``<method>_instructions`` of
+    ``settings``), else the catalogue's; "" for no or an unknown method."""
+    if not method:
+        return ""
+    configured = getattr(settings, f"{method}_instructions", None)
+    if configured is not None:
+        return str(configured)
+    return _(INSTRUCTIONS[method]) if method in INSTRUCTIONS else ""
 
 
 def _countries(locale: str, offered: Sequence[str]) -> tuple[list[tuple[str, str]], str]:
@@ -327,10 +290,9 @@ def checkout_page_context(
     """Values for checkout.html (the handler adds shop_name, csrf, form and errors).
 
     ``settings``: anything with ``<method>_instructions`` and optionally ``countries``
-    (BuiltinSettings or the hub's commerce.builtin config section).
+    (BuiltinSettings or the hub's commerce.builtin config section). Amounts and country names
+    follow ``locale``; words are in the shop's language (hub.i18n).
     """
-    lang, render = language(locale), labels_for(locale)
-    t = LABELS[lang]
     lines = [
         {
             "name": line.name,
@@ -340,41 +302,29 @@ def checkout_page_context(
         }
         for line in cart.lines
     ]
-    vat = [
-        render.vat.format(rate=format_rate(rate, locale)) + render.colon + format_money(m, locale)
-        for rate, m in cart.vat_breakdown().items()
-        if not m.is_zero  # "incl. 0 % VAT: 0,00 €" says nothing
-    ]
     offered = list(getattr(settings, "countries", None) or DEFAULT_COUNTRIES)
     countries, default_country = _countries(locale, offered)
-    count = render.item if cart.item_count == 1 else render.items.format(n=cart.item_count)
     return {
-        "t": t,
-        "lang": lang,
         "order_number": order_number,
         "lines": lines,
-        "item_count": count,
-        "total_label": render.total,
-        "each": render.each,
+        "item_count": item_count(cart.item_count),
         "total": format_money(cart.total, locale),
-        "vat": vat,
+        "vat": vat_lines(cart.vat_breakdown(), locale),
         "methods": [
-            {"id": m, "label": t["methods"].get(m, m), "instructions": _instructions(settings, m)}
+            {"id": m, "label": method_label(m), "instructions": instructions(settings, m)}
             for m in methods
         ],
         "countries": countries,
         "default_country": default_country,
         "limits": dict(LIMITS),
+        "error_texts": {code: _(text) for code, text in ERROR_TEXTS.items()},
     }
 
 
 def done_page_context(*, locale: str, payment_method: str | None) -> dict[str, Any]:
     """Values for checkout_done.html besides the handler's order_number, amount,
     payment_method, instructions, status (and optionally outcome="cancelled")."""
-    lang = language(locale)
-    t = LABELS[lang]
-    label = t["methods"].get(payment_method, payment_method) if payment_method else None
-    return {"t": t, "lang": lang, "method_label": label}
+    return {"method_label": method_label(payment_method) if payment_method else None}
 
 
 # --- the provider -----------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from hub.commerce.providers.base import (
 )
 from hub.commerce.providers.settings import MollieSettings
 from hub.errors import ExternalError
+from hub.i18n import _
 
 if TYPE_CHECKING:
     import aiohttp
@@ -174,7 +175,9 @@ class MollieProvider:
             raise _provider_error(exc, "create the payment") from exc
         url = payment.checkout_url
         if not url:
-            raise ExternalError("Mollie created a payment without a checkout link", permanent=True)
+            raise ExternalError(
+                _("Mollie created a payment without a checkout link"), permanent=True
+            )
         log.info("mollie payment %s created for %s", payment.id, req.reference)
         return CheckoutLink(url=str(url), provider_ref=str(payment.id))
 
@@ -199,15 +202,24 @@ def _provider_error(exc: BaseException, action: str) -> ExternalError:
     detail = f"mollie: could not {action}: {type(exc).__name__}: {exc}"
     if isinstance(exc, UnauthorizedError | RequestSetupError):
         return ExternalError(
-            "Mollie refused the API key (commerce.mollie.api_key)", permanent=True, detail=detail
+            _("Mollie refused the API key (commerce.mollie.api_key)"),
+            permanent=True,
+            detail=detail,
         )
     if isinstance(exc, TimeoutError | RequestError | ResponseHandlingError):
         return ExternalError(
-            "Mollie is not reachable right now; it will be retried", permanent=False, detail=detail
+            _("Mollie is not reachable right now; it will be retried"),
+            permanent=False,
+            detail=detail,
         )
     status = getattr(exc, "status", None) if isinstance(exc, ResponseError) else None
     if isinstance(status, int) and (status == 429 or status >= 500):
-        return ExternalError("Mollie is busy; it will be retried", permanent=False, detail=detail)
+        return ExternalError(
+            _("Mollie is busy; it will be retried"), permanent=False, detail=detail
+        )
     field = getattr(exc, "field", None)
-    where = f" ({field})" if field else ""
-    return ExternalError(f"Mollie refused the payment{where}: {exc}", permanent=True, detail=detail)
+    if field:
+        human = _("Mollie refused the payment ({field}): {error}").format(field=field, error=exc)
+    else:
+        human = _("Mollie refused the payment: {error}").format(error=exc)
+    return ExternalError(human, permanent=True, detail=detail)

@@ -44,6 +44,7 @@ from hub.commerce.providers.base import (
 )
 from hub.commerce.providers.settings import ShopifySettings
 from hub.errors import ExternalError
+from hub.i18n import _
 
 if TYPE_CHECKING:
     import aiohttp
@@ -74,8 +75,10 @@ def cart_permalink(settings: ShopifySettings, req: CheckoutRequest) -> str:
             items.append(f"{number}:{line.quantity}")
     if missing:
         raise ExternalError(
-            "Shopify needs a variant id for every product; missing (or not a Shopify variant "
-            f"id) for: {', '.join(missing)}. Add variant_id to the catalogue.",
+            _(
+                "Shopify needs a variant id for every product; missing (or not a Shopify variant "
+                "id) for: {products}. Add variant_id to the catalogue."
+            ).format(products=", ".join(missing)),
             permanent=True,
         )
     # Brackets stay literal as in Shopify's examples; keys and values are percent-encoded.

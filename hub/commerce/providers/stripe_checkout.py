@@ -46,6 +46,7 @@ from hub.commerce.providers.base import (
 )
 from hub.commerce.providers.settings import StripeSettings
 from hub.errors import ExternalError
+from hub.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,19 @@ def to_stripe_amount(money: Money) -> int:
         amount = money.minor * 10**shift
     elif money.minor % 10**-shift:
         raise ExternalError(
-            f"Stripe takes {money.currency} only in whole units; {money} cannot be charged",
+            _("Stripe takes {currency} only in whole units; {amount} cannot be charged").format(
+                currency=money.currency, amount=money
+            ),
             permanent=True,
         )
     else:
         amount = money.minor // 10**-shift
     if money.currency in THREE_DECIMAL and amount % 10:
         raise ExternalError(
-            f"Stripe needs {money.currency} amounts rounded to 0.010 ({money} is not); "
-            "adjust the price in the catalogue",
+            _(
+                "Stripe needs {currency} amounts rounded to 0.010 ({amount} is not); adjust the "
+                "price in the catalogue"
+            ).format(currency=money.currency, amount=money),
             permanent=True,
         )
     return int(amount)
@@ -202,12 +207,12 @@ class StripeProvider:
                 )
         except TimeoutError as exc:
             raise ExternalError(
-                "Stripe did not answer in time; the link will be retried", permanent=False
+                _("Stripe did not answer in time; the link will be retried"), permanent=False
             ) from exc
         except stripe.StripeError as exc:
             raise _provider_error(exc) from exc
         if not session.url:
-            raise ExternalError("Stripe created a session without a URL", permanent=True)
+            raise ExternalError(_("Stripe created a session without a URL"), permanent=True)
         log.info("stripe checkout session %s created for %s", session.id, req.reference)
         return CheckoutLink(url=str(session.url), provider_ref=str(session.id))
 
@@ -238,16 +243,20 @@ def _provider_error(exc: stripe.StripeError) -> ExternalError:
     detail = f"{type(exc).__name__} ({status}, request {exc.request_id}): {exc.user_message}"
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         return ExternalError(
-            "Stripe refused the API key (commerce.stripe.secret_key)", permanent=True, detail=detail
+            _("Stripe refused the API key (commerce.stripe.secret_key)"),
+            permanent=True,
+            detail=detail,
         )
     if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError) or status >= 500:
         return ExternalError(
-            "Stripe is not reachable right now; the link will be retried",
+            _("Stripe is not reachable right now; the link will be retried"),
             permanent=False,
             detail=detail,
         )
     return ExternalError(
-        f"Stripe refused the checkout: {exc.user_message or type(exc).__name__}",
+        _("Stripe refused the checkout: {error}").format(
+            error=exc.user_message or type(exc).__name__
+        ),
         permanent=True,
         detail=detail,
     )

@@ -53,6 +53,7 @@ from hub.commerce.providers.base import (
 )
 from hub.commerce.providers.settings import WooCommerceSettings
 from hub.errors import ExternalError
+from hub.i18n import _
 
 if TYPE_CHECKING:
     import aiohttp
@@ -82,8 +83,10 @@ def _product_ids(req: CheckoutRequest) -> list[tuple[str, int]]:
             missing.append(line.label())
     if missing:
         raise ExternalError(
-            "WooCommerce needs the product (or variation) id of every product as variant_id in "
-            f"the catalogue; missing or not a number for: {', '.join(missing)}",
+            _(
+                "WooCommerce needs the product (or variation) id of every product as variant_id "
+                "in the catalogue; missing or not a number for: {products}"
+            ).format(products=", ".join(missing)),
             permanent=True,
         )
     return ids
@@ -94,9 +97,11 @@ def add_to_cart_url(settings: WooCommerceSettings, req: CheckoutRequest) -> str:
     ids = _product_ids(req)
     if len(ids) > 1 and not settings.multi_product_links:
         raise ExternalError(
-            f"a WooCommerce add-to-cart link carries one product, this cart has {len(ids)}. "
-            "Send one product per order, or set commerce.woocommerce.mode to 'order' (REST API "
-            "keys) or multi_product_links (needs a multi add-to-cart plugin).",
+            _(
+                "a WooCommerce add-to-cart link carries one product, this cart has {n}. Send one "
+                "product per order, or set commerce.woocommerce.mode to 'order' (REST API keys) "
+                "or multi_product_links (needs a multi add-to-cart plugin)."
+            ).format(n=len(ids)),
             permanent=True,
         )
     query: dict[str, str]
@@ -195,7 +200,7 @@ class WooCommerceProvider:
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ExternalError(
-                "WooCommerce did not answer; the link will be retried",
+                _("WooCommerce did not answer; the link will be retried"),
                 permanent=False,
                 detail=f"POST {url}: {type(exc).__name__}: {exc}",
             ) from exc
@@ -245,17 +250,19 @@ def _order_error(status: int, body: object, retry_after: str | None) -> External
     detail = f"WooCommerce POST /orders answered {status}: {text}"
     if 200 <= status < 300:
         return ExternalError(
-            "WooCommerce created the order but sent no payment_url", permanent=True, detail=detail
+            _("WooCommerce created the order but sent no payment_url"),
+            permanent=True,
+            detail=detail,
         )
     if status in (401, 403):
         return ExternalError(
-            "WooCommerce refused the REST API keys (they need read/write access)",
+            _("WooCommerce refused the REST API keys (they need read/write access)"),
             permanent=True,
             detail=detail,
         )
     if status == 404:
         return ExternalError(
-            "WooCommerce's REST API was not found; check commerce.woocommerce.store_url",
+            _("WooCommerce's REST API was not found; check commerce.woocommerce.store_url"),
             permanent=True,
             detail=detail,
         )
@@ -265,9 +272,13 @@ def _order_error(status: int, body: object, retry_after: str | None) -> External
         except ValueError:
             after = None
         return ExternalError(
-            "WooCommerce is busy; the link will be retried",
+            _("WooCommerce is busy; the link will be retried"),
             permanent=False,
             retry_after=after,
             detail=detail,
         )
-    return ExternalError(f"WooCommerce refused the order: {text}", permanent=True, detail=detail)
+    return ExternalError(
+        _("WooCommerce refused the order: {error}").format(error=text),
+        permanent=True,
+        detail=detail,
+    )
