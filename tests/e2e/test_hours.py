@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import Adviser, HubProcess, is_message
+from tests.e2e.helpers import Adviser, HubProcess, Visitor, is_message
 from tests.e2e.test_whatsapp import bot_notice, new_wa_id, post, standin, to
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +171,15 @@ async def test_sunday_holding_replies_we_are_back_and_a_scheduled_message_across
     await asyncio.sleep(1)
     assert texts_to(stack, b)[-1] == "Gern geschehen!"
     assert texts_to(stack, a).count(LUNCH_HOLDING) == 1
+
+
+async def test_the_widget_gets_the_holding_reply_in_the_shops_name(
+    stack: Stack, shop: ShopClock, visitor: Visitor
+) -> None:
+    await shop.start(MONDAY_LUNCH)
+    await visitor.start(name="Mittags Besuch")
+    await visitor.connect()
+    await visitor.say("Hat der Laden offen?")
+    got = await visitor.wait_message(lambda m: m["direction"] == "out")
+    assert got["text"] == LUNCH_HOLDING
+    assert got["sender_name"] == "Farbenhaus Test"

@@ -100,10 +100,11 @@ class WebchatChannel(Channel):
                 self.sockets[visitor_id].discard(ws)
 
     async def _sender_name(self, message: OutboundMessage) -> str | None:
-        """The adviser's display name, shown above their bubbles in the widget."""
+        """The adviser's display name, shown above their bubbles in the widget (the bot's
+        messages carry the shop's name)."""
         mxid = message.sender_mxid
         if not mxid:
-            return None
+            return message.sender_name
         if mxid not in self._names:
             try:
                 self._names[mxid] = await self.matrix.display_name(mxid) or mxid[1:].split(":")[0]
