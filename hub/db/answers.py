@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import delete
+
 from hub.core.types import InboundMessage
 from hub.db import conversations, notices
 from hub.db.jobs import conversation_key, enqueue
@@ -72,7 +74,11 @@ def bot_message(
         },
     )
     assert message is not None  # no remote id yet: nothing to collide with
-    enqueue(tx, CHANNEL_SEND, conversation_key(conversation_id), {"message_id": message.id}, key)
+    payload = {"message_id": message.id}
+    if enqueue(tx, CHANNEL_SEND, conversation_key(conversation_id), payload, key) is None:
+        # Said before under this key (a unit run again): no second, never-sent row.
+        tx.orm.execute(delete(Message).where(Message.id == message.id))
+        return None
     return message
 
 

@@ -121,6 +121,9 @@ def set_meta(tx: Tx, conversation_id: int, **values: Any) -> Conversation:
     conversation = tx.orm.get(Conversation, conversation_id)
     assert conversation is not None
     conversation.meta = {**(conversation.meta or {}), **values}
+    # Written now: the next message of the same batch reads the conversation with a plain
+    # SELECT (hub.db.identities), which would not see a change the ORM still holds.
+    tx.orm.flush()
     return conversation
 
 

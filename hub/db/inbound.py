@@ -78,6 +78,7 @@ class CustomerMessageHook(Protocol):
         policy: InboundPolicy,
         message: Message,
         conversation: Conversation | None,  # as it was before (None: a new conversation)
+        last_inbound_at: datetime,  # when the customer last wrote (this message or a later)
     ) -> None: ...
 
 
@@ -193,7 +194,8 @@ def store_message(
     )
     automatic_answers(tx, policy, msg, message)
     if policy.after_message is not None:
-        policy.after_message(tx, policy, message, found.rows[1] if found.rows else None)
+        latest = written or found.last_inbound_at or utcnow()
+        policy.after_message(tx, policy, message, found.rows[1] if found.rows else None, latest)
     return message
 
 

@@ -44,6 +44,15 @@ def _watched(meta: dict[str, Any], last_reply: datetime | None) -> bool:
     return last_reply is None or last_reply < datetime.fromisoformat(since)
 
 
+def _window_closed(conversation: Conversation, payload: dict[str, Any], now: datetime) -> bool:
+    """The channel's reply window, counted from the customer's last message, has closed."""
+    seconds = payload.get("window_seconds")
+    last = conversation.last_inbound_at
+    if seconds is None or last is None:
+        return False
+    return last + timedelta(seconds=float(seconds)) <= now
+
+
 def room_link(room_id: str) -> str:
     return f"https://matrix.to/#/{room_id}"
 
@@ -78,6 +87,7 @@ class Automations:
         policy: InboundPolicy,
         message: Message,
         conversation: Conversation | None,
+        last_inbound_at: datetime,
     ) -> None:
         now = utcnow()
         meta = (conversation.meta if conversation else None) or {}
@@ -89,6 +99,7 @@ class Automations:
             holding_for=meta.get("holding_for"),
             away_until=datetime.fromisoformat(away) if away else None,
             reply_window=policy.reply_window,
+            last_inbound_at=last_inbound_at,
             missed_pending=_watched(meta, last_reply),
         )
         decision = decide(now, self.rules, state)
@@ -98,25 +109,28 @@ class Automations:
             self._say(tx, cid, policy.channel, text, f"greeting:{cid}")
         hold = decision.hold
         if hold is not None:
+            holding = self.replies.holding
             if hold.kind == "away":
-                text = render.away_text(
-                    meta.get("away_text"), hold, self.schedule, self.shop_name, now
-                )
+                template = meta.get("away_text")
+                text = render.away_text(holding, template, hold, self.schedule, self.shop_name, now)
             else:
-                text = render.holding_text(
-                    self.replies.holding, hold, self.schedule, self.shop_name, now
-                )
+                text = render.holding_text(holding, hold, self.schedule, self.shop_name, now)
             data = None
             if hold.window_closes is not None:
-                title = render.window_button(self.replies.holding)
+                title = render.window_button(holding)
                 data = {"buttons": [{"id": HERE_BUTTON_ID, "title": title}]}
-            key = f"holding:{cid}:{hold.period}"
+            # Once per period is the meta's `holding_for`; the key only names this reply.
+            key = f"holding:{cid}:{message.id}"
             self._say(tx, cid, policy.channel, text, key, data)
             notice = _("🤖 Holding reply sent to the customer: {text}").format(text=text)
             notices.conversation_notice(tx, cid, notice, key)
             changes["holding_for"] = hold.period
-            if hold.next_opening is not None and (decision.back_at or hold.window_closes):
-                self._plan_opening(tx, cid, hold.next_opening, hold.window_closes, now)
+            # An adviser's away ends when they say so: no "we're back" for it.
+            opening = hold.next_opening
+            if hold.kind != "away" and opening is not None:
+                if decision.back_at or hold.window_closes:
+                    closes_first = hold.window_closes is not None
+                    self._plan_opening(tx, cid, opening, policy.reply_window, closes_first, now)
         if decision.missed_due is not None:
             key = f"missed:{cid}:{message.id}"
             payload = {"message_id": message.id, "since": now.isoformat()}
@@ -143,17 +157,19 @@ class Automations:
         tx: Tx,
         cid: int,
         opening: datetime,
-        window_closes: datetime | None,
+        window: timedelta | None,
+        closes_first: bool,
         now: datetime,
     ) -> None:
-        """At the opening: this conversation's "we're back" (or its closed-window notice),
-        and once for all, the lobby's list of closed windows."""
-        payload = {"held_at": now.isoformat()}
-        if window_closes is not None:
-            payload["window_closes"] = window_closes.isoformat()
+        """At the opening: this conversation's "we're back" (or, if its reply window has
+        closed by then, a notice that a template is needed), and, when the window is expected
+        to close first, the lobby's list of closed windows (one timer for all)."""
+        payload: dict[str, Any] = {"held_at": now.isoformat()}
+        if window is not None:
+            payload["window_seconds"] = window.total_seconds()
         key = f"back:{cid}:{opening.isoformat()}"
         timers.add(tx, BACK, key, opening, conversation_id=cid, payload=payload)
-        if window_closes is not None and self.lobby_room:
+        if closes_first and self.lobby_room:
             timers.add(tx, timers.OPENING, f"opening:{opening.isoformat()}", opening)
 
     # -- timers -------------------------------------------------------------------------
@@ -180,7 +196,9 @@ class Automations:
         assert timer.conversation_id is not None and timer.payload is not None
         late = now - timer.due_at
         text = str(timer.payload["text"])
-        if late > timedelta(minutes=self.scheduled.max_late_minutes):
+        # A running hub fires within a sweep of the due time: only more is "was down".
+        grace = timedelta(seconds=2 * self.scheduled.sweep_seconds + 5)
+        if late > timedelta(minutes=self.scheduled.max_late_minutes) + grace:
             timers.finish(tx, timer, "dropped")
             notices.conversation_notice(
                 tx,
@@ -205,6 +223,8 @@ class Automations:
             {"kind": "text", "text": text, "sender_mxid": timer.created_by},
             idempotency=f"scheduled:{timer.id}",
         )
+        # The adviser's answer, written ahead: the conversation is not missed, no "we're back".
+        conversation.last_adviser_reply_at = now
         notices.conversation_notice(
             tx,
             conversation.id,
@@ -228,20 +248,22 @@ class Automations:
         conversation = self._answered_since(tx, timer.conversation_id, held_at)
         if conversation is None:
             return
-        closes = timer.payload.get("window_closes")
-        if closes is not None and datetime.fromisoformat(closes) <= now:
-            last = conversation.last_inbound_at
-            if last is None or last <= held_at:  # the customer did not write again
-                notices.conversation_notice(
-                    tx,
-                    conversation.id,
-                    _(
-                        "⏳ The customer's reply window closed while the shop was closed: "
-                        "only an approved template can reach them now (see !templates)."
-                    ),
-                    f"window-closed:{timer.id}",
-                )
-                return
+        if _window_closed(conversation, timer.payload, now):
+            notices.conversation_notice(
+                tx,
+                conversation.id,
+                _(
+                    "⏳ The customer's reply window closed while the shop was closed: "
+                    "only an approved template can reach them now (see !templates)."
+                ),
+                f"window-closed:{timer.id}",
+            )
+            return
+        if self.hours.configured and not self.schedule.is_open(now):
+            # Fired late (the hub was down) into the next closed period: a holding reply
+            # answers the customer's next message instead.
+            log.info('timer %s: the shop is closed again; no "we\'re back"', timer.id)
+            return
         if self.replies.back.enabled:
             identity = conversations.conversation_with_identity(tx, conversation.id)[1]
             text = render.back_text(self.replies, self.shop_name)
@@ -260,15 +282,14 @@ class Automations:
         rooms = []
         for back in timers.due_at(tx, BACK, timer.due_at):
             payload = back.payload or {}
-            closes = payload.get("window_closes")
-            if back.conversation_id is None or closes is None:
+            if back.conversation_id is None or "window_seconds" not in payload:
                 continue
             held_at = datetime.fromisoformat(payload["held_at"])
             conversation = self._answered_since(tx, back.conversation_id, held_at)
             if conversation is None or not conversation.room_id:
                 continue
-            if conversation.last_inbound_at is not None and conversation.last_inbound_at > held_at:
-                continue  # the customer wrote again: the window is open
+            if not _window_closed(conversation, payload, timer.due_at):
+                continue  # the customer wrote again (tapped "I'm here"): the window is open
             name = conversation.room_name or conversation.room_id
             rooms.append(f"• {name}: {room_link(conversation.room_id)}")
         if rooms:

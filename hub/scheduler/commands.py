@@ -18,6 +18,7 @@ from hub.i18n import N_, _
 from hub.scheduler import render
 from hub.scheduler.automations import Automations
 from hub.scheduler.hours import Schedule
+from hub.scheduler.policy import local_day
 from hub.scheduler.when import WhenError, parse_when
 
 Parsed = ParsedCommand[CommandHandler]
@@ -80,7 +81,7 @@ class SchedulerCommands:
             away_text=text[:MAX_TEXT] or None,
             holding_for=None,
         )
-        when = render.opening(until, self._schedule)
+        when = render.opening(until, self._schedule, now)
         ctx.reply(
             _(
                 "Away until {when}: a customer who writes before then gets one answer saying "
@@ -89,13 +90,16 @@ class SchedulerCommands:
         )
 
     def _default_until(self, now: datetime) -> datetime:
-        """Without a WHEN: until the next opening after the shop's next closing (tomorrow
-        morning, for an adviser leaving during opening hours)."""
+        """Without a WHEN: until the shop's first opening on a later day (tomorrow morning,
+        after the lunch break too), or a day without opening hours."""
         schedule = self._schedule
         if not self.automations.hours.configured:
             return now + timedelta(days=1)
-        closing = schedule.next_closing(now) if schedule.is_open(now) else now
-        opening = schedule.next_opening(closing) if closing is not None else None
+        today = local_day(now, schedule)
+        opening = schedule.next_opening(now)
+        while opening is not None and local_day(opening, schedule) == today:
+            closing = schedule.next_closing(opening)
+            opening = schedule.next_opening(closing) if closing is not None else None
         return opening or now + timedelta(days=1)
 
     # -- !schedule ------------------------------------------------------------------------
@@ -120,7 +124,7 @@ class SchedulerCommands:
         if timer_id is None:  # the same command event, handled again
             return
         answer = _("🕒 Scheduled #{id} for {when}: {text}").format(
-            id=timer_id, when=render.opening(due, self._schedule), text=text
+            id=timer_id, when=render.opening(due, self._schedule, now), text=text
         )
         if self.automations.hours.configured and not self._schedule.is_open(due):
             answer += "\n" + _("Note: the shop is closed at that time.")
@@ -128,6 +132,7 @@ class SchedulerCommands:
 
     def schedule_list(self, ctx: CommandContext, parsed: Parsed) -> None:
         conversation = _conversation(ctx)
+        now = utcnow()
         pending = timers.of_conversation(ctx.tx, conversation.id, timers.SCHEDULED)
         if not pending:
             ctx.reply(_("No scheduled messages in this conversation."))
@@ -135,7 +140,7 @@ class SchedulerCommands:
         lines = [_("Scheduled messages:")]
         for timer in pending:
             text = str((timer.payload or {}).get("text", ""))
-            when = render.opening(timer.due_at, self._schedule)
+            when = render.opening(timer.due_at, self._schedule, now)
             lines.append(f"#{timer.id} · {when} · {timer.created_by or ''}: {text}")
         ctx.reply("\n".join(lines))
 

@@ -37,6 +37,9 @@ class ConversationState:
     holding_for: str | None  # the period key a holding reply last went out for
     away_until: datetime | None
     reply_window: timedelta | None  # the channel's (WhatsApp: 24 h; None: no window)
+    # When the customer last wrote (the window counts from there, not from when we heard of
+    # it: providers redeliver late); None: now.
+    last_inbound_at: datetime | None
     missed_pending: bool  # a missed-conversation check is already armed
 
 
@@ -99,7 +102,7 @@ def _window(now: datetime, state: ConversationState, until: datetime | None) -> 
     """When the reply window closes, if that is before `until` (None: it stays open)."""
     if state.reply_window is None:
         return None
-    closes = now + state.reply_window
+    closes = (state.last_inbound_at or now) + state.reply_window
     return closes if until is None or closes < until else None
 
 

@@ -37,14 +37,14 @@ GREETING = N_("Hello and welcome to {shop}! An adviser will be with you shortly.
 BACK = N_("{shop} is open again: an adviser will answer you shortly.")
 
 
-class _Blank(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return ""
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
 
 
 def fill(template: str, **values: object) -> str:
-    """Fill {placeholders}; unknown ones become empty, never an error."""
-    text = template.format_map(_Blank({k: str(v) for k, v in values.items()}))
+    """Fill {placeholders}; unknown ones become empty and any other brace stays as it is
+    (":-}" in an adviser's away text), never an error: this runs while a customer's
+    message is stored."""
+    text = _PLACEHOLDER.sub(lambda m: str(values.get(m[1], "")), template)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
@@ -70,17 +70,29 @@ def holding_text(
         template = config.text or _(HOLDING)
     when = opening(hold.next_opening, schedule, now) if hold.next_opening else ""
     text = fill(template, next_opening=when, shop=shop, holiday=hold.holiday or "")
-    if hold.window_closes is not None and hold.next_opening is not None:
-        note = config.window_note or _(WINDOW_NOTE)
-        text += "\n\n" + fill(note, button=window_button(config), next_opening=when, shop=shop)
-    return text
+    return text + _window_note(config, hold, when, shop)
+
+
+def _window_note(config: HoldingConfig, hold: Hold, when: str, shop: str) -> str:
+    if hold.window_closes is None or hold.next_opening is None:
+        return ""
+    note = config.window_note or _(WINDOW_NOTE)
+    return "\n\n" + fill(note, button=window_button(config), next_opening=when, shop=shop)
 
 
 def away_text(
-    template: str | None, hold: Hold, schedule: Schedule, shop: str, now: datetime | None = None
+    config: HoldingConfig,
+    template: str | None,
+    hold: Hold,
+    schedule: Schedule,
+    shop: str,
+    now: datetime | None = None,
 ) -> str:
+    """An adviser's away text (`!away … TEXT`), or the catalogue's; with the reply-window
+    note, like a holding reply, when the window closes before the away ends."""
     when = opening(hold.next_opening, schedule, now) if hold.next_opening else ""
-    return fill(template or _(AWAY), next_opening=when, shop=shop)
+    text = fill(template or _(AWAY), next_opening=when, shop=shop)
+    return text + _window_note(config, hold, when, shop)
 
 
 def window_button(config: HoldingConfig) -> str:

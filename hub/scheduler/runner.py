@@ -43,6 +43,8 @@ class TimerRunner:
 
     async def start(self) -> None:
         self._scheduler.start()
+        # The sink first: a timer committed while the pending ones are read is armed too.
+        self._db.timer_sink = self
         pending = await self._db.read(timers.pending)
         for timer_id, due_at in pending:
             self.arm(timer_id, due_at)
@@ -54,7 +56,6 @@ class TimerRunner:
             coalesce=True,
             max_instances=1,
         )
-        self._db.timer_sink = self
         log.info("timers: %d pending armed", len(pending))
 
     async def stop(self) -> None:

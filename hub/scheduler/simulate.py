@@ -61,6 +61,7 @@ def simulate(
         holding_for=None,
         away_until=None,
         reply_window=situation.reply_window,
+        last_inbound_at=now,
         missed_pending=False,
     )
     decision = decide(now, rules, state)

@@ -543,3 +543,104 @@ async def test_two_hub_processes_on_one_database_send_a_due_message_once(
             await runner.stop()
         await other.close()
     assert (await sent_texts(sessions)).count("Einmal") == 1
+
+
+# --- found in review ------------------------------------------------------------------------------
+
+
+async def test_two_messages_in_one_webhook_batch_get_one_holding_reply_and_one_check(
+    db: Database, sessions: Sessions
+) -> None:
+    clock.set_now(SUNDAY)
+    batch = [
+        Envelope(WA_ANA, InboundMessage(f"wamid.{n}", "text", text=f"Hallo {n}")) for n in (1, 2)
+    ]
+    await db.write(inbound.store_events, policy("whatsapp"), batch)
+    async with sessions() as s:
+        out = (await s.scalars(select(Message).where(Message.direction == "out"))).all()
+    assert [m.text[:26] for m in out if m.text] == [
+        "Hello and welcome to Farbe",
+        "Thank you for your message",
+    ]
+    assert len(await jobs(sessions, CHANNEL_SEND)) == 2  # every row has its send
+    assert [t.kind for t in await pending_timers(sessions)] == ["back", "missed"]
+
+
+async def test_an_away_text_with_braces_never_blocks_the_customers_messages(
+    db: Database, sessions: Sessions
+) -> None:
+    clock.set_now(at(2026, 12, 8, 10, 0))
+    cid = await write(db, "Hallo", "m1")
+    outcome, _ = await command(db, sessions, cid, "!away bis mi 10:00 Bin gleich zurück :-}", "$a")
+    assert outcome == OK
+    await write(db, "Hallo?", "m2")
+    assert (await sent_texts(sessions))[-1] == "Bin gleich zurück :-}"
+
+
+async def test_a_second_message_in_the_closed_period_does_not_hide_a_closed_window(
+    db: Database, sessions: Sessions
+) -> None:
+    clock.set_now(SATURDAY_EVENING)
+    cid = await write(db, "Hallo", "wamid.1", WA_ANA)
+    await db.write(conversations.set_room, cid, ROOM, "Ana (WhatsApp)")
+    clock.set_now(SATURDAY_EVENING + timedelta(hours=1))  # the window now closes Sunday 20:00
+    await write(db, "Noch was", "wamid.2", WA_ANA)
+    clock.set_now(MONDAY_OPENING + timedelta(seconds=1))
+    await fire_due(db)
+    assert any(
+        n.startswith("⏳ The customer's reply window closed") for n in await notice_texts(sessions)
+    )
+    [lobby] = [j for j in await jobs(sessions, MATRIX_SEND) if j.payload["room_id"] == LOBBY]
+    assert "Ana (WhatsApp)" in lobby.payload["content"]["body"]
+    assert not any("is open again" in t for t in await sent_texts(sessions))
+
+
+async def test_away_on_whatsapp_explains_the_button_and_plans_no_we_are_back(
+    db: Database, sessions: Sessions
+) -> None:
+    clock.set_now(at(2026, 12, 9, 10, 0))  # Wednesday
+    cid = await write(db, "Hallo", "wamid.1", WA_ANA)
+    outcome, _ = await command(db, sessions, cid, "!away bis fr 10:00", "$a")
+    assert outcome == OK
+    await write(db, "Hallo?", "wamid.2", WA_ANA)
+    async with sessions() as s:
+        away = (await s.scalars(select(Message).order_by(Message.id.desc()))).first()
+    assert away is not None and away.data is not None  # the "I'm here" button
+    assert (away.text or "").startswith("Thank you for your message! Your adviser will answer")
+    assert "please tap “I'm here”" in (away.text or "")
+    assert [t.kind for t in await pending_timers(sessions)] == ["missed"]
+
+
+async def test_max_late_zero_still_sends_what_a_running_hub_fires_on_time(
+    db: Database, sessions: Sessions
+) -> None:
+    automations = make_automations(scheduled={"max_late_minutes": 0})
+    clock.set_now(at(2026, 12, 4, 16, 0))
+    cid = await write(db, "Hallo", "m1")
+    await command(db, sessions, cid, "!schedule in 1h Pünktlich", "$c1")
+    clock.set_now(at(2026, 12, 4, 17, 0) + timedelta(seconds=5))  # the sweep's few seconds
+    await fire_due(db, automations)
+    assert "Pünktlich" in await sent_texts(sessions)
+
+
+async def test_a_scheduled_message_counts_as_the_advisers_answer(
+    db: Database, sessions: Sessions
+) -> None:
+    clock.set_now(at(2026, 12, 7, 10, 0))
+    cid = await write(db, "Wann kommt die Farbe?", "m1")
+    await command(db, sessions, cid, "!schedule in 5 min Morgen früh!", "$c1")
+    clock.set_now(at(2026, 12, 7, 10, 20))
+    await fire_due(db)
+    assert "Morgen früh!" in await sent_texts(sessions)
+    async with sessions() as s:
+        assert (await s.scalars(select(MissedConversation))).all() == []
+
+
+async def test_away_without_a_time_lasts_until_the_next_days_opening(
+    db: Database, sessions: Sessions
+) -> None:
+    clock.set_now(at(2026, 12, 8, 11, 0))  # Tuesday morning: the lunch break is not "back"
+    cid = await write(db, "Hallo", "m1")
+    outcome, answer = await command(db, sessions, cid, "!away", "$a")
+    assert outcome == OK
+    assert answer.startswith("Away until Wednesday, 9:00")

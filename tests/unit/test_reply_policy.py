@@ -43,6 +43,7 @@ FIRST = ConversationState(
     holding_for=None,
     away_until=None,
     reply_window=None,
+    last_inbound_at=None,
     missed_pending=False,
 )
 LATER = replace(FIRST, new=False)
@@ -123,6 +124,10 @@ def test_window_planner_warns_only_when_the_window_closes_before_the_opening() -
     assert hold is not None and hold.window_closes is None
     telegram = decide(saturday, RULES, LATER).hold  # no reply window
     assert telegram is not None and telegram.window_closes is None
+    # Delivered late: the window counts from when the customer wrote.
+    late = replace(whatsapp, last_inbound_at=friday)
+    hold = decide(saturday, RULES, late).hold
+    assert hold is not None and utc(hold.window_closes) == utc(friday + WHATSAPP)
 
 
 def test_a_holiday_on_a_monday_moves_the_opening_and_the_window() -> None:
@@ -188,6 +193,12 @@ def test_holding_text_in_english(shop_language: Callable[[str], None]) -> None:
     assert text == (
         "Thank you for your message! Our shop is closed right now. Our advisers will answer "
         "you from Tuesday, 9:00 AM."
+    )
+
+
+def test_braces_in_a_text_are_kept_never_an_error() -> None:
+    assert render.fill("Bin gleich zurück :-} {0} {:)} {shop}", shop="Farben") == (
+        "Bin gleich zurück :-} {0} {:)} Farben"
     )
 
 
