@@ -8,7 +8,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def configured_holidays(config: Config, path: str) -> Mapping[date, str] | None:
+    """The public holidays of hours.holidays; an unknown country or region is a ConfigError
+    naming the key, like every other problem of the file."""
+    from hub.core import clock
+    from hub.scheduler.holiday_dates import UnknownHolidays, public_holidays
+
+    try:
+        return asyncio.run(
+            public_holidays(config.hours.holidays, config.shop.locale, clock.now().year)
+        )
+    except UnknownHolidays as exc:
+        raise ConfigError(path, [str(exc)]) from None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    configured_holidays(config, args.config)
     print(
         f"{args.config}: OK (homeserver {config.homeserver.base_url}, "
         f"bot {config.bot_mxid}, database {config.database_url.split('://')[0]})"
@@ -185,6 +201,7 @@ def cmd_hours_simulate(args: argparse.Namespace) -> int:
         config.missed,
         config.shop.timezone,
         config.shop.name,
+        configured_holidays(config, args.config),
     )
     print("\n".join(lines))
     return 0

@@ -21,7 +21,8 @@ import gc
 import importlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import date
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,7 @@ from hub.commerce.commands import CommerceCommands
 from hub.commerce.http import CommerceHttp
 from hub.commerce.service import Shop
 from hub.config import Config
+from hub.core import clock
 from hub.core.bot import CommandHandler, CommandRunner, help_command
 from hub.core.commands import CommandRegistry
 from hub.core.ingest import Ingest
@@ -56,6 +58,7 @@ from hub.matrix.portal import Portals, PortalSettings
 from hub.matrix.receipts import Receipts
 from hub.scheduler.automations import Automations
 from hub.scheduler.commands import SchedulerCommands
+from hub.scheduler.holiday_dates import public_holidays
 from hub.scheduler.runner import TimerRunner
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,8 @@ WORKER = web.AppKey("worker", Worker)
 AUTOMATIONS = web.AppKey("automations", Automations)
 TIMERS = web.AppKey("timers", TimerRunner)
 LISTENING = web.AppKey("listening", asyncio.Event)
+# The public holidays' dates and names (None: none configured).
+HOLIDAYS: web.AppKey[Mapping[date, str] | None] = web.AppKey("holidays")
 
 # Messenger channels, imported only when enabled: module:class.
 PROVIDER_CHANNELS = {
@@ -88,9 +93,14 @@ Step = Callable[[web.Application], AsyncIterator[None]]
 async def database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     set_locale(config.shop.locale)
+    # Both in child processes (see hub.db.engine, hub.scheduler.holiday_dates): side by side.
+    holidays = asyncio.create_task(
+        public_holidays(config.hours.holidays, config.shop.locale, clock.now().year)
+    )
     db = open_database(config.database_url, echo=config.database.echo)
     try:
         await migrate(db, in_child=True)
+        app[HOLIDAYS] = await holidays
         await load_configured_catalogue(config, db)
     except CatalogueError as exc:
         await db.close()
@@ -99,6 +109,9 @@ async def database(app: web.Application) -> AsyncIterator[None]:
             + "; ".join(exc.problems[:10])
         ) from None
     except BaseException:
+        holidays.cancel()
+        with contextlib.suppress(BaseException):
+            await holidays
         await db.close()
         raise
     app[DB] = db
@@ -148,7 +161,7 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
 async def channels(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     deps = ChannelDeps(app[DB], app[HTTP], app[MEDIA], config.http.public_base)
-    automations = app[AUTOMATIONS] = make_automations(config)
+    automations = app[AUTOMATIONS] = make_automations(config, app[HOLIDAYS])
     ingest = Ingest(
         app[DB],
         ghost_prefix=config.appservice.ghost_prefix,
@@ -181,13 +194,13 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
         await channel.close()
 
 
-def make_automations(config: Config) -> Automations:
+def make_automations(config: Config, holidays: Mapping[date, str] | None) -> Automations:
     return Automations(
         hours=config.hours,
         replies=config.replies,
         missed=config.missed,
         scheduled=config.scheduled,
-        schedule=config.hours.schedule(config.shop.timezone, config.shop.locale),
+        schedule=config.hours.schedule(config.shop.timezone, holidays),
         shop_name=config.shop.name,
         lobby_room=config.shop.lobby_room,
     )

@@ -7,11 +7,11 @@ Texts left empty come from the catalogues in the shop's language (hub.i18n).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import holidays as holidays_lib
 from pydantic import Field, field_validator, model_validator
 
 from hub.config.section import Section
@@ -22,43 +22,19 @@ WEEKDAY_KEYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "
 
 
 class PublicHolidays(Section):
+    """Checked against the `holidays` package when the hub starts and by `hub check-config`
+    (hub.scheduler.holiday_dates, in a child process: see there why)."""
+
     # ISO 3166 country code as the `holidays` package knows it, e.g. DE; "" for none.
-    country: str = ""
+    country: str = Field("", pattern=r"^([A-Z]{2,3})?$")
     # A subdivision of it, e.g. NW (North Rhine-Westphalia); "" for the country's own only.
-    region: str = ""
+    region: str = Field("", pattern=r"^[A-Za-z0-9-]{0,12}$")
 
     @model_validator(mode="after")
-    def _known(self) -> PublicHolidays:
-        if not self.country:
-            if self.region:
-                raise ValueError("region is set but country is not")
-            return self
-        supported = holidays_lib.list_supported_countries()
-        if self.country not in supported:
-            raise ValueError(f"country {self.country!r} is not known to the holidays package")
-        if self.region and self.region not in supported[self.country]:
-            known = ", ".join(supported[self.country]) or "none"
-            raise ValueError(f"region {self.region!r} is not a region of {self.country} ({known})")
+    def _country_first(self) -> PublicHolidays:
+        if self.region and not self.country:
+            raise ValueError("region is set but country is not")
         return self
-
-    def calendar(self, locale: str = "en_US") -> holidays_lib.HolidayBase | None:
-        """The public holidays, their names in the shop's language where the package has
-        it (else the country's own)."""
-        if not self.country:
-            return None
-        supported = holidays_lib.country_holidays(self.country).supported_languages
-        language = locale.split("_")[0]
-        pick = next(
-            (
-                code
-                for code in (locale, language, *supported)
-                if code in supported and code.split("_")[0] == language
-            ),
-            None,
-        )
-        return holidays_lib.country_holidays(
-            self.country, subdiv=self.region or None, language=pick
-        )
 
 
 class HoursConfig(Section):
@@ -87,7 +63,9 @@ class HoursConfig(Section):
     def configured(self) -> bool:
         return bool(self.weekly)
 
-    def schedule(self, timezone: str, locale: str = "en_US") -> Schedule:
+    def schedule(self, timezone: str, holidays: Mapping[date, str] | None = None) -> Schedule:
+        """The schedule; `holidays`: the public holidays' dates and names (from
+        hub.scheduler.holiday_dates)."""
         tz = ZoneInfo(timezone)
         if not self.configured:
             return Schedule.always_open(tz)
@@ -99,7 +77,7 @@ class HoursConfig(Section):
             weekly=weekly,
             special={day: parse_day(text) for day, text in self.special.items()},
             closed=frozenset(self.closed),
-            holidays=self.holidays.calendar(locale),
+            holidays=holidays,
         )
 
 

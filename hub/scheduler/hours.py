@@ -34,8 +34,6 @@ from itertools import pairwise
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
-from holidays import HolidayBase
-
 __all__ = [
     "DAY_MINUTES",
     "HORIZON_DAYS",
@@ -167,7 +165,7 @@ class Schedule:
     weekly: tuple[tuple[Interval, ...], ...]
     special: Mapping[date, tuple[Interval, ...]] = field(default_factory=dict)
     closed: frozenset[date] = frozenset()
-    holidays: HolidayBase | None = None
+    holidays: Mapping[date, str] | None = None
     # Derived in __post_init__ so the searches can skip what cannot open.
     _weekly_open: bool = field(init=False, repr=False, compare=False)
     _special_open: tuple[date, ...] = field(init=False, repr=False, compare=False)
@@ -201,7 +199,7 @@ class Schedule:
         setattr_(self, "_special_open", tuple(sorted(d for d, iv in special.items() if iv)))
         full = (Interval(0, DAY_MINUTES),)
         always = all(day == full for day in checked) and not special and not closed
-        setattr_(self, "_always", always and self.holidays is None)
+        setattr_(self, "_always", always and not self.holidays)
 
     @classmethod
     def always_open(cls, tz: ZoneInfo) -> Schedule:

@@ -8,12 +8,12 @@ customer would get are in the shop's language.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hub.config.hours import HoursConfig, MissedConfig, RepliesConfig
-from hub.i18n import current_locale
 from hub.scheduler import render
 from hub.scheduler.policy import ConversationState, ReplyRules, decide
 
@@ -42,8 +42,9 @@ def simulate(
     missed: MissedConfig,
     timezone: str,
     shop: str,
+    holidays: Mapping[date, str] | None = None,
 ) -> list[str]:
-    schedule = hours.schedule(timezone, current_locale())
+    schedule = hours.schedule(timezone, holidays)
     now = situation.moment
     ago = situation.adviser_replied_minutes_ago
     rules = ReplyRules(

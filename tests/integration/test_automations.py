@@ -30,6 +30,7 @@ from hub.db.models import Message, MissedConversation, OutboxItem, Timer
 from hub.jobs.kinds import CHANNEL_SEND, MATRIX_NOTICE, MATRIX_SEND
 from hub.scheduler.automations import HERE_BUTTON_ID, Automations
 from hub.scheduler.commands import SchedulerCommands
+from hub.scheduler.holiday_dates import holiday_dates
 from hub.scheduler.runner import TimerRunner
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -48,6 +49,9 @@ def at(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> datetime:
 SATURDAY_EVENING = at(2026, 12, 5, 19, 0)
 SUNDAY = at(2026, 12, 6, 11, 0)
 MONDAY_OPENING = at(2026, 12, 7, 9, 0)
+
+
+NW_HOLIDAYS = holiday_dates("DE", "NW", "en_US", range(2025, 2029))
 
 
 def make_automations(**sections: Any) -> Automations:
@@ -69,7 +73,7 @@ def make_automations(**sections: Any) -> Automations:
         replies=config.replies,
         missed=config.missed,
         scheduled=config.scheduled,
-        schedule=config.hours.schedule("Europe/Berlin", "en_US"),
+        schedule=config.hours.schedule("Europe/Berlin", NW_HOLIDAYS),
         shop_name="Farben Müller",
         lobby_room=LOBBY,
     )

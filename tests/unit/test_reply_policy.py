@@ -16,6 +16,7 @@ import pytest
 
 from hub.config.hours import HoldingConfig, HoursConfig, RepliesConfig
 from hub.scheduler import render
+from hub.scheduler.holiday_dates import holiday_dates
 from hub.scheduler.policy import ConversationState, Decision, ReplyRules, decide
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -27,7 +28,7 @@ HOURS = HoursConfig.model_validate(
         "special": {"2026-12-24": "9-13"},
     }
 )
-SCHEDULE = HOURS.schedule("Europe/Berlin", "de_DE")
+SCHEDULE = HOURS.schedule("Europe/Berlin", holiday_dates("DE", "NW", "de_DE", range(2025, 2029)))
 RULES = ReplyRules(
     schedule=SCHEDULE,
     hours_configured=True,
