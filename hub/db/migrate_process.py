@@ -22,6 +22,7 @@ import traceback
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.core.child import run_child
 from hub.errors import StartupError
 
 REFUSED = 2
@@ -32,33 +33,15 @@ log = logging.getLogger(__name__)
 async def migrate_in_child(engine: AsyncEngine) -> tuple[str | None, str]:
     """Bring the schema of engine's database to head in a child process -> (before, head)."""
     url = engine.url.render_as_string(hide_password=False)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-P",  # not the working directory first on sys.path: a json.py there would shadow
-        "-m",
-        __name__,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await proc.communicate(url.encode())
-    except asyncio.CancelledError:
-        # Stopped mid-migration: the child's transaction rolls back when it dies.
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        raise
-    text = err.decode(errors="replace").strip()
-    last = text.splitlines()[-1] if text else ""
-    if proc.returncode == REFUSED:
-        raise StartupError(last or "database schema refused")
-    if proc.returncode != 0:
-        log.debug("migration child's output:\n%s", text)
+    child = await run_child(__name__, url.encode())
+    if child.returncode == REFUSED:
+        raise StartupError(child.last_line or "database schema refused")
+    if child.returncode != 0:
+        log.debug("migration child's output:\n%s", child.err)
         raise StartupError(
-            f"database migration failed (exit {proc.returncode}): {last or 'no output'}"
+            f"database migration failed (exit {child.returncode}): {child.last_line or 'no output'}"
         )
-    result = json.loads(out)
+    result = json.loads(child.out)
     return result["before"], result["head"]
 
 

@@ -13,12 +13,12 @@ region) on stderr; anything else is a failure.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from datetime import date
 
 from hub.config.hours import PublicHolidays
+from hub.core.child import run_child
 from hub.errors import StartupError
 
 YEARS_BACK, YEARS_AHEAD = 1, 5
@@ -62,33 +62,15 @@ async def holiday_dates_in_child(
     (naming the config key) or a failed child."""
     request: dict[str, str | int] = {"country": country, "region": region, "locale": locale}
     request |= {"first": years.start, "last": years.stop - 1}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-P",  # not the working directory first on sys.path
-        "-m",
-        __name__,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(
-            proc.communicate(json.dumps(request).encode()), CHILD_TIMEOUT
-        )
-    except (asyncio.CancelledError, TimeoutError):
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        raise
-    text = err.decode(errors="replace").strip()
-    last = text.splitlines()[-1] if text else ""
-    if proc.returncode == REFUSED:
-        raise UnknownHolidays(f"hours.holidays: {last}")
-    if proc.returncode != 0:
+    child = await run_child(__name__, json.dumps(request).encode(), CHILD_TIMEOUT)
+    if child.returncode == REFUSED:
+        raise UnknownHolidays(f"hours.holidays: {child.last_line}")
+    if child.returncode != 0:
         raise StartupError(
-            f"public holidays could not be computed (exit {proc.returncode}): {last}"
+            f"public holidays could not be computed (exit {child.returncode}): "
+            f"{child.last_line or 'no output'}"
         )
-    return {date.fromisoformat(day): name for day, name in json.loads(out).items()}
+    return {date.fromisoformat(day): name for day, name in json.loads(child.out).items()}
 
 
 def years_around(year: int) -> range:
