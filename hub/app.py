@@ -167,7 +167,7 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
         ghost_prefix=config.appservice.ghost_prefix,
         domain=config.homeserver.domain,
         shop_name=config.shop.name,
-        after_message=automations.after_message,
+        after_message=(automations.after_message,),
     )
     enabled = Channels()
     if config.channels.webchat.enabled:

@@ -36,6 +36,7 @@ from hub.config.hours import (
     ScheduledConfig,
     check_timezone,
 )
+from hub.config.privacy import NewsletterConfig, PhotoConsentConfig, PrivacyConfig
 from hub.config.section import Section
 
 PLACEHOLDER_MARKER = "CHANGE_ME"
@@ -53,6 +54,9 @@ __all__ = [
     "HoursConfig",
     "MetaPageConfig",
     "MissedConfig",
+    "NewsletterConfig",
+    "PhotoConsentConfig",
+    "PrivacyConfig",
     "RepliesConfig",
     "ScheduledConfig",
     "TelegramConfig",
@@ -85,6 +89,9 @@ class HomeserverConfig(Section):
     url: AnyHttpUrl = Field(description="client-server API base URL the hub calls")
     domain: str = Field(description="the homeserver's server_name (after the colon in MXIDs)")
     request_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # An access token of a server admin (Synapse admin API): deleting refused photos from the
+    # media store, purging erased customers' rooms, deactivating their ghosts.
+    admin_token: Annotated[str, Field(min_length=16)] | None = None
 
     @field_validator("domain")
     @classmethod
@@ -234,6 +241,9 @@ class Config(Section):
     replies: RepliesConfig = Field(default_factory=RepliesConfig)
     missed: MissedConfig = Field(default_factory=MissedConfig)
     scheduled: ScheduledConfig = Field(default_factory=ScheduledConfig)
+    consent: PhotoConsentConfig = Field(default_factory=PhotoConsentConfig)
+    newsletter: NewsletterConfig = Field(default_factory=NewsletterConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

@@ -24,7 +24,7 @@ class Ingest:
         ghost_prefix: str,
         domain: str,
         shop_name: str,
-        after_message: CustomerMessageHook | None = None,
+        after_message: tuple[CustomerMessageHook, ...] = (),
     ) -> None:
         self.db = db
         self._after_message = after_message

@@ -66,9 +66,11 @@ class InboundPolicy:
     start_greeting: str | None = None  # the answer to a messenger's start command
     # How long after the customer's last message the shop may write freely (None: always).
     reply_window: timedelta | None = None
-    # The bot's answers that depend on the time (hub.scheduler.automations): greeting,
-    # holding reply, the missed-conversation check.
-    after_message: CustomerMessageHook | None = None
+    # Run in order on every customer message: the answers to the bot's questions (photo
+    # consent, newsletter opt-in: hub.consent), then the answers that depend on the time
+    # (hub.scheduler.automations: greeting, holding reply, missed-conversation check). A hook
+    # returning True took the message as an answer to the bot: the hooks after it skip it.
+    after_message: tuple[CustomerMessageHook, ...] = ()
 
 
 class CustomerMessageHook(Protocol):
@@ -79,7 +81,7 @@ class CustomerMessageHook(Protocol):
         message: Message,
         conversation: Conversation | None,  # as it was before (None: a new conversation)
         last_inbound_at: datetime,  # when the customer last wrote (this message or a later)
-    ) -> None: ...
+    ) -> bool | None: ...
 
 
 @dataclass
@@ -193,9 +195,11 @@ def store_message(
         context=context,
     )
     automatic_answers(tx, policy, msg, message)
-    if policy.after_message is not None:
-        latest = written or found.last_inbound_at or utcnow()
-        policy.after_message(tx, policy, message, found.rows[1] if found.rows else None, latest)
+    latest = written or found.last_inbound_at or utcnow()
+    before = found.rows[1] if found.rows else None
+    for hook in policy.after_message:
+        if hook(tx, policy, message, before, latest):
+            break
     return message
 
 

@@ -305,3 +305,99 @@ class MissedConversation(Base):
     message_id: Mapped[int | None] = mapped_column(BigId)  # the first unanswered message
     since: Mapped[datetime] = mapped_column()  # when it was written
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentRequest(Base):
+    """An adviser asked the customer for consent to reuse their photos (hub.consent). With
+    its images and answer it is the proof: who asked, which text (version and words), the
+    customer's answer with its message ids and time, and later a revocation."""
+
+    __tablename__ = "consent_requests"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)  # as the customer got it
+    text_version: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(255))  # the adviser's MXID
+    request_message_id: Mapped[int | None] = mapped_column(BigId)  # the bot's question
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    # pending | granted | refused | revoked (hub.consent.photo.State)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    answered_at: Mapped[datetime | None] = mapped_column()
+    answer_message_id: Mapped[int | None] = mapped_column(BigId)
+    answer_remote_id: Mapped[str | None] = mapped_column(String(255))  # the channel's id
+    answer_late: Mapped[bool] = mapped_column(default=False)  # after expires_at
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(255))  # "customer" or an MXID
+    revoke_message_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class ConsentImage(Base):
+    """An image a consent request covers; one request per image (asked once)."""
+
+    __tablename__ = "consent_images"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("consent_requests.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), unique=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64))
+    # kept | deleting | deleted: deleted everywhere the hub put it (refused or revoked)
+    status: Mapped[str] = mapped_column(String(16), default="kept")
+    deleted_at: Mapped[datetime | None] = mapped_column()
+
+
+class NewsletterOptin(Base):
+    """A customer's newsletter double opt-in on one channel identity (hub.consent.newsletter):
+    the request, both confirmations and an opt-out, each with its time and message ids."""
+
+    __tablename__ = "newsletter_optins"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("channel_identities.id", ondelete="CASCADE"), unique=True
+    )
+    # requested | confirmed_once | opted_in | opted_out | expired
+    state: Mapped[str] = mapped_column(String(16))
+    text_version: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    first_confirmed_at: Mapped[datetime | None] = mapped_column()
+    first_confirm_remote_id: Mapped[str | None] = mapped_column(String(255))
+    confirmed_at: Mapped[datetime | None] = mapped_column()
+    confirm_remote_id: Mapped[str | None] = mapped_column(String(255))
+    opted_out_at: Mapped[datetime | None] = mapped_column()
+    opt_out_remote_id: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BroadcastRecipient(Base):
+    """One customer of a `hub broadcast`: sent, or skipped and why."""
+
+    __tablename__ = "broadcast_recipients"
+    __table_args__ = (UniqueConstraint("broadcast", "identity_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    broadcast: Mapped[str] = mapped_column(String(64), index=True)  # the broadcast's id
+    template: Mapped[str] = mapped_column(String(255))
+    identity_id: Mapped[int] = mapped_column(
+        ForeignKey("channel_identities.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[int | None] = mapped_column(BigId)
+    status: Mapped[str] = mapped_column(String(16))  # queued | sent | failed | skipped
+    reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Erasure(Base):
+    """A customer erased (`hub gdpr erase`, retention): what was removed, never who."""
+
+    __tablename__ = "erasures"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))  # request | retention
+    counts: Mapped[dict[str, Any]] = mapped_column()
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -91,7 +91,7 @@ def policy(channel: str = "webchat", automations: Automations = AUTOMATIONS) -> 
         domain="shop.example",
         shop_name="Farben Müller",
         reply_window=timedelta(hours=24) if channel == "whatsapp" else None,
-        after_message=automations.after_message,
+        after_message=(automations.after_message,),
     )
 
 
