@@ -1,5 +1,5 @@
 """Command line: hub run | demo | generate-registration | check-config | migrate |
-telegram set-webhook."""
+catalog import | telegram set-webhook | hours simulate | ugc export."""
 
 from __future__ import annotations
 
@@ -162,6 +162,31 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ugc_export(args: argparse.Namespace) -> int:
+    from hub.consent.ugc_export import export_approved
+    from hub.core.media import MediaStore
+    from hub.db.engine import migrate, open_database
+
+    config = load_config(args.config)
+
+    async def go() -> Any:
+        db = open_database(config.database_url)
+        try:
+            await migrate(db)
+            return await export_approved(db, MediaStore(config.media_dir), Path(args.dir))
+        finally:
+            await db.close()
+
+    result = asyncio.run(go())
+    for problem in result.problems:
+        print(f"not exported: {problem}", file=sys.stderr)
+    print(
+        f"{args.dir}: {len(result.exported)} approved photo(s) exported with their proof"
+        + (f" ({result.removed} file(s) of the previous export removed)" if result.removed else "")
+    )
+    return 1 if result.problems else 0
+
+
 def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
     from hub.bridges.telegram.cli import set_webhook
     from hub.errors import ExternalError
@@ -255,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--adviser-replied", type=int, metavar="MINUTES", help="an adviser answered MINUTES ago"
     )
     p.set_defaults(func=cmd_hours_simulate)
+    ugc = sub.add_parser("ugc", help="photos customers agreed to share").add_subparsers(
+        dest="ugc_command", required=True
+    )
+    p = ugc.add_parser("export", help="write the approved photos and their proof into DIR")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_ugc_export)
     return parser
 
 

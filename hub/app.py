@@ -39,6 +39,8 @@ from hub.commerce.commands import CommerceCommands
 from hub.commerce.http import CommerceHttp
 from hub.commerce.service import Shop
 from hub.config import Config
+from hub.consent.deletion import PhotoDeletion
+from hub.consent.photo_flow import PhotoConsent
 from hub.core import clock
 from hub.core.bot import CommandHandler, CommandRunner, help_command
 from hub.core.commands import CommandRegistry
@@ -50,6 +52,7 @@ from hub.errors import ExternalError, StartupError
 from hub.http.pages import add_page_routes
 from hub.i18n import set_locale
 from hub.jobs.worker import Worker
+from hub.matrix.admin import HomeserverAdmin
 from hub.matrix.appservice import AppserviceApi
 from hub.matrix.client import MatrixClient, MatrixError, MatrixUnavailable
 from hub.matrix.deliver import MatrixDelivery
@@ -76,6 +79,9 @@ WORKER = web.AppKey("worker", Worker)
 AUTOMATIONS = web.AppKey("automations", Automations)
 TIMERS = web.AppKey("timers", TimerRunner)
 LISTENING = web.AppKey("listening", asyncio.Event)
+PHOTO_CONSENT = web.AppKey("photo_consent", PhotoConsent)
+# The Synapse admin API (None: homeserver.admin_token is not configured).
+ADMIN: web.AppKey[HomeserverAdmin | None] = web.AppKey("admin")
 # The public holidays' dates and names (None: none configured).
 HOLIDAYS: web.AppKey[Mapping[date, str] | None] = web.AppKey("holidays")
 
@@ -136,6 +142,19 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
         timeout=config.homeserver.request_timeout_seconds,
     )
     await check_homeserver(client, config)
+    admin = None
+    if config.homeserver.admin_token:
+        admin = HomeserverAdmin(
+            app[HTTP],
+            config.homeserver.base_url,
+            config.homeserver.admin_token,
+            timeout=config.homeserver.request_timeout_seconds,
+        )
+        try:
+            await admin.check()
+        except MatrixUnavailable as exc:
+            raise StartupError(f"homeserver.admin_token could not be checked: {exc}") from None
+    app[ADMIN] = admin
     portals = Portals(
         app[DB],
         client,
@@ -162,14 +181,21 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     deps = ChannelDeps(app[DB], app[HTTP], app[MEDIA], config.http.public_base)
     automations = app[AUTOMATIONS] = make_automations(config, app[HOLIDAYS])
+    enabled = Channels()
+    photo_consent = app[PHOTO_CONSENT] = PhotoConsent(
+        config.consent,
+        config.shop.name,
+        lambda kind: enabled.channel(kind).capabilities.buttons,
+        can_delete=app[ADMIN] is not None,
+    )
     ingest = Ingest(
         app[DB],
         ghost_prefix=config.appservice.ghost_prefix,
         domain=config.homeserver.domain,
         shop_name=config.shop.name,
-        after_message=(automations.after_message,),
+        # Answers to the bot's questions first: they are not messages to hold or greet.
+        after_message=(photo_consent.after_message, automations.after_message),
     )
-    enabled = Channels()
     if config.channels.webchat.enabled:
         enabled["webchat"] = WebchatChannel(
             deps, config.channels.webchat, app[MATRIX], ingest, config.homeserver.domain
@@ -252,6 +278,7 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     specs = [help_command(commands, config.bot.command_prefix)]
     specs += CommerceCommands(app[SHOP]).specs()
     specs += SchedulerCommands(app[AUTOMATIONS]).specs()
+    specs += app[PHOTO_CONSENT].specs()
     for channel in enabled.values():
         specs += channel.commands()
     for spec in specs:
@@ -277,8 +304,10 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
         Receipts(db, app[MATRIX], enabled, portals.is_own),
         app[SHOP],
         app[CHECKOUT],
+        deletion := PhotoDeletion(db, app[MATRIX], app[ADMIN], app[MEDIA], config.shop.name),
     )
     db.sink = job_worker  # every commit that queues jobs now reaches the worker
+    await deletion.resume()
     task = asyncio.create_task(job_worker.run(), name="job-worker")
     app[WORKER] = job_worker
     yield

@@ -47,6 +47,8 @@ class CommandContext:
     sender: str
     conversation: Conversation | None
     replies: list[Reply] = field(default_factory=list)
+    # The event the command replies to (a Matrix reply), e.g. the image of `!consent`.
+    reply_to: str | None = None
 
     def reply(self, text: str, html: str | None = None) -> None:
         self.replies.append(Reply(text, html))

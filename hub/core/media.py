@@ -68,6 +68,19 @@ class MediaStore:
     async def read(self, media_id: str) -> bytes:
         return await asyncio.to_thread(self.path(media_id).read_bytes)
 
+    async def delete(self, media_id: str) -> bool:
+        """Remove a file (refused photos, erased customers); False if it was gone already."""
+        path = self.path(media_id)
+
+        def remove() -> bool:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            return True
+
+        return await asyncio.to_thread(remove)
+
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -314,6 +314,48 @@ class LocalSynapse:
                 data = await self._json(resp, f"register {username!r}")
                 return str(data["user_id"])
 
+    async def admin_token(self, username: str = "hubadmin", password: str | None = None) -> str:
+        """An access token of a server admin, for the hub's `homeserver.admin_token`.
+
+        The admin is registered on first use and logged in on every call. Without a password
+        one is derived from the registration shared secret, so every demo start logs the same
+        user in without storing a password anywhere. Each call returns a new token; the
+        earlier ones stay valid (one device, so the admin's device list does not grow).
+        """
+        if password is None:
+            password = hmac.new(
+                self.config.registration_shared_secret.encode(),
+                b"hub admin password\x00" + username.encode(),
+                hashlib.sha256,
+            ).hexdigest()
+        mxid = await self.register_user(username, password, admin=True)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            body = {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": mxid},
+                "password": password,
+                "device_id": "HUBADMIN",
+                "initial_device_display_name": "Matrix Commerce Hub (admin API)",
+            }
+            async with http.post(f"{self.url}/_matrix/client/v3/login", json=body) as resp:
+                if resp.status == 403:
+                    # register_user leaves an existing user as it was: a password set
+                    # elsewhere is not ours to know.
+                    raise LocalSynapseError(
+                        f"{mxid} exists with another password: pass its password or choose "
+                        "another admin username"
+                    )
+                token = str((await self._json(resp, f"log {mxid} in"))["access_token"])
+            # An existing user that is not an admin would make every admin call fail later
+            # with a less obvious error.
+            check = f"{self.url}/_synapse/admin/v1/users/{mxid}/admin"
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.get(check, headers=headers) as resp:
+                if resp.status == 403:
+                    raise LocalSynapseError(f"{mxid} exists but is not a server admin")
+                await self._json(resp, f"check that {mxid} is an admin")
+        return token
+
     @staticmethod
     async def _json(resp: aiohttp.ClientResponse, doing: str) -> dict[str, Any]:
         text = await resp.text()

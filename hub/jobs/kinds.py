@@ -26,3 +26,8 @@ CHANNEL_PROFILE = "channel.profile"  # ask the channel for the customer's name; 
 # -- commerce -------------------------------------------------------------------------------
 ORDER_TO_CART = "commerce.order_to_cart"  # a WhatsApp catalogue order becomes the cart; conv
 CREATE_CHECKOUT = "commerce.checkout"  # create the payment link, then send it; conv
+
+# -- consent and privacy ----------------------------------------------------------------------
+# Delete a consent request's refused or revoked photos everywhere the hub put them (the room's
+# events redacted, the homeserver's media deleted, the hub's copy removed), then confirm; conv
+CONSENT_DELETE = "consent.delete"

@@ -101,6 +101,13 @@ def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[s
     return values
 
 
+def _reply_target(content: dict[str, Any]) -> str | None:
+    """The event a message replies to (m.in_reply_to), if any."""
+    in_reply = _object(_object(content.get("m.relates_to")).get("m.in_reply_to"))
+    target = in_reply.get("event_id")
+    return target if isinstance(target, str) else None
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -132,9 +139,13 @@ class Dispatcher:
             conversation = await self.db.read(conversations.conversation_by_room, event["room_id"])
         body = content.get("body")
         if content.get("msgtype") == "m.text" and isinstance(body, str):
+            reply_to = _reply_target(content)
+            if reply_to is not None:
+                # Older clients quote the replied-to message above the command.
+                body = strip_reply_fallback(body, None)[0]
             parsed = parse(body, self.prefix, self.commands)
             if not isinstance(parsed, NotACommand):
-                return self._command(event, conversation, parsed)
+                return self._command(event, conversation, parsed, reply_to)
         if conversation is None:
             return None
         values = outbound_values(event, conversation)
@@ -148,11 +159,20 @@ class Dispatcher:
         return finish
 
     def _command(
-        self, event: dict[str, Any], conversation: Conversation | None, parsed: Any
+        self,
+        event: dict[str, Any],
+        conversation: Conversation | None,
+        parsed: Any,
+        reply_to: str | None,
     ) -> Finish:
         def finish(tx: Tx) -> None:
             ctx = CommandContext(
-                tx, event["room_id"], event["event_id"], event["sender"], conversation
+                tx,
+                event["room_id"],
+                event["event_id"],
+                event["sender"],
+                conversation,
+                reply_to=reply_to,
             )
             self.runner.run(ctx, parsed)
 

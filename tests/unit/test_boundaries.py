@@ -37,6 +37,7 @@ PURE = [
     "hub.matrix.render",
     "hub.scheduler.hours",
     "hub.scheduler.when",
+    "hub.consent.photo",
     "hub.bridges.whatsapp.mapping",
     "hub.bridges.whatsapp.markup",
     "hub.bridges.whatsapp.errors",
