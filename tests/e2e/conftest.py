@@ -110,8 +110,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     synapse.write_config()
     await synapse.start()
     # A server admin's token: the hub deletes refused photos and erases customers with it.
-    config["homeserver"]["admin_token"] = await synapse.admin_token()
-    config_path.write_text(yaml.safe_dump(config))
+    written = yaml.safe_load(config_path.read_text())  # with the registration's tokens
+    written["homeserver"]["admin_token"] = await synapse.admin_token()
+    config_path.write_text(yaml.safe_dump(written))
     anna = await synapse.register_user("anna", PASSWORD, displayname="Anna Adviser")
     bob = await synapse.register_user("bob", PASSWORD, displayname="Bob Bystander")
     hub_url = f"http://127.0.0.1:{hub_port}"
