@@ -107,6 +107,10 @@ async def run_demo(config: Config, data_dir: Path) -> None:
     try:
         password = persistent_secret(data_dir / "adviser-password", nbytes=9)
         adviser = await synapse.register_user(ADVISER, password, displayname="Anna (adviser)")
+        # A server admin's token, so refused photos can be deleted from the media store.
+        admin_token = await synapse.admin_token()
+        homeserver = config.homeserver.model_copy(update={"admin_token": admin_token})
+        config = config.model_copy(update={"homeserver": homeserver})
         ready = asyncio.Event()
         hub_task = asyncio.create_task(serve(config, ready))
         waiter = asyncio.create_task(ready.wait())
@@ -124,7 +128,8 @@ async def run_demo(config: Config, data_dir: Path) -> None:
             "  Write in the widget on the shop page: a room appears for the adviser.\n"
             "  Type !help in that room for the bot's commands; try !p wandfarbe,\n"
             "  !cart add WF-W-10 2 and !pay (a demo catalogue is loaded), !hours and\n"
-            "  !schedule in 2min Ihre Farbe ist da!\n"
+            "  !schedule in 2min Ihre Farbe ist da! Send a photo from the widget and\n"
+            "  answer it with a reply !consent to ask the customer to reuse it.\n"
             f"  Data is kept in {data_dir} (delete it to start over). Ctrl-C stops everything.\n",
             flush=True,
         )
