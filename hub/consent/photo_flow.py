@@ -84,7 +84,10 @@ class PhotoConsent:
             raise UserError(_("That photo has been deleted."))
         earlier = rows.image_request(ctx.tx, image.id)
         if earlier is not None:
-            raise UserError(self._asked_before(earlier))
+            if earlier.state != "pending" or utcnow() <= earlier.expires_at:
+                raise UserError(self._asked_before(earlier))
+            # Asked before, never answered, expired: asked again; the new request covers it.
+            rows.release_image(ctx.tx, image.id)
         self._request(ctx, conversation, [image])
 
     def ask_all(self, ctx: CommandContext, parsed: Parsed) -> None:

@@ -350,6 +350,13 @@ async def test_what_consent_refuses(db: Database, sessions: Sessions, tmp_path: 
     assert answer.startswith("This photo was asked about in request 1 on 2026-12-04 10:00 UTC")
     # Nothing was sent for the refused commands: one question only.
     assert len(await jobs(sessions, CHANNEL_SEND)) == 1
+    # Unanswered and expired: the photo may be asked about again (a new request covers it).
+    clock.set_now(NOW + timedelta(hours=73))
+    assert await command(db, sessions, cid, "!consent", "$again", "$wamid.P1") == (
+        "✅",
+        "Asked the customer for consent to reuse 1 photo(s) (request 2, text version 1).",
+    )
+    assert len(await jobs(sessions, CHANNEL_SEND)) == 2
     # Without the admin token, asking is refused: a No could not be carried out.
     no_admin = PhotoConsent(PhotoConsentConfig(), "Farben Müller", lambda kind: True, False)
     registry: CommandRegistry[CommandHandler] = CommandRegistry()
