@@ -4,7 +4,8 @@ visitor may see of their conversation. Units of work (see hub.db.database)."""
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.sql import Executable
@@ -18,6 +19,33 @@ if TYPE_CHECKING:
 
 KIND = "webchat"
 WV = table(WebchatVisitor)
+M = table(Message)
+# What a visitor sees of the shop's messages: those sent to them (see `history`).
+VISIBLE = ("sent", "delivered", "read")
+# How many of the shop's latest messages a tapped button is looked for in.
+BUTTON_SCAN = 200
+
+
+@dataclass(frozen=True)
+class ButtonRef:
+    """A reply button the visitor was shown: the message it came with and its title."""
+
+    message_id: int
+    remote_id: str | None
+    title: str
+
+
+def buttons_of(data: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The reply buttons of an outbound message's `data` as the widget gets them, stored as
+    `{"buttons": [{"id", "title", ...}]}` (hub.db.answers.bot_message)."""
+    rows = data.get("buttons") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        return []
+    return [
+        {"id": b["id"], "title": b["title"]}
+        for b in rows
+        if isinstance(b, dict) and isinstance(b.get("id"), str) and isinstance(b.get("title"), str)
+    ]
 
 
 @statement
@@ -72,7 +100,7 @@ def history(tx: Tx, visitor_id: str, after_id: int, limit: int = 200) -> list[Me
         .where(
             Message.conversation_id == conversation.id,
             Message.id > after_id,
-            (Message.direction == "in") | (Message.status.in_(("sent", "delivered", "read"))),
+            (Message.direction == "in") | (Message.status.in_(VISIBLE)),
         )
         .order_by(Message.id)
         .limit(limit)
@@ -88,3 +116,30 @@ def shown_to_visitor(tx: Tx, message_id: int, sender_name: str | None) -> Messag
     message.sender_name = sender_name
     message.remote_id = f"out:{message_id}"
     return message
+
+
+@statement
+def _shown_with_data(dialect: str) -> Executable:
+    return (
+        select(M.c.id, M.c.remote_id, M.c.data)
+        .where(
+            M.c.conversation_id == bindparam("cid"),
+            M.c.direction == "out",
+            M.c.status.in_(VISIBLE),
+        )
+        .order_by(M.c.id.desc())
+        .limit(BUTTON_SCAN)
+    )
+
+
+def button_of(tx: Tx, visitor_id: str, button_id: str) -> ButtonRef | None:
+    """The reply button `button_id` of the newest message the shop sent to this visitor
+    that carries it; None when no message of theirs has it (a forged or stale id)."""
+    conversation = conversations.conversation_of(tx, KIND, visitor_id)
+    if conversation is None:
+        return None
+    for message_id, remote_id, data in run(tx, _shown_with_data, {"cid": conversation.id}).all():
+        for button in buttons_of(data):
+            if button["id"] == button_id:
+                return ButtonRef(message_id, remote_id, button["title"])
+    return None

@@ -43,6 +43,9 @@ async def test_malformed_bodies_are_refused_and_nothing_is_stored(
         (b'{"client_id": "x", "text": "hi"}', "client_id"),
         (b'{"client_id": "abcdefgh4", "text": "\\ud800 broken"}', "Unicode"),
         (b'{"client_id": "abcdefgh5", "text": "' + b"a" * 4001 + b'"}', "zu lang (4.001 Zeichen"),
+        # A reply button's answer: an id of a button this visitor was shown, nothing else.
+        (b'{"client_id": "abcdefgh6", "text": "Ja", "button_id": 5}', "button_id must be"),
+        (b'{"client_id": "abcdefgh7", "text": "Ja", "button_id": "consent.yes"}', "not a button"),
     ]
     for raw, expected in cases:
         status, doc = await _post(visitor.http, url, data=raw, headers=h)

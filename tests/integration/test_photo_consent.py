@@ -42,7 +42,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"photo"
 
 def consent(**config: Any) -> PhotoConsent:
     return PhotoConsent(
-        PhotoConsentConfig(**config), "Farben Müller", lambda kind: kind != "webchat", True
+        PhotoConsentConfig(**config), "Farben Müller", lambda kind: kind != "sms", True
     )
 
 
@@ -377,5 +377,5 @@ async def test_what_consent_refuses(db: Database, sessions: Sessions, tmp_path: 
 
 
 async def test_a_channel_without_buttons_gets_the_answer_words(tmp_path: Path) -> None:
-    text = consent(text="Dürfen wir {shop} …?", version="2026-12").question("webchat")
+    text = consent(text="Dürfen wir {shop} …?", version="2026-12").question("sms")
     assert text == "Dürfen wir Farben Müller …?\n\nAnswer JA or NEIN."

@@ -381,6 +381,16 @@
     ".meta.warn{color:#b45309}",
     ".linkbtn{color:inherit;font-weight:600;text-decoration:underline;text-underline-offset:2px;font-size:inherit;padding:0 2px}",
 
+    /* reply buttons under a message of the shop */
+    ".choices{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0 2px;max-width:100%}",
+    ".choices[hidden]{display:none}",
+    ".choice{min-height:36px;max-width:100%;padding:7px 14px;border-radius:18px;border:1.5px solid var(--hc-link,#1d4ed8);",
+    "background:var(--hc-bg);color:var(--hc-link,#1d4ed8);font-size:14px;font-weight:600;line-height:1.3;text-align:center;",
+    "white-space:normal;overflow-wrap:anywhere;unicode-bidi:plaintext;transition:background .15s,color .15s,opacity .15s}",
+    ".choice:hover{background:var(--hc-surface)}",
+    ".choice:active{background:var(--hc-link,#1d4ed8);color:#fff}",
+    ".choice:disabled{opacity:.5;cursor:default;background:var(--hc-bg)}",
+
     /* composer */
     ".composer{flex:none;border-top:1px solid var(--hc-border);padding:10px 10px 10px 8px;display:flex;align-items:flex-end;gap:4px;background:var(--hc-bg)}",
     ".ibtn{width:40px;height:40px;border-radius:12px;display:flex;align-items:center;justify-content:center;color:var(--hc-muted);flex:none}",
@@ -416,9 +426,10 @@
     ".composer{padding-bottom:max(10px,env(safe-area-inset-bottom))}",
     "textarea{font-size:16px}",
     ".row{max-width:86%}",
+    ".choice{min-height:40px}",
     ".drop{border-radius:0}",
     "}",
-    "@media (prefers-reduced-motion:reduce){.launcher,.launcher .ico,.panel,.row{transition:none!important;animation:none!important}}",
+    "@media (prefers-reduced-motion:reduce){.launcher,.launcher .ico,.panel,.row,.choice{transition:none!important;animation:none!important}}",
     "@media print{.launcher,.panel{display:none!important}}"
   ].join("\n");
 
@@ -738,6 +749,7 @@
     r.senderName = typeof m.sender_name === "string" ? m.sender_name : null;
     r.createdAt = parseDate(m.created_at);
     r.status = typeof m.status === "string" ? m.status : "";
+    r.buttons = r.direction === "out" ? validButtons(m.buttons) : [];
     if (r.local) { r.local = null; r.error = null; r.progress = null; r.file = null; }
     byId[r.id] = r;
     if (r.clientId) byClient[r.clientId] = r;
@@ -747,15 +759,30 @@
     if (isNew && r.direction === "out" && r.id > state.seenId) {
       if (state.open && document.visibilityState !== "hidden" && atBottom()) { state.seenId = r.id; LS.set(KEY_SEEN, r.id); sendRead(); }
       else { state.unread++; updateBadge(); }
-      if (!(opts && opts.history)) announce((r.senderName || state.title || T("adviser", "Adviser")) + ": " + (r.text || (r.media && r.media.filename) || ""));
+      if (!(opts && opts.history)) {
+        var choices = r.buttons.map(function (b) { return b.title; }).join(" / ");
+        announce((r.senderName || state.title || T("adviser", "Adviser")) + ": " + (r.text || (r.media && r.media.filename) || "") +
+          (choices ? " (" + choices + ")" : ""));
+      }
     }
     renderRecord(r);
     return r;
   }
 
+  // The reply buttons of a message of the shop: [{id, title}] (at most 10, both non-empty strings).
+  function validButtons(list) {
+    if (!Array.isArray(list)) return [];
+    var out = [];
+    for (var i = 0; i < list.length && out.length < 10; i++) {
+      var b = list[i];
+      if (b && typeof b.id === "string" && b.id && typeof b.title === "string" && b.title.trim()) out.push({ id: b.id, title: b.title });
+    }
+    return out;
+  }
+
   function addLocal(fields) {
     var r = {
-      seq: ++localSeq, id: null, clientId: uuid(), direction: "in", kind: "text", text: null, media: null,
+      seq: ++localSeq, id: null, clientId: uuid(), direction: "in", kind: "text", text: null, media: null, buttons: [],
       senderName: null, createdAt: new Date(), status: "", local: "sending", error: null, progress: null, attempt: 0
     };
     for (var k in fields) if (Object.prototype.hasOwnProperty.call(fields, k)) r[k] = fields[k];
@@ -781,7 +808,8 @@
     var m = r.media || {};
     // Images keep their <img> when an upload is confirmed (no flicker); file boxes become links.
     var pending = r.kind === "image" ? "" : (r.local ? "L" : "");
-    return [r.kind, r.text, r.previewUrl || m.url, m.filename, m.size, r.senderName, r.direction, pending].join("\u0000");
+    var buttons = (r.buttons || []).map(function (b) { return b.id + "\u0001" + b.title; }).join("\u0002");
+    return [r.kind, r.text, r.previewUrl || m.url, m.filename, m.size, r.senderName, r.direction, pending, buttons].join("\u0000");
   }
 
   function renderRecord(r) {
@@ -801,6 +829,9 @@
       else r.row.insertBefore(bubble, r.metaEl.parentNode ? r.metaEl : null);
       r.bubble = bubble;
       if (!r.metaEl.parentNode) r.row.appendChild(r.metaEl);
+      if (r.choicesEl && r.choicesEl.parentNode) r.row.removeChild(r.choicesEl);
+      r.choicesEl = r.direction === "out" && r.buttons && r.buttons.length ? buildChoices(r) : null;
+      if (r.choicesEl) r.row.insertBefore(r.choicesEl, r.metaEl);
     }
     var b = r.bubble;
     if (r.kind === "image") {
@@ -886,6 +917,48 @@
     return b;
   }
 
+  // The reply buttons under a message of the shop; shown by the layout until the customer has
+  // answered or written since (as a messenger's quick replies).
+  function buildChoices(r) {
+    var box = el("div", "choices");
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", T("reply_options", "Reply options"));
+    box.setAttribute("data-testid", "hubchat-buttons");
+    box.hidden = true;
+    r.buttons.forEach(function (b) {
+      var btn = el("button", "choice", b.title);
+      btn.type = "button";
+      btn.setAttribute("dir", "auto");
+      btn.setAttribute("data-testid", "hubchat-button");
+      btn.setAttribute("data-button-id", b.id);
+      btn.addEventListener("click", function () { choose(r, b); });
+      box.appendChild(btn);
+    });
+    return box;
+  }
+
+  function showChoices(r, on) {
+    var box = r.choicesEl;
+    if (box.hidden !== !on) box.hidden = !on;
+    if (on) Array.prototype.forEach.call(box.children, function (btn) { if (btn.disabled) btn.disabled = false; });
+  }
+
+  // A reply button tapped: its title is the customer's answer, sent with the button's id (the
+  // hub stores it as the button's answer); the buttons go once the answer is in the list.
+  function choose(r, b) {
+    var box = r.choicesEl;
+    if (!box || box.hidden || r.removed || r.id == null) return;
+    Array.prototype.forEach.call(box.children, function (btn) { btn.disabled = true; });
+    var a = addLocal({ kind: "text", text: b.title, buttonId: b.id });
+    outbox.push(a);
+    scheduleLayout(true);
+    pumpOutbox();
+    // The button is gone: keep the focus in the chat (no on-screen keyboard on touch devices).
+    var coarse = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+    var target = coarse ? ui.list : ui.input;
+    try { target.focus({ preventScroll: true }); } catch (e) { target.focus(); }
+  }
+
   function updateProgress(r) {
     if (!r.progressEl) return;
     var bar = r.progressEl.firstChild;
@@ -910,14 +983,15 @@
       meta.appendChild(icon("alert", 14));
       meta.appendChild(el("span", "", r.error || T("not_sent", "Not sent.")));
       var acts = el("span", "acts");
-      if (r.kind === "text") {
+      // A refused button answer has only "Remove": the buttons are back above it.
+      if (r.kind === "text" && !r.buttonId) {
         // The server refused this text (4xx): let the customer fix it rather than resend it unchanged.
         var edit = el("button", "linkbtn", T("edit", "Edit"));
         edit.type = "button";
         edit.setAttribute("aria-label", T("edit_label", "Edit and resend"));
         edit.addEventListener("click", function () { editRecord(r); });
         acts.appendChild(edit);
-      } else if (!r.fatal) {
+      } else if (!r.fatal && !r.buttonId) {
         var retry = el("button", "linkbtn", T("retry", "Retry"));
         retry.type = "button";
         retry.addEventListener("click", function () { retryRecord(r); });
@@ -984,6 +1058,14 @@
     var list = ui.list;
     var wasBottom = stick || atBottom();
     records.sort(compareRecords);
+    // Reply buttons: only while the customer has neither answered nor written since (a message
+    // that failed to send does not count).
+    var answered = false;
+    for (var k = records.length - 1; k >= 0; k--) {
+      var rk = records[k];
+      if (rk.direction === "in") { if (rk.local !== "failed") answered = true; }
+      else if (rk.choicesEl) showChoices(rk, !answered);
+    }
     var wanted = [list.firstChild]; // spacer
     // The welcome bubble is for new conversations: decided once the history is known, then kept.
     if (state.welcome && (welcomeRow || (state.ready && !records.some(function (r) { return r.id != null; })))) {
@@ -1295,7 +1377,9 @@
         var r = outbox[0];
         if (r.removed || r.id != null || r.local === "failed") { outbox.shift(); continue; }
         var res = null;
-        try { res = await api("POST", "/webchat/api/messages", { client_id: r.clientId, text: r.text }); } catch (e) { res = null; }
+        var body = { client_id: r.clientId, text: r.text };
+        if (r.buttonId) body.button_id = r.buttonId; // a reply button's answer (the text is its title)
+        try { res = await api("POST", "/webchat/api/messages", body); } catch (e) { res = null; }
         if (r.removed || r.id != null) { outbox.shift(); continue; } // confirmed via WebSocket meanwhile
         if (res && (res.status === 200 || res.status === 201) && res.data && res.data.message) {
           outbox.shift();

@@ -4,6 +4,10 @@ Every request is authenticated by the visitor's token (kept in the browser; only
 is stored). Input is validated before anything is written; a customer's message, text or
 file, goes the one way in (hub.core.ingest) like every channel's: stored with its Matrix
 delivery job in one transaction, deduplicated by the widget's client_id.
+
+A tapped reply button is a message POST with `button_id` (the button's id, as the
+message's `buttons` gave it): it must be a button of a message the shop sent to this
+visitor, and is stored as an "interactive" message like the other channels' taps.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[3] / "web"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_MAX_BUTTON_ID = 256  # WhatsApp's limit for a reply button's id
 _MAX_NAME = 80
 _WS_AUTH_TIMEOUT = 10.0
 # Token hash -> visitor id, remembered briefly so a message costs no extra transaction for
@@ -254,12 +259,36 @@ class WebchatApi:
         client_id = body.get("client_id")
         if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
             return _error(400, "client_id must be 8–64 characters of A–Z, a–z, 0–9, - or _")
+        remote_id = f"{visitor.visitor_id}:{client_id}"
+        if body.get("button_id") is not None:
+            return await self._tap(visitor, remote_id, body["button_id"])
         try:
             text = _clean_text(body.get("text"), self.cfg.max_text_chars)
         except ValueError as exc:
             return _error(400, str(exc))
+        return await self._store(visitor, InboundMessage(remote_id, "text", text=text))
+
+    async def _tap(self, visitor: VisitorRef, remote_id: str, button_id: object) -> web.Response:
+        """A reply button tapped: stored as the other channels store a tap, with the title
+        the shop gave the button (the widget's `text` is only its echo) and as an answer to
+        the message that carried it."""
+        if not isinstance(button_id, str) or not 0 < len(button_id) <= _MAX_BUTTON_ID:
+            log.info("webchat: visitor %s sent a malformed button_id", visitor.visitor_id)
+            return _error(400, f"button_id must be a string of 1–{_MAX_BUTTON_ID} characters")
+        button = await self.db.read(webchat.button_of, visitor.visitor_id, button_id)
+        if button is None:
+            log.warning(
+                "webchat: visitor %s sent button_id %r, a button of no message of theirs",
+                visitor.visitor_id,
+                button_id[:80],
+            )
+            return _error(400, "button_id is not a button of a message of this conversation")
         inbound = InboundMessage(
-            remote_id=f"{visitor.visitor_id}:{client_id}", kind="text", text=text
+            remote_id,
+            "interactive",
+            text=button.title,
+            reply_to_remote_id=button.remote_id,
+            data={"id": button_id, "title": button.title},
         )
         return await self._store(visitor, inbound)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.bridges.base import Channel, ChannelDeps
+from hub.bridges.base import Capabilities, Channel, ChannelDeps
 from hub.config import WebchatConfig
 from hub.core.ingest import Ingest
 from hub.core.types import OutboundMessage
@@ -28,7 +28,9 @@ KIND = webchat.KIND
 
 
 def message_json(msg: Message, public_base: str) -> dict[str, Any]:
-    """The widget's view of a message (see web/static/widget.js)."""
+    """The widget's view of a message (see web/static/widget.js). `buttons`: the reply
+    buttons of the shop's message, `[{"id", "title"}]` (empty for every other message); a
+    tap is posted back with the button's id (hub.bridges.webchat.api)."""
     media = None
     if msg.media and msg.media.get("media_id"):
         m = msg.media
@@ -51,6 +53,7 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
         "created_at": msg.created_at.isoformat(),
         "client_id": client_id,
         "status": msg.status,
+        "buttons": webchat.buttons_of(msg.data) if msg.direction == "out" else [],
     }
 
 
@@ -58,6 +61,9 @@ class WebchatChannel(Channel):
     kind = KIND
     code = "web"
     label = N_("Web chat")  # shown with _() (hub.matrix.portal)
+    # The widget shows a bot message's reply buttons under it; a tap comes back as an
+    # "interactive" message (hub.bridges.webchat.api).
+    capabilities = Capabilities(buttons=True)
 
     def __init__(
         self,

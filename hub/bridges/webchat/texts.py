@@ -31,6 +31,8 @@ WIDGET_TEXTS: Mapping[str, str] = {
     "send_message": N_("Send message"),
     "send": N_("Send"),
     "drop": N_("Drop files to send"),
+    # the reply buttons under a message of the shop (a group of buttons, for screen readers)
+    "reply_options": N_("Reply options"),
     # files in the conversation
     "open_image": N_("Open image {name} in a new tab"),
     "image": N_("Image"),
