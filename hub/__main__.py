@@ -1,5 +1,5 @@
 """Command line: hub run | demo | generate-registration | check-config | migrate |
-catalog import | telegram set-webhook | hours simulate | ugc export."""
+catalog import | telegram set-webhook | hours simulate | ugc export | gdpr export|erase."""
 
 from __future__ import annotations
 
@@ -233,6 +233,8 @@ def cmd_hours_simulate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hub.consent.gdpr_cli import add_gdpr_parser
+
     parser = argparse.ArgumentParser(prog="hub", description="Matrix commerce hub")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the hub")
@@ -287,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_ugc_export)
+    add_gdpr_parser(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ from hub.commerce.http import CommerceHttp
 from hub.commerce.service import Shop
 from hub.config import Config
 from hub.consent.deletion import PhotoDeletion
+from hub.consent.erasure import erase_inactive
 from hub.consent.photo_flow import PhotoConsent
 from hub.core import clock
 from hub.core.bot import CommandHandler, CommandRunner, help_command
@@ -319,8 +320,15 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
 
 
 async def timer_alarms(app: web.Application) -> AsyncIterator[None]:
-    runner = TimerRunner(app[DB], app[AUTOMATIONS], app[CONFIG].scheduled.sweep_seconds)
+    config = app[CONFIG]
+    runner = TimerRunner(app[DB], app[AUTOMATIONS], config.scheduled.sweep_seconds)
     await runner.start()
+    if config.privacy.retention_days:
+
+        async def retention() -> int:
+            return await erase_inactive(app[DB], app[ADMIN], app[MEDIA], config, clock.now())
+
+        runner.every_day("privacy:retention", retention)
     app[TIMERS] = runner
     yield
     await runner.stop()

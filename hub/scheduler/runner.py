@@ -16,6 +16,7 @@ staging hub, so an alarm rings at `due − offset`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -57,6 +58,19 @@ class TimerRunner:
             max_instances=1,
         )
         log.info("timers: %d pending armed", len(pending))
+
+    def every_day(self, job_id: str, work: Callable[[], Awaitable[object]]) -> None:
+        """Housekeeping once a day (retention), first a few minutes after start so a
+        restart loop does not run it over and over at once."""
+        self._scheduler.add_job(
+            work,
+            "interval",
+            days=1,
+            id=job_id,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC) + timedelta(minutes=5),
+        )
 
     async def stop(self) -> None:
         self._db.timer_sink = None
