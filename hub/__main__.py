@@ -1,5 +1,6 @@
 """Command line: hub run | demo | generate-registration | check-config | migrate |
-catalog import | telegram set-webhook | hours simulate | ugc export | gdpr export|erase."""
+catalog import | telegram set-webhook | hours simulate | ugc export | gdpr export|erase |
+broadcast."""
 
 from __future__ import annotations
 
@@ -233,6 +234,7 @@ def cmd_hours_simulate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hub.consent.broadcast import add_broadcast_parser
     from hub.consent.gdpr_cli import add_gdpr_parser
 
     parser = argparse.ArgumentParser(prog="hub", description="Matrix commerce hub")
@@ -290,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_ugc_export)
     add_gdpr_parser(sub)
+    add_broadcast_parser(sub)
     return parser
 
 

@@ -41,6 +41,7 @@ from hub.commerce.service import Shop
 from hub.config import Config
 from hub.consent.deletion import PhotoDeletion
 from hub.consent.erasure import erase_inactive
+from hub.consent.newsletter_flow import Newsletter
 from hub.consent.photo_flow import PhotoConsent
 from hub.core import clock
 from hub.core.bot import CommandHandler, CommandRunner, help_command
@@ -81,6 +82,7 @@ AUTOMATIONS = web.AppKey("automations", Automations)
 TIMERS = web.AppKey("timers", TimerRunner)
 LISTENING = web.AppKey("listening", asyncio.Event)
 PHOTO_CONSENT = web.AppKey("photo_consent", PhotoConsent)
+NEWSLETTER = web.AppKey("newsletter", Newsletter)
 # The Synapse admin API (None: homeserver.admin_token is not configured).
 ADMIN: web.AppKey[HomeserverAdmin | None] = web.AppKey("admin")
 # The public holidays' dates and names (None: none configured).
@@ -189,13 +191,23 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
         lambda kind: enabled.channel(kind).capabilities.buttons,
         can_delete=app[ADMIN] is not None,
     )
+    newsletter = app[NEWSLETTER] = Newsletter(
+        config.newsletter,
+        config.shop,
+        lambda kind: enabled.channel(kind).capabilities.buttons,
+        lambda kind: enabled.channel(kind).label,
+    )
     ingest = Ingest(
         app[DB],
         ghost_prefix=config.appservice.ghost_prefix,
         domain=config.homeserver.domain,
         shop_name=config.shop.name,
         # Answers to the bot's questions first: they are not messages to hold or greet.
-        after_message=(photo_consent.after_message, automations.after_message),
+        after_message=(
+            photo_consent.after_message,
+            newsletter.after_message,
+            automations.after_message,
+        ),
     )
     if config.channels.webchat.enabled:
         enabled["webchat"] = WebchatChannel(
@@ -280,6 +292,7 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     specs += CommerceCommands(app[SHOP]).specs()
     specs += SchedulerCommands(app[AUTOMATIONS]).specs()
     specs += app[PHOTO_CONSENT].specs()
+    specs += app[NEWSLETTER].specs()
     for channel in enabled.values():
         specs += channel.commands()
     for spec in specs:

@@ -38,6 +38,8 @@ PURE = [
     "hub.scheduler.hours",
     "hub.scheduler.when",
     "hub.consent.photo",
+    "hub.consent.newsletter",
+    "hub.consent.gdpr",
     "hub.bridges.whatsapp.mapping",
     "hub.bridges.whatsapp.markup",
     "hub.bridges.whatsapp.errors",
