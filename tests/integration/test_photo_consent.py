@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.bridges.webchat.channel import message_json
 from hub.config.privacy import PhotoConsentConfig
 from hub.consent.photo import button_id
 from hub.consent.photo_flow import PhotoConsent
@@ -237,6 +238,10 @@ async def test_no_by_word_refuses_and_queues_the_deletion(
         assert gone is not None and gone.media is None and gone.data == {"deleted": "consent"}
     result = await export_approved(db, MediaStore(tmp_path / "media"), tmp_path / "ugc")
     assert result.exported == []
+    # A web chat visitor sees that the photo is gone (not an empty bubble).
+    assert gone is not None
+    shown = message_json(gone, "https://shop.example")
+    assert (shown["kind"], shown["text"], shown["media"]) == ("text", "🗑 Photo deleted", None)
 
 
 async def test_a_word_counts_only_while_the_consent_question_is_open(

@@ -19,7 +19,7 @@ from hub.core.types import OutboundMessage
 from hub.db import webchat
 from hub.db.models import Message
 from hub.errors import ExternalError
-from hub.i18n import N_
+from hub.i18n import N_, _
 from hub.matrix.client import MatrixClient
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,18 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
             "mimetype": m["mimetype"],
             "size": m["size"],
         }
+    kind, text = msg.kind, msg.text
+    if (msg.data or {}).get("deleted"):
+        # A photo refused or withdrawn (hub.consent): the visitor sees that it is gone.
+        kind, text = "text", _("🗑 Photo deleted")
     client_id = None
     if msg.direction == "in" and msg.remote_id and ":" in msg.remote_id:
         client_id = msg.remote_id.split(":", 1)[1]
     return {
         "id": msg.id,
         "direction": msg.direction,
-        "kind": msg.kind,
-        "text": msg.text,
+        "kind": kind,
+        "text": text,
         "media": media,
         "sender_name": msg.sender_name if msg.direction == "out" else None,
         "created_at": msg.created_at.isoformat(),
