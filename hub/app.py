@@ -22,7 +22,7 @@ import importlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import aiohttp
@@ -82,6 +82,7 @@ AUTOMATIONS = web.AppKey("automations", Automations)
 TIMERS = web.AppKey("timers", TimerRunner)
 LISTENING = web.AppKey("listening", asyncio.Event)
 PHOTO_CONSENT = web.AppKey("photo_consent", PhotoConsent)
+DELETION = web.AppKey("deletion", PhotoDeletion)
 NEWSLETTER = web.AppKey("newsletter", Newsletter)
 # The Synapse admin API (None: homeserver.admin_token is not configured).
 ADMIN: web.AppKey[HomeserverAdmin | None] = web.AppKey("admin")
@@ -297,6 +298,9 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
         specs += channel.commands()
     for spec in specs:
         commands.register(spec)
+    app[DELETION] = PhotoDeletion(
+        db, app[MATRIX], app[ADMIN], app[MEDIA], config.shop.name, config.homeserver.domain
+    )
     job_worker = Worker(db, config.outbox)
     job_worker.register_handlers(
         MatrixDelivery(db, app[MATRIX], portals, enabled, app[MEDIA]),
@@ -318,10 +322,10 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
         Receipts(db, app[MATRIX], enabled, portals.is_own),
         app[SHOP],
         app[CHECKOUT],
-        deletion := PhotoDeletion(db, app[MATRIX], app[ADMIN], app[MEDIA], config.shop.name),
+        app[DELETION],
     )
     db.sink = job_worker  # every commit that queues jobs now reaches the worker
-    await deletion.resume()
+    await app[DELETION].resume()
     task = asyncio.create_task(job_worker.run(), name="job-worker")
     app[WORKER] = job_worker
     yield
@@ -336,12 +340,13 @@ async def timer_alarms(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     runner = TimerRunner(app[DB], app[AUTOMATIONS], config.scheduled.sweep_seconds)
     await runner.start()
+    runner.every("consent:resume", app[DELETION].resume, timedelta(hours=1))
     if config.privacy.retention_days:
 
         async def retention() -> int:
             return await erase_inactive(app[DB], app[ADMIN], app[MEDIA], config, clock.now())
 
-        runner.every_day("privacy:retention", retention)
+        runner.every("privacy:retention", retention, timedelta(days=1))
     app[TIMERS] = runner
     yield
     await runner.stop()

@@ -66,8 +66,8 @@ class ChannelSender:
         if found is None:
             raise PermanentFailure(_("message no longer exists (erased?)"))
         msg, conversation, identity = found.message, found.conversation, found.identity
-        if msg.status in ("sent", "delivered", "read"):
-            return None
+        if msg.status in ("sent", "delivered", "read", "cancelled"):
+            return None  # sent before this attempt, or cancelled (hub.db.newsletter)
         channel = self.channels.channel(identity.channel)
         reply_remote = found.target.remote_id if found.target else None
         out = await self._outbound(msg, identity, reply_remote, conversation.last_inbound_at)

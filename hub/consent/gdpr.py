@@ -159,7 +159,7 @@ def parse_customer(text: str, *, domain: str, ghost_prefix: str, alias_prefix: s
     prefix = prefix.strip().lower()
     rest = rest.strip()
     if colon and prefix == "customer":
-        if not rest.isdigit():
+        if not _row_id(rest):
             raise CustomerNameError(f"{raw!r}: customer: needs a number, e.g. customer:42")
         return ByCustomer(int(rest))
     if colon and prefix == "tel":
@@ -182,6 +182,12 @@ def parse_customer(text: str, *, domain: str, ghost_prefix: str, alias_prefix: s
             f"Give {FORMS}"
         )
     raise CustomerNameError(f"{raw!r} names no customer; give {FORMS}")
+
+
+def _row_id(text: str) -> bool:
+    """A database row id: ASCII digits ("²" is a digit to str.isdigit, not to int) that fit
+    a BIGINT."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def _matrix_id(raw: str) -> str | None:
@@ -218,7 +224,7 @@ def _from_matrix_id(mid: str, domain: str, ghost_prefix: str, alias_prefix: str)
         raise CustomerNameError(f"{mid}: not of this homeserver ({domain})")
     if sigil == "#":
         number = localpart[len(alias_prefix) :]
-        if not localpart.startswith(alias_prefix) or not number.isdigit():
+        if not localpart.startswith(alias_prefix) or not _row_id(number):
             raise CustomerNameError(
                 f"{mid}: not a portal's alias (they look like #{alias_prefix}42:{domain}); "
                 "give the room id or the customer's ghost instead"

@@ -34,6 +34,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from hub.consent import questions
+
 BUTTON_PREFIX = "optin"
 QUESTION_KIND = "optin"  # conversation.meta["question"]["kind"] while our question is open
 # A second "yes" this soon after the first is the same answer sent twice, not a confirmation.
@@ -289,11 +291,8 @@ def classify(
 
 
 def question_is_ours(meta: Mapping[str, Any] | None, row_id: int | None = None) -> bool:
-    """The conversation's newest question is the opt-in's (of row `row_id`, if given)."""
-    question = (meta or {}).get("question")
-    if not isinstance(question, Mapping) or question.get("kind") != QUESTION_KIND:
-        return False
-    return row_id is None or question.get("id") == row_id
+    """The conversation's newest open question is the opt-in's (of row `row_id`, if given)."""
+    return questions.is_newest(meta, QUESTION_KIND, row_id)
 
 
 # -- broadcasts -----------------------------------------------------------------------------

@@ -8,10 +8,10 @@ has them; elsewhere their titles are written out and the words work), the room's
 the conversation's open question.
 
 Questions of several features (photo consent asks Yes/No too): the feature asking a
-question sets `meta["question"] = {"kind": "optin", "id": <row id>}`; a typed "yes" counts
-for the newest question only, while a button names its request itself. Stop words count
-always. When our question is answered (or found no longer valid) it is cleared, unless a
-newer question of another feature took its place.
+question is added to the conversation's open questions (hub.consent.questions); a typed
+"yes" counts for the newest open question only, while a button names its request itself.
+Stop words count always. When our question is answered (or found no longer valid) it leaves
+the list, and an older question of another feature is the newest again.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_datetime
 
 from hub.config import NewsletterConfig, ShopConfig
+from hub.consent import questions
 from hub.consent.newsletter import (
     OPEN,
     QUESTION_KIND,
@@ -131,6 +132,14 @@ class Newsletter:
         )
         if not outcome.taken:
             return None
+        if answer.event is Event.STOP:
+            cancelled = newsletter.cancel_queued(tx, identity_id)
+            if cancelled:
+                log.info(
+                    "conversation %s: opted out, %d queued broadcast message(s) cancelled",
+                    message.conversation_id,
+                    cancelled,
+                )
         self._apply(
             tx,
             row,
@@ -293,13 +302,13 @@ class Newsletter:
             notices.conversation_notice(
                 tx, conversation_id, note, f"optin-note:{row.id}:{outcome.note}:{key}"
             )
-        if outcome.question:
-            question = {"kind": QUESTION_KIND, "id": row.id}
-            conversations.set_meta(tx, conversation_id, question=question)
-        elif outcome.question is False:
+        if outcome.question is not None:
             found = conversations.conversation(tx, conversation_id)
-            if found is not None and question_is_ours(found.meta, row.id):
-                conversations.set_meta(tx, conversation_id, question=None)
+            meta = found.meta if found is not None else None
+            change = questions.asked if outcome.question else questions.answered
+            conversations.set_meta(
+                tx, conversation_id, **{questions.KEY: change(meta, QUESTION_KIND, row.id)}
+            )
         return text
 
     # -- texts --------------------------------------------------------------------------

@@ -105,6 +105,8 @@ def button_answer(button: str | None) -> tuple[Answer, int] | None:
     if not button or not button.startswith(BUTTON_PREFIX):
         return None
     given, _, number = button[len(BUTTON_PREFIX) :].partition(".")
-    if given not in ("yes", "no") or not number.isdigit() or len(number) > 18:
+    if given not in ("yes", "no") or not (number.isascii() and number.isdigit()):
+        return None
+    if len(number) > 18:
         return None
     return ("yes" if given == "yes" else "no"), int(number)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hub.config.privacy import PhotoConsentConfig
-from hub.consent import photo
+from hub.consent import photo, questions
 from hub.consent.photo import Outcome, State
 from hub.core.bot import CommandContext, CommandHandler
 from hub.core.commands import CommandSpec, ParsedCommand
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from hub.db.inbound import InboundPolicy
 
 Parsed = ParsedCommand[CommandHandler]
-QUESTION = "consent"  # conversation.meta["question"]["kind"] while a request is open
+QUESTION = "consent"  # its kind among the open questions (hub.consent.questions)
 GRANTED_MARK, REFUSED_MARK = "✅", "🚫"
 
 
@@ -84,10 +84,9 @@ class PhotoConsent:
             raise UserError(_("That photo has been deleted."))
         earlier = rows.image_request(ctx.tx, image.id)
         if earlier is not None:
-            if earlier.state != "pending" or utcnow() <= earlier.expires_at:
-                raise UserError(self._asked_before(earlier))
-            # Asked before, never answered, expired: asked again; the new request covers it.
-            rows.release_image(ctx.tx, image.id)
+            # Once per photo: the request that covers it is its proof, and a late answer to
+            # it still counts (moving the photo to a new request would orphan that answer).
+            raise UserError(self._asked_before(earlier))
         self._request(ctx, conversation, [image])
 
     def ask_all(self, ctx: CommandContext, parsed: Parsed) -> None:
@@ -162,7 +161,16 @@ class PhotoConsent:
             data={"buttons": buttons, "consent_request": request.id},
         )
         request.request_message_id = message.id if message else None
-        conversations.set_meta(tx, conversation.id, question={"kind": QUESTION, "id": request.id})
+        open_now = conversations.conversation(tx, conversation.id)
+        conversations.set_meta(
+            tx,
+            conversation.id,
+            **{
+                questions.KEY: questions.asked(
+                    open_now.meta if open_now else None, QUESTION, request.id
+                )
+            },
+        )
         ctx.reply(
             _(
                 "Asked the customer for consent to reuse {count} photo(s) "
@@ -179,7 +187,11 @@ class PhotoConsent:
         text = text.replace("{shop}", self.shop_name).replace(
             "{revoke}", self.config.revoke_words[0].upper()
         )
-        if not self.has_buttons(channel):
+        try:
+            buttons = self.has_buttons(channel)
+        except LookupError:  # the channel was disabled since: the words work anyway
+            buttons = False
+        if not buttons:
             text += "\n\n" + _("Answer {yes} or {no}.").format(
                 yes=self.config.yes_words[0].upper(), no=self.config.no_words[0].upper()
             )
@@ -282,13 +294,13 @@ class PhotoConsent:
             found = rows.requests_of(tx, conversation.id, ("pending", "granted"))
             changed = [r for r in found if self._revoke(tx, r, "customer", message, conversation)]
             return bool(changed) or None
-        question = (conversation.meta or {}).get("question") or {}
-        if question.get("kind") != QUESTION:
+        question = questions.newest(conversation.meta)
+        if question is None or question["kind"] != QUESTION:
             return None
         word = photo.word_answer(message.text, self.config.yes_words, self.config.no_words)
         if word is None:
             return None
-        request = rows.request_in(tx, int(question.get("id", 0)), conversation.id)
+        request = rows.request_in(tx, int(question["id"]), conversation.id)
         if request is None:
             return None
         self._answer(tx, request, word, message, conversation)
@@ -411,9 +423,13 @@ class PhotoConsent:
 
     @staticmethod
     def _close_question(tx: Tx, conversation: Conversation, request: ConsentRequest) -> None:
-        question = (conversation.meta or {}).get("question") or {}
-        if question.get("kind") == QUESTION and question.get("id") == request.id:
-            conversations.set_meta(tx, conversation.id, question=None)
+        found = conversations.conversation(tx, conversation.id)
+        meta = found.meta if found is not None else None
+        if any(
+            q["kind"] == QUESTION and q["id"] == request.id for q in questions.open_questions(meta)
+        ):
+            remaining = questions.answered(meta, QUESTION, request.id)
+            conversations.set_meta(tx, conversation.id, **{questions.KEY: remaining})
 
 
 def enqueue_deletion(tx: Tx, request_id: int, conversation_id: int, attempt: int = 0) -> None:

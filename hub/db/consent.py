@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, select, update
 
 from hub.db.models import (
     ChannelIdentity,
@@ -47,11 +47,6 @@ def image_request(tx: Tx, message_id: int) -> ConsentRequest | None:
         .join(ConsentImage, ConsentImage.request_id == ConsentRequest.id)
         .where(ConsentImage.message_id == message_id)
     ).first()
-
-
-def release_image(tx: Tx, message_id: int) -> None:
-    """An image of an expired, unanswered request, about to be asked again."""
-    tx.orm.execute(delete(ConsentImage).where(ConsentImage.message_id == message_id))
 
 
 def images_not_asked(tx: Tx, conversation_id: int) -> list[Message]:

@@ -46,3 +46,12 @@ def record_file(
     }
     update_message(tx, message_id, media=media)
     return media
+
+
+def set_mxc(tx: Tx, media_id: str, mxc: str) -> None:
+    """The homeserver's copy of a file, recorded as soon as it is uploaded: a retried
+    delivery reuses it instead of uploading a second copy that nothing would know of (and so
+    nothing could delete: refused photos, erased customers)."""
+    row = tx.orm.get(MediaFile, media_id)
+    if row is not None and row.mxc_uri is None:
+        row.mxc_uri = mxc

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from hub.db.database import Tx
 
 QUEUED, SENT, FAILED, SKIPPED = "queued", "sent", "failed", "skipped"
+CANCELLED = "cancelled"  # a message's status: never to be sent (the customer opted out)
 _SENT_STATUSES = ("sent", "delivered", "read")
 
 
@@ -352,3 +353,26 @@ def oldest_due(tx: Tx, broadcast: str) -> datetime | None:
         OutboxItem.ordering_key == broadcast_key(broadcast), OutboxItem.status == "pending"
     )
     return tx.orm.scalar(query)
+
+
+def cancel_queued(tx: Tx, identity_id: int) -> int:
+    """A customer who opted out gets nothing a broadcast queued before: its messages not yet
+    sent are cancelled (the send job finds them so and sends nothing) and the customer is
+    recorded as skipped. How many."""
+    queued = tx.orm.scalars(
+        select(BroadcastRecipient).where(
+            BroadcastRecipient.identity_id == identity_id,
+            BroadcastRecipient.status == QUEUED,
+        )
+    ).all()
+    cancelled = 0
+    for recipient in queued:
+        message = tx.orm.get(Message, recipient.message_id) if recipient.message_id else None
+        if message is not None and message.status != "pending":
+            continue  # on its way or sent already: the progress counts it as such
+        if message is not None:
+            message.status = CANCELLED
+        recipient.status, recipient.reason = SKIPPED, Skip.OPTED_OUT.value
+        cancelled += 1
+    tx.orm.flush()
+    return cancelled

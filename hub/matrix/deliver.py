@@ -153,6 +153,7 @@ class MatrixDelivery:
             return media_id, row.mxc_uri
         data = await self.store.read(media_id)
         mxc = await self.matrix.upload(data, row.mimetype, row.filename, as_user=ghost)
+        await self.db.write(media.set_mxc, media_id, mxc)
         return media_id, mxc
 
     @handles(kinds.MATRIX_SEND)

@@ -59,13 +59,15 @@ class TimerRunner:
         )
         log.info("timers: %d pending armed", len(pending))
 
-    def every_day(self, job_id: str, work: Callable[[], Awaitable[object]]) -> None:
-        """Housekeeping once a day (retention), first a few minutes after start so a
-        restart loop does not run it over and over at once."""
+    def every(
+        self, job_id: str, work: Callable[[], Awaitable[object]], interval: timedelta
+    ) -> None:
+        """Housekeeping at an interval (retention, resumed deletions), first a few minutes
+        after start so a restart loop does not run it over and over at once."""
         self._scheduler.add_job(
             work,
             "interval",
-            days=1,
+            seconds=interval.total_seconds(),
             id=job_id,
             coalesce=True,
             max_instances=1,

@@ -18,6 +18,9 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.config import ShopConfig
+from hub.config.privacy import NewsletterConfig
+from hub.consent.newsletter_flow import Newsletter
 from hub.core.types import Envelope, InboundMessage, Sender
 from hub.db import inbound, outbound
 from hub.db.database import Database
@@ -306,3 +309,34 @@ async def test_ctrl_c_stops_watching_and_leaves_the_queue_to_the_hub(
         "progress again and sends nothing twice."
     ) in err
     assert [job.status for _, job in await template_sends(sessions)] == ["pending", "pending"]
+
+
+async def test_stop_cancels_what_a_broadcast_queued_for_the_customer(
+    db: Database, db_url: str, sessions: Sessions, tmp_path: Path
+) -> None:
+    people = await audience(db)
+    config = write_config(tmp_path, db_url)
+    assert hub(config, "--template", "newsletter_dec", "--param", "X", "--no-wait").returncode == 0
+    # Ana writes STOP while her template still waits for its turn in the queue.
+    flow = Newsletter(
+        NewsletterConfig(), ShopConfig(name="Shop"), lambda kind: True, lambda kind: kind
+    )
+    policy = InboundPolicy(
+        "whatsapp",
+        "wh",
+        "WhatsApp",
+        "customer_",
+        "shop.example",
+        "Shop",
+        after_message=(flow.after_message,),
+    )
+    stop = Envelope(
+        Sender("whatsapp", "4915100000001", "ana"), InboundMessage("stop.1", "text", text="STOP")
+    )
+    await db.write(inbound.store_events, policy, [stop])
+    rows = await recipients(sessions)
+    assert (rows[people["ana"]].status, rows[people["ana"]].reason) == ("skipped", "opted_out")
+    assert rows[people["bo"]].status == "queued"
+    statuses = {m.id: m.status for m, _job in await template_sends(sessions)}
+    assert statuses[rows[people["ana"]].message_id] == "cancelled"
+    assert statuses[rows[people["bo"]].message_id] == "pending"

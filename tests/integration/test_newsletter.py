@@ -160,7 +160,8 @@ async def question(sessions: Sessions, cid: int) -> Any:
     async with sessions() as s:
         conversation = await s.get(Conversation, cid)
         assert conversation is not None
-        return (conversation.meta or {}).get("question")
+        open_now = (conversation.meta or {}).get("questions") or []
+        return open_now[-1] if open_now else None
 
 
 def button(message: Message) -> dict[str, Any]:
@@ -270,7 +271,8 @@ async def test_a_yes_to_no_question_or_to_another_features_question_is_not_taken
     cid = await says(db, "ja", "wamid.1")
     await command(db, sessions, cid, "!optin", "$c1")
     # The photo consent asked later: the newest question is its own.
-    await db.write(conversations.set_meta, cid, question={"kind": "consent", "id": 9})
+    optin_q = {"kind": "optin", "id": (await optin_row(sessions)).id}
+    await db.write(conversations.set_meta, cid, questions=[optin_q, {"kind": "consent", "id": 9}])
     await says(db, "ja", "wamid.2")
     assert (await optin_row(sessions)).state == "requested"
     assert LATER.seen == ["ja", "ja"]
@@ -278,7 +280,7 @@ async def test_a_yes_to_no_question_or_to_another_features_question_is_not_taken
     [request] = await to_customer(sessions, cid)
     await taps(db, button(request), "wamid.3")
     assert (await optin_row(sessions)).state == "confirmed_once"
-    # Our question is set again (the second one is open), replacing the photo consent's.
+    # Our (second) question is the newest again; the photo consent's stays open behind it.
     assert await question(sessions, cid) == {"kind": "optin", "id": (await optin_row(sessions)).id}
 
 
@@ -287,7 +289,8 @@ async def test_answering_clears_only_our_own_question(db: Database, sessions: Se
     await command(db, sessions, cid, "!optin", "$c1")
     [request] = await to_customer(sessions, cid)
     await taps(db, button(request), "wamid.2")
-    await db.write(conversations.set_meta, cid, question={"kind": "consent", "id": 9})
+    optin_q = {"kind": "optin", "id": (await optin_row(sessions)).id}
+    await db.write(conversations.set_meta, cid, questions=[optin_q, {"kind": "consent", "id": 9}])
     forward(minutes=1)
     second = (await to_customer(sessions, cid))[-1]
     await taps(db, button(second), "wamid.3")

@@ -198,7 +198,7 @@ async def test_asking_as_a_reply_then_yes_by_button_is_stored_as_proof(
     assert thanks.text is not None and thanks.text.startswith("Thank you! We may show your photos.")
     async with sessions() as s:
         conv = await s.get(Conversation, cid)
-        assert conv is not None and (conv.meta or {}).get("question") is None
+        assert conv is not None and (conv.meta or {}).get("questions") == []
 
     # Export: the photo and its proof.
     result = await export_approved(db, MediaStore(tmp_path / "media"), tmp_path / "ugc")
@@ -355,13 +355,11 @@ async def test_what_consent_refuses(db: Database, sessions: Sessions, tmp_path: 
     assert answer.startswith("This photo was asked about in request 1 on 2026-12-04 10:00 UTC")
     # Nothing was sent for the refused commands: one question only.
     assert len(await jobs(sessions, CHANNEL_SEND)) == 1
-    # Unanswered and expired: the photo may be asked about again (a new request covers it).
+    # Unanswered and expired: still the same request (a late answer counts), not asked again.
     clock.set_now(NOW + timedelta(hours=73))
-    assert await command(db, sessions, cid, "!consent", "$again", "$wamid.P1") == (
-        "✅",
-        "Asked the customer for consent to reuse 1 photo(s) (request 2, text version 1).",
-    )
-    assert len(await jobs(sessions, CHANNEL_SEND)) == 2
+    outcome, answer = await command(db, sessions, cid, "!consent", "$again", "$wamid.P1")
+    assert outcome == "⛔" and answer.startswith("This photo was asked about in request 1")
+    assert len(await jobs(sessions, CHANNEL_SEND)) == 1
     # Without the admin token, asking is refused: a No could not be carried out.
     no_admin = PhotoConsent(PhotoConsentConfig(), "Farben Müller", lambda kind: True, False)
     registry: CommandRegistry[CommandHandler] = CommandRegistry()
@@ -384,3 +382,55 @@ async def test_what_consent_refuses(db: Database, sessions: Sessions, tmp_path: 
 async def test_a_channel_without_buttons_gets_the_answer_words(tmp_path: Path) -> None:
     text = consent(text="Dürfen wir {shop} …?", version="2026-12").question("sms")
     assert text == "Dürfen wir Farben Müller …?\n\nAnswer JA or NEIN."
+
+
+async def test_a_typed_yes_goes_to_the_newest_question_and_the_older_one_stays_open(
+    db: Database, sessions: Sessions, tmp_path: Path
+) -> None:
+    """The newsletter asked first, the photo consent second: "ja" answers the photo; the next
+    "ja" the newsletter, whose question is open again."""
+    from hub.config import ShopConfig
+    from hub.config.privacy import NewsletterConfig
+    from hub.consent.newsletter_flow import Newsletter
+    from hub.db.models import NewsletterOptin
+
+    newsletter = Newsletter(
+        NewsletterConfig(), ShopConfig(name="Farben Müller"), lambda kind: True, lambda k: k
+    )
+    both = InboundPolicy(
+        channel=ANA.channel,
+        code="wa",
+        label="WhatsApp",
+        ghost_prefix="customer_",
+        domain="shop.example",
+        shop_name="Farben Müller",
+        after_message=(CONSENT.after_message, newsletter.after_message),
+    )
+
+    async def says(text: str, n: str) -> None:
+        envelope = Envelope(ANA, InboundMessage(n, "text", text=text))
+        await db.write(inbound.store_events, both, [envelope])
+
+    photo = await image(db, tmp_path, "wamid.P1")
+    cid = photo.conversation_id
+    registry: CommandRegistry[CommandHandler] = CommandRegistry()
+    for spec in newsletter.specs():
+        registry.register(spec)
+
+    def optin(tx: Tx) -> None:
+        result = parse("!optin", "!", registry)
+        assert not isinstance(result, NotACommand)
+        ctx = CommandContext(tx, ROOM, "$o1", ADVISER, conversations.conversation(tx, cid))
+        CommandRunner(registry, [ADVISER]).run(ctx, result)
+
+    await db.write(optin)
+    await command(db, sessions, cid, "!consent", "$c1", reply_to="$wamid.P1")
+    await says("ja", "wamid.A1")
+    assert (await requests(sessions))[0].state == "granted"
+    async with sessions() as s:
+        row = (await s.scalars(select(NewsletterOptin))).one()
+    assert row.state == "requested"
+    await says("Ja", "wamid.A2")
+    async with sessions() as s:
+        row = (await s.scalars(select(NewsletterOptin))).one()
+    assert (row.state, row.first_confirm_remote_id) == ("confirmed_once", "wamid.A2")

@@ -38,6 +38,7 @@ PURE = [
     "hub.scheduler.hours",
     "hub.scheduler.when",
     "hub.consent.photo",
+    "hub.consent.questions",
     "hub.consent.newsletter",
     "hub.consent.gdpr",
     "hub.bridges.whatsapp.mapping",

@@ -104,6 +104,8 @@ def test_a_customer_is_named_the_way_an_adviser_has_them_at_hand(
         ("Ana Müller", "names no customer"),
         ("email:ana@example.org", "unknown prefix 'email'"),
         ("customer:seven", "customer: needs a number"),
+        ("customer:²", "customer: needs a number"),
+        ("customer:" + "9" * 30, "customer: needs a number"),
         ("telegram:", "the id after telegram: is missing"),
         ("@anna:shop.example", "not a customer's ghost"),
         ("@customer_wa_x:other.example", "not of this homeserver"),

@@ -276,11 +276,14 @@ def test_a_template_quick_reply_named_like_a_stop_word_opts_out() -> None:
 
 
 def test_a_typed_answer_is_ours_only_while_our_question_is_the_newest() -> None:
-    assert question_is_ours({"question": {"kind": "optin", "id": 3}})
-    assert question_is_ours({"question": {"kind": "optin", "id": 3}}, 3)
-    assert not question_is_ours({"question": {"kind": "optin", "id": 3}}, 4)
-    assert not question_is_ours({"question": {"kind": "consent", "id": 3}})
-    assert not question_is_ours({"question": None})
+    assert question_is_ours({"questions": [{"kind": "optin", "id": 3}]})
+    assert question_is_ours({"questions": [{"kind": "optin", "id": 3}]}, 3)
+    assert not question_is_ours({"questions": [{"kind": "optin", "id": 3}]}, 4)
+    assert not question_is_ours({"questions": [{"kind": "consent", "id": 3}]})
+    older = [{"kind": "optin", "id": 3}, {"kind": "consent", "id": 5}]
+    assert not question_is_ours({"questions": older})
+    assert not question_is_ours({"questions": None})
+    assert not question_is_ours({"questions": "junk"})
     assert not question_is_ours(None)
 
 

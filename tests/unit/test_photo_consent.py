@@ -121,6 +121,7 @@ def test_buttons_carry_the_request() -> None:
         "hub.consent.maybe.3",
         "hub.consent.yes.",
         "hub.consent.yes.x1",
+        "hub.consent.yes.²",
         "hub.consent.yes.1" + "0" * 30,
     ):
         assert button_answer(other) is None
