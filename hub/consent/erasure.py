@@ -188,7 +188,21 @@ async def erase_identities(
         gdpr.erase, identity_ids, customer_ids, orders, domain, reason, done
     )
     report.recorded = not report.plan.database_untouched or any(done.values())
+    # What arrived while the erasure ran (a photo the customer sent meanwhile): its rows went
+    # with the rest, so its files go now, or nothing would ever know of them.
+    for media_id in report.plan.files:
+        if media_id not in plan.files:
+            try:
+                report.files_deleted += await files.delete(media_id)
+            except OSError as exc:
+                log.warning("erasure: the file %s that came meanwhile stays: %s", media_id, exc)
     if admin is not None:
+        for mxc in report.plan.mxcs:
+            if mxc not in report.media:
+                try:
+                    report.media_deleted += await admin.delete_media(mxc)
+                except (ExternalError, ValueError) as exc:
+                    log.warning("erasure: the media %s that came meanwhile stays: %s", mxc, exc)
         await _late_rooms(admin, report, own)
     if report.rooms_purged:
         await db.write(gdpr.forget_rooms, report.rooms_purged)

@@ -708,3 +708,34 @@ def test_cli_export_erase(world: World, config_file: Path, tmp_path: Path) -> No
     assert "homeserver: untouched (no homeserver.admin_token)" in out and ZOE_ROOM_WA in out
     code, _, err = hub_gdpr("erase", ZOE_ROOM_WEB, "-c", c, "--local-only", "--yes")
     assert code == 2 and "nothing to erase" in err
+
+
+async def test_a_photo_that_arrives_while_the_erasure_runs_is_erased_too(
+    db: Database, world: World
+) -> None:
+    """The customer sends a photo while the rooms are purged: its rows go with the rest in the
+    transaction, and its files right after it, or nothing would ever know of them."""
+    late: list[str] = []
+
+    class Meanwhile(FakeAdmin):
+        async def purge_room(self, room_id: str) -> None:
+            await super().purge_room(room_id)
+            if late:
+                return
+            stored = await world.store.write(PNG + b"late", "late.png", "image/png")
+            ref = MediaRef(
+                "late.png", "image/png", stored.size, stored.media_id, sha256=stored.sha256
+            )
+            sender = Sender("webchat", ZOE_VISITOR, "Zoë Needle")
+            photo = await customer_writes(db, sender, InboundMessage("w-late", "image", media=ref))
+            mxc = f"mxc://{DOMAIN}/late"
+            media = {**(photo.media or {}), "mxc": mxc}
+            await db.write(delivery.mark_delivered, photo.id, "$late", media, stored.media_id, mxc)
+            late.extend([stored.media_id, mxc])
+
+    admin = Meanwhile()
+    await erasure.erase_customer(db, admin, world.store, world.config, world.zoe)
+    media_id, mxc = late
+    assert not world.store.path(media_id).exists()
+    assert mxc in admin.media_deleted
+    assert leftovers(await db.read(dump), world, KEPT) == []
