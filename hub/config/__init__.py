@@ -15,6 +15,7 @@ import yaml
 from pydantic import (
     AnyHttpUrl,
     Field,
+    IPvAnyNetwork,
     ValidationError,
     field_validator,
     model_validator,
@@ -136,6 +137,9 @@ class HttpConfig(Section):
     public_url: AnyHttpUrl | None = None
     appservice_url: AnyHttpUrl | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Reverse proxies in front of the hub (addresses or networks): only from them is
+    # X-Forwarded-For believed, and the client is its last address that is not one of them.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
 
     @property
     def public_base(self) -> str:

@@ -9,8 +9,22 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 from hub.config.section import Section
 
 
+class WebchatLimits(Section):
+    """The widget's API is anonymous: these keep one address or visitor from flooding the
+    shop with conversations (each makes a room and invites every adviser). Over a limit: 429
+    with Retry-After, nothing stored. Per minute, sliding."""
+
+    sessions_per_address: int = Field(10, ge=1, le=10_000)
+    messages_per_visitor: int = Field(30, ge=1, le=10_000)
+    messages_per_address: int = Field(120, ge=1, le=100_000)
+    uploads_per_visitor: int = Field(10, ge=1, le=10_000)
+    # New conversations (a visitor's first message) for the whole shop.
+    new_conversations: int = Field(30, ge=1, le=100_000)
+
+
 class WebchatConfig(Section):
     enabled: bool = True
+    limits: WebchatLimits = Field(default_factory=WebchatLimits)
     # Texts left at None come from the catalogues in the shop's language (hub.i18n).
     title: str | None = None
     welcome_text: str | None = None
