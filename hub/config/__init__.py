@@ -6,6 +6,8 @@ with a message that names the key and says what to do (never a traceback).
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from hub.config.channels import (
     WhatsappTemplate,
 )
 from hub.config.commerce import BuiltinCheckoutConfig, CommerceConfig, CommerceTexts
+from hub.config.environment import apply_environment
 from hub.config.hours import (
     HoursConfig,
     MissedConfig,
@@ -41,6 +44,8 @@ from hub.config.privacy import NewsletterConfig, PhotoConsentConfig, PrivacyConf
 from hub.config.section import Section
 
 PLACEHOLDER_MARKER = "CHANGE_ME"
+# Keys whose values never appear in an error message.
+SECRET_WORDS = ("token", "secret", "password", "key")
 MXID_RE = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
 LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/]+$")
 
@@ -297,14 +302,25 @@ def _describe(err: Mapping[str, Any]) -> str:
         )
     msg = str(err["msg"]).removeprefix("Value error, ")
     given = err.get("input")
-    shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    secret = any(word in key for word in SECRET_WORDS)
+    shown = "" if isinstance(given, dict | list) or given is None or secret else f" (got {given!r})"
     return f"{key}: {msg}{shown}"
 
 
-def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Validate already-loaded YAML data into a Config, or raise ConfigError."""
+def parse_config(
+    data: Any,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate already-loaded YAML data, with the keys the environment sets
+    (hub.config.environment), into a Config, or raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(source, ["the file must contain a YAML mapping of sections"])
+    data = copy.deepcopy(data)
+    problems = apply_environment(data, Config, os.environ if environ is None else environ)
+    if problems:
+        raise ConfigError(source, problems)
     placeholders = _find_placeholders(data)
     if placeholders:
         raise ConfigError(
