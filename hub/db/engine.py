@@ -80,7 +80,19 @@ def _upgrade(connection: Connection) -> tuple[str | None, str]:
     head = script.get_current_head()
     assert head is not None
     current = MigrationContext.configure(connection).get_current_revision()
-    if current is not None:
+    if current is None:
+        from sqlalchemy import inspect
+
+        foreign = sorted(set(inspect(connection).get_table_names()) - {"alembic_version"})
+        if foreign:
+            # Not the hub's (no revision of ours) and not empty: migrating would mix our
+            # tables into another program's database.
+            shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+            raise StartupError(
+                f"the database holds tables that are not the hub's ({shown}): point "
+                "database.url at an empty database or at the hub's own."
+            )
+    else:
         try:
             script.get_revision(current)
         except Exception:

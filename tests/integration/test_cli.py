@@ -346,6 +346,8 @@ def test_hours_simulate_refuses_a_moment_it_cannot_read(tmp_path: Path) -> None:
         ),
         ("hours: {holidays: {country: DE, region: XX}}", "region 'XX' is not a region of DE"),
         ("shop: {timezone: Europe/Bonn}", "unknown time zone 'Europe/Bonn'"),
+        ("shop: {timezone: Europe/Berlinn}", "unknown time zone 'Europe/Berlinn'"),
+        ("shop: {locale: de_XX}", "unknown locale 'de_XX'"),
     ],
 )
 def test_check_config_names_a_bad_hours_key(tmp_path: Path, extra: str, message: str) -> None:

@@ -129,6 +129,24 @@ async def test_migrations_match_the_models(db: Database) -> None:
 
 
 @pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child-process"])
+async def test_a_foreign_schema_is_refused(db_url: str, in_child: bool) -> None:
+    """Another program's tables and no revision of ours: refused, nothing added."""
+    db = open_database(db_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE wp_posts (id INTEGER PRIMARY KEY)"))
+        with pytest.raises(StartupError) as info:
+            await migrate(db, in_child=in_child)
+        message = str(info.value)
+        assert "tables that are not the hub's (wp_posts)" in message
+        assert not message.startswith("database migration failed")
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(_tables) == {"wp_posts"}
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "child-process"])
 async def test_a_newer_schema_is_refused(db_url: str, in_child: bool) -> None:
     db = open_database(db_url)
     try:
