@@ -318,6 +318,7 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
             commands,
             CommandRunner(commands, config.shop.advisers),
             config.bot.command_prefix,
+            advisers=config.shop.advisers,
         ),
         Receipts(db, app[MATRIX], enabled, portals.is_own),
         app[SHOP],

@@ -1,15 +1,19 @@
 """The appservice API the homeserver calls: transactions, user/room queries, ping.
 
 A transaction is stored durably (each event queued as a matrix.event job) before it is
-acknowledged; a failure answers 500 so the homeserver retries. A repeated txnId is
-acknowledged without being processed again.
+acknowledged; a failure answers 500 so the homeserver retries. Events and receipts are
+deduplicated by what they are (an event's id, a receipt's content), never by the txnId: a
+repeated txnId is a retry only as long as the homeserver never numbers its transactions
+anew, and Synapse on SQLite does after a restart (element-hq/synapse#14556).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +30,9 @@ log = logging.getLogger(__name__)
 _EPHEMERAL_KEYS = ("ephemeral", "de.sorunome.msc2409.ephemeral")
 # Synapse sends at most 100 PDUs and 100 EDUs per transaction; events are at most 64 KiB.
 MAX_TRANSACTION_BYTES = 16 * 1024 * 1024
+# A homeserver that numbers its transactions anew repeats old txnIds until it has passed the
+# highest one stored (for days, every transaction): one WARNING per interval, the rest INFO.
+REUSE_WARNING_SECONDS = 3600.0
 
 
 def _matrix_error(status: int, errcode: str, error: str) -> web.Response:
@@ -44,6 +51,8 @@ class AppserviceApi:
         self._hs_token = hs_token.encode()
         self._is_own_user = is_own_user
         self._is_own_alias = is_own_alias
+        self._reuse_warned_at: float | None = None
+        self._reuses_unwarned = 0
 
     def add_routes(self, app: web.Application) -> None:
         for prefix in ("/_matrix/app/v1", ""):  # "" = legacy unprefixed paths of old servers
@@ -95,19 +104,50 @@ class AppserviceApi:
             if self._is_own_user(event["sender"]):
                 continue  # the homeserver echoes our own ghosts' and bot's events
             jobs.append((MATRIX_EVENT, room_key(event["room_id"]), event, event["event_id"]))
-        jobs += _receipt_jobs(txn_id, body)
+        jobs += _receipt_jobs(body)
         if not jobs:
             # Only our own echoes (most transactions while we send): nothing to store, and a
             # redelivery of it would be dropped just the same.
             return web.json_response({})
-        # One transaction: the txn id (dedupe) and every job; a failure answers 500.
-        # The homeserver waits for the answer: urgent.
-        queued = await self._db.write(store_transaction, txn_id, jobs, urgent=True)
-        if queued is None:
-            log.info("appservice: transaction %s repeated; already stored", txn_id)
-            return web.json_response({})
-        log.debug("appservice: transaction %s stored %d events", txn_id, queued)
+        # One transaction: the txn id and every job not queued before (by event id); a
+        # failure answers 500. The homeserver waits for the answer: urgent.
+        stored = await self._db.write(store_transaction, txn_id, jobs, urgent=True)
+        if not stored.repeated:
+            log.debug("appservice: transaction %s stored %d events", txn_id, stored.queued)
+        elif stored.queued:
+            self._txn_id_reused(txn_id, stored.queued, len(jobs))
+        else:
+            log.info("appservice: transaction %s repeated; its events were stored already", txn_id)
         return web.json_response({})
+
+    def _txn_id_reused(self, txn_id: str, new: int, total: int) -> None:
+        """A txnId seen before came with events never seen: the homeserver numbers its
+        transactions anew. Nothing is lost (the new events were stored); say so."""
+        now = time.monotonic()
+        if (
+            self._reuse_warned_at is not None
+            and now - self._reuse_warned_at < REUSE_WARNING_SECONDS
+        ):
+            self._reuses_unwarned += 1
+            log.info(
+                "appservice: transaction %s repeated with %d new of %d events; stored them",
+                txn_id,
+                new,
+                total,
+            )
+            return
+        log.warning(
+            "appservice: transaction %s repeated with different content (%d new of %d events); "
+            "the new events were stored. The homeserver reuses transaction ids (Synapse on "
+            "SQLite numbers them from 1 again after a restart, element-hq/synapse#14556); "
+            "events are deduplicated by their own ids, so nothing is lost or doubled. "
+            "%d more such transactions since the last warning (logged at INFO).",
+            txn_id,
+            new,
+            total,
+            self._reuses_unwarned,
+        )
+        self._reuse_warned_at, self._reuses_unwarned = now, 0
 
     async def query_user(self, request: web.Request) -> web.StreamResponse:
         # Ghosts are created on demand by the hub, never on a client's lookup.
@@ -132,19 +172,27 @@ class AppserviceApi:
         return web.json_response({})
 
 
-def _receipt_jobs(txn_id: str, body: dict[str, Any]) -> list[QueuedJob]:
-    """Advisers' read receipts; typing and presence are not used (yet)."""
+def _receipt_jobs(body: dict[str, Any]) -> list[QueuedJob]:
+    """Advisers' read receipts; typing and presence are not used (yet). A receipt has no id
+    of its own: its content is its identity (not its place in a transaction, whose id the
+    homeserver may reuse)."""
     ephemeral: list[Any] = next(
         (body[k] for k in _EPHEMERAL_KEYS if isinstance(body.get(k), list)), []
     )
     return [
-        (MATRIX_RECEIPT_IN, room_key(edu["room_id"]), edu, f"edu:{txn_id}:{n}")
-        for n, edu in enumerate(ephemeral)
+        (MATRIX_RECEIPT_IN, room_key(edu["room_id"]), edu, f"edu:{_digest(edu)}")
+        for edu in ephemeral
         if isinstance(edu, dict)
         and edu.get("type") == "m.receipt"
         and isinstance(edu.get("room_id"), str)
         and isinstance(edu.get("content"), dict)
     ]
+
+
+def _digest(value: Any) -> str:
+    """A stable hash of a JSON value (ASCII escapes: lone surrogates hash too)."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def _is_event(event: object) -> bool:

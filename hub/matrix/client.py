@@ -152,12 +152,22 @@ class MatrixClient:
     # -- users ---------------------------------------------------------------------------
 
     async def ensure_registered(self, localpart: str) -> None:
-        """Register an appservice user; one that exists already is success."""
+        """Register an appservice user; one that exists already is success.
+
+        With `inhibit_login` (client-server API, POST /register): no device and no access
+        token are made for the user. The hub acts as its users with the as_token and
+        `?user_id=`; a device per ghost would only pile up on the homeserver (and the
+        homeservers of MSC4190 and of OAuth2 delegation refuse appservice registrations
+        without it)."""
         try:
             await self.request(
                 "POST",
                 "/_matrix/client/v3/register",
-                {"type": "m.login.application_service", "username": localpart},
+                {
+                    "type": "m.login.application_service",
+                    "username": localpart,
+                    "inhibit_login": True,
+                },
             )
         except MatrixError as exc:
             if exc.errcode != "M_USER_IN_USE":

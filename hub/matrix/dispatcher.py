@@ -2,21 +2,26 @@
 
 Runs as the matrix.event job handler, so events of one room are handled in order and a
 crash mid-way re-runs the event (every effect is idempotent by event id).
+
+Only the shop's advisers speak to the customer. A message, file or reaction of anyone else
+in a portal room stays in the room: the room is told once per sender and conversation (the
+conversation's `meta` remembers whom it told).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hub.core.bot import CommandContext, CommandHandler, CommandRunner
 from hub.core.commands import CommandRegistry, NotACommand, parse
 from hub.core.text import storable
-from hub.db import conversations, outbound
+from hub.db import conversations, notices, outbound
 from hub.db.database import Database, Tx
 from hub.db.models import Conversation
+from hub.i18n import _
 from hub.jobs import kinds
 from hub.jobs.job import Finish, Job, handles
 
@@ -30,6 +35,8 @@ _KINDS = {
     "m.video": "video",
     "m.audio": "audio",
 }
+# conversation.meta[_TOLD]: the senders the room was told do not reach the customer.
+_TOLD = "not_advisers_told"
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"^<mx-reply>.*?</mx-reply>", re.DOTALL)
 
@@ -108,6 +115,17 @@ def _reply_target(content: dict[str, Any]) -> str | None:
     return target if isinstance(target, str) else None
 
 
+def _reaction_of(event: dict[str, Any]) -> tuple[str, str] | None:
+    """(the event reacted to, the emoji) of an m.reaction a customer's channel could show."""
+    rel = _object(_object(event.get("content")).get("m.relates_to"))
+    target, emoji = rel.get("event_id"), rel.get("key")
+    if rel.get("rel_type") != "m.annotation" or not isinstance(target, str):
+        return None
+    if not isinstance(emoji, str) or not emoji or len(emoji) > 16:
+        return None
+    return target, emoji
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -116,12 +134,16 @@ class Dispatcher:
         commands: CommandRegistry[CommandHandler],
         runner: CommandRunner,
         prefix: str,
+        advisers: Iterable[str] | None = None,
     ) -> None:
+        """`advisers`: who speaks to the customer (default: those the runner lets run
+        commands, i.e. `shop.advisers`)."""
         self.db = db
         self.is_own = is_own
         self.commands = commands
         self.runner = runner
         self.prefix = prefix
+        self.advisers = runner.advisers if advisers is None else frozenset(advisers)
 
     @handles(kinds.MATRIX_EVENT, preload=conversations.preload_room)
     async def handle(self, job: Job) -> Finish | None:
@@ -129,14 +151,16 @@ class Dispatcher:
         if self.is_own(event["sender"]):
             return None
         if event["type"] == "m.reaction":
-            return self._reaction(event)
+            reaction = _reaction_of(event)
+            if reaction is None:
+                return None
+            if event["sender"] not in self.advisers:
+                return self._not_relayed(event, await self._conversation(job))
+            return self._reaction(event["event_id"], *reaction)
         if event["type"] != "m.room.message":
             return None
         content = _object(event.get("content"))
-        if isinstance(job.context, conversations.RoomConversation):
-            conversation = job.context.conversation
-        else:
-            conversation = await self.db.read(conversations.conversation_by_room, event["room_id"])
+        conversation = await self._conversation(job)
         body = content.get("body")
         if content.get("msgtype") == "m.text" and isinstance(body, str):
             reply_to = _reply_target(content)
@@ -151,6 +175,8 @@ class Dispatcher:
         values = outbound_values(event, conversation)
         if values is None:
             return None
+        if event["sender"] not in self.advisers:
+            return self._not_relayed(event, conversation)
         reply_event = values.pop("_reply_event", None)
 
         def finish(tx: Tx) -> None:
@@ -178,17 +204,55 @@ class Dispatcher:
 
         return finish
 
-    def _reaction(self, event: dict[str, Any]) -> Finish | None:
+    async def _conversation(self, job: Job) -> Conversation | None:
+        """The conversation of the event's room (read where the job was leased), if any."""
+        if isinstance(job.context, conversations.RoomConversation):
+            return job.context.conversation
+        return await self.db.read(conversations.conversation_by_room, job.payload["room_id"])
+
+    @staticmethod
+    def _reaction(event_id: str, target_event: str, emoji: str) -> Finish:
         """An adviser reacted to a customer's message: pass it on where the channel can."""
-        content = _object(event.get("content"))
-        rel = _object(content.get("m.relates_to"))
-        target_event, emoji = rel.get("event_id"), rel.get("key")
-        if rel.get("rel_type") != "m.annotation" or not isinstance(target_event, str):
-            return None
-        if not isinstance(emoji, str) or not emoji or len(emoji) > 16:
-            return None
 
         def finish(tx: Tx) -> None:
-            outbound.adviser_reaction(tx, target_event, emoji, event["event_id"])
+            outbound.adviser_reaction(tx, target_event, emoji, event_id)
+
+        return finish
+
+    @staticmethod
+    def _not_relayed(event: dict[str, Any], conversation: Conversation | None) -> Finish | None:
+        """Someone who is not an adviser wrote (or reacted) in a portal room: it stays in
+        the room, and the room is told once per sender and conversation."""
+        if conversation is None:
+            return None  # not a portal: nothing would have been relayed anyway
+        sender, room_id = event["sender"], event["room_id"]
+        log.info(
+            "%s from %s in %s not relayed to the customer: not an adviser",
+            event["event_id"],
+            sender,
+            room_id,
+        )
+
+        def finish(tx: Tx) -> None:
+            current = conversations.conversation(tx, conversation.id)
+            if current is None:
+                return
+            told = (current.meta or {}).get(_TOLD)
+            told = [m for m in told if isinstance(m, str)] if isinstance(told, list) else []
+            if sender in told:
+                return
+            conversations.set_meta(tx, current.id, **{_TOLD: [*told, sender]})
+            # TRANSLATORS: {sender} is a Matrix ID (@bob:example.org) in the portal room.
+            text = _(
+                "{sender} is not one of the shop's advisers: their messages do not reach "
+                "the customer."
+            )
+            notices.notice(
+                tx,
+                room_id,
+                text.format(sender=sender),
+                f"not-adviser:{current.id}:{sender}",
+                reply_to=event["event_id"],
+            )
 
         return finish

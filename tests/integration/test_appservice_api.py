@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from hub.db.database import Database
 from hub.db.jobs import LeaseOffer
 from hub.db.models import InboxTransaction, OutboxItem
-from hub.jobs.kinds import MATRIX_EVENT
+from hub.jobs.kinds import MATRIX_EVENT, MATRIX_RECEIPT_IN
 from hub.matrix import appservice
 from hub.matrix.appservice import AppserviceApi
 from tests.integration.conftest import BACKENDS
@@ -208,15 +211,134 @@ async def test_empty_transaction_is_acknowledged(api: Api) -> None:
     assert api.stored == []
 
 
-async def test_repeated_txn_id_is_acknowledged_and_not_processed_again(api: Api) -> None:
-    assert (await api.put_txn("txn-1", {"events": [event(1)]})).status == 200
-    # The homeserver retries a transaction it saw no answer for; even if the body differed,
-    # the txnId is what identifies it.
-    resp = await api.put_txn("txn-1", {"events": [event(1), event(2)]})
+def receipt(event_id: str, reader: str = ANNA, ts: int = 1) -> Any:
+    return {
+        "type": "m.receipt",
+        "room_id": "!shop:shop.example",
+        "content": {event_id: {"m.read": {reader: {"ts": ts}}}},
+    }
+
+
+def appservice_logs(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "hub.matrix.appservice" and r.levelno == level
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_retried_transaction_is_stored_once(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The homeserver retries a transaction it saw no answer for: same id, same events."""
+    caplog.set_level(logging.INFO, "hub.matrix.appservice")
+    body = {"events": [event(1), event(2)], "ephemeral": [receipt("$c1")]}
+    for _ in range(3):
+        resp = await api.put_txn("10", body)
+        assert resp.status == 200
+        assert await resp.json() == {}
+    # Synapse drops the ephemeral part when it retries after its own restart: still a retry.
+    assert (await api.put_txn("10", {"events": [event(2), event(1)]})).status == 200
+    assert [j.idempotency_key for j in await api.jobs()] == [
+        "matrix.event/$event1",
+        "matrix.event/$event2",
+        f"matrix.receipt_in/edu:{appservice._digest(receipt('$c1'))}",
+    ]
+    assert api.stored == [1]  # the worker was woken once
+    assert await api.txn_count() == 1
+    assert appservice_logs(caplog, logging.WARNING) == []
+    assert (
+        appservice_logs(caplog, logging.INFO)
+        == ["appservice: transaction 10 repeated; its events were stored already"] * 3
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_reused_txn_id_with_new_events_stores_the_new_events(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Synapse on SQLite numbers its transactions from 1 again after a restart
+    (element-hq/synapse#14556): a txnId seen before carries events never seen. Each event
+    is stored once, whatever transaction (id) brings it."""
+    caplog.set_level(logging.INFO, "hub.matrix.appservice")
+    assert (await api.put_txn("10", {"events": [event(1), event(2)]})).status == 200
+    resp = await api.put_txn("10", {"events": [event(2), event(3), event(4)]})
     assert resp.status == 200
     assert await resp.json() == {}
-    assert [j.payload["event_id"] for j in await api.jobs()] == ["$event1"]
-    assert api.stored == [1]
+    assert [j.payload["event_id"] for j in await api.jobs()] == [
+        "$event1",
+        "$event2",
+        "$event3",
+        "$event4",
+    ]
+    assert all(j.kind == MATRIX_EVENT and j.status == "pending" for j in await api.jobs())
+    assert api.stored == [1, 1]
+    [warning] = appservice_logs(caplog, logging.WARNING)
+    assert "transaction 10 repeated with different content (2 new of 3 events)" in warning
+    assert "element-hq/synapse#14556" in warning
+    # The next reuses within the hour are told at INFO (a restarted Synapse repeats ids for
+    # as long as it takes to pass the old ones), and still lose nothing.
+    assert (await api.put_txn("11", {"events": [event(5)]})).status == 200
+    assert (await api.put_txn("11", {"events": [event(6)]})).status == 200
+    assert (await api.put_txn("10", {"events": [event(7)]})).status == 200
+    assert len(appservice_logs(caplog, logging.WARNING)) == 1
+    assert appservice_logs(caplog, logging.INFO)[-2:] == [
+        "appservice: transaction 11 repeated with 1 new of 1 events; stored them",
+        "appservice: transaction 10 repeated with 1 new of 1 events; stored them",
+    ]
+    assert [j.payload["event_id"] for j in await api.jobs()] == [f"$event{n}" for n in range(1, 8)]
+    assert await api.txn_count() == 2
+
+
+async def test_a_homeserver_restart_mid_conversation_loses_no_event(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The incident of issue 12, forced: five adviser replies in transactions 1-5, the
+    homeserver restarts and numbers from 1 again; the next five replies all get through (4
+    of 5 were dropped as "already stored" before)."""
+    caplog.set_level(logging.INFO, "hub.matrix.appservice")
+    for n in range(1, 6):
+        assert (await api.put_txn(str(n), {"events": [event(n)]})).status == 200
+    # Restarted: ids 1-5 again, with new events and receipts; one of the replies is in two
+    # transactions (the homeserver may batch differently).
+    for n in range(1, 6):
+        body = {"events": [event(n + 5)], "ephemeral": [receipt(f"$event{n + 5}", ts=n)]}
+        if n == 3:
+            body["events"].append(event(9))
+        assert (await api.put_txn(str(n), body)).status == 200
+    assert (await api.put_txn("6", {"events": [event(10), event(9)]})).status == 200
+    jobs = await api.jobs()
+    events = [j.payload["event_id"] for j in jobs if j.kind == MATRIX_EVENT]
+    assert events == [f"$event{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)]
+    assert len([j for j in jobs if j.kind == MATRIX_RECEIPT_IN]) == 5
+    [warning] = appservice_logs(caplog, logging.WARNING)
+    assert warning.startswith("appservice: transaction 1 repeated with different content")
+    # An hour later, the next reuse is worth a warning again, with the count in between.
+    later = time.monotonic() + appservice.REUSE_WARNING_SECONDS + 1
+    monkeypatch.setattr(appservice, "time", SimpleNamespace(monotonic=lambda: later))
+    assert (await api.put_txn("2", {"events": [event(11)]})).status == 200
+    assert (
+        "4 more such transactions since the last warning"
+        in (appservice_logs(caplog, logging.WARNING)[-1])
+    )
+
+
+async def test_receipts_are_deduplicated_by_content_not_by_txn_id(api: Api) -> None:
+    """A receipt has no id; its place in a transaction is no identity once txnIds repeat."""
+    first = receipt("$event1", ts=1)
+    assert (await api.put_txn("20", {"events": [], "ephemeral": [first]})).status == 200
+    # Reused id, new receipt at the same index: stored. The same receipt again: not.
+    second = receipt("$event2", ts=2)
+    assert (await api.put_txn("20", {"events": [], "ephemeral": [second]})).status == 200
+    assert (await api.put_txn("21", {"events": [], "ephemeral": [second, first]})).status == 200
+    # The legacy MSC2409 key is read the same way.
+    third = receipt("$event3", ts=3)
+    body = {"events": [], "de.sorunome.msc2409.ephemeral": [third]}
+    assert (await api.put_txn("20", body)).status == 200
+    receipts = [j for j in await api.jobs() if j.kind == MATRIX_RECEIPT_IN]
+    assert [j.payload for j in receipts] == [first, second, third]
+    assert all(j.ordering_key == "room:!shop:shop.example" for j in receipts)
 
 
 async def test_the_same_event_in_a_new_transaction_is_not_duplicated(api: Api) -> None:
