@@ -183,12 +183,16 @@ async def test_a_migration_failing_in_the_child_names_its_cause(tmp_path: Path) 
     """The parent reports the error line, not the tail of SQLAlchemy's SQL dump."""
     db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
     try:
-        async with db.engine.begin() as conn:  # a table of the schema, but no alembic_version
-            await conn.execute(text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+        async with db.engine.begin() as conn:  # at 0005, but 0006's table is there already
+            await conn.execute(
+                text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+            )
+            await conn.execute(text("INSERT INTO alembic_version VALUES ('0005')"))
+            await conn.execute(text("CREATE TABLE consent_requests (id INTEGER PRIMARY KEY)"))
         with pytest.raises(StartupError) as info:
             await migrate(db, in_child=True)
         assert str(info.value) == (
-            "database migration failed (exit 1): OperationalError: table customers already exists"
+            "database migration failed (exit 1): OperationalError: table consent_requests already exists"
         )
     finally:
         await db.close()
