@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from hub.core.text import storable_envelope
 from hub.core.types import Envelope
 from hub.db.database import Database
 from hub.db.inbound import CustomerMessageHook, InboundPolicy, IngestResult, store_events
@@ -53,6 +54,9 @@ class Ingest:
 
     async def __call__(self, channel: Channel, envelopes: list[Envelope]) -> IngestResult:
         """Store a batch; someone waits for the answer (the provider, the widget)."""
+        # Whatever a channel parsed is made storable here, once for every channel (lone
+        # surrogates, NUL, over-long ids: hub.core.text).
+        envelopes = [storable_envelope(e) for e in envelopes]
         result = await self.db.write(store_events, self.policy(channel), envelopes, urgent=True)
         if result.duplicates:
             log.info("%s: %d redelivered event(s) ignored", channel.kind, result.duplicates)

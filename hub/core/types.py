@@ -64,7 +64,8 @@ class InboundMessage:
     interactive: {"id", "title", "description"?}
     order: {"catalog_id"?, "text"?, "items": [{"sku", "quantity", "unit_price", "currency"}]}
            (unit_price a decimal string, never a float)
-    unsupported: {"type": provider's type, "link"?: URL, e.g. of a story}
+    unsupported: {"type": provider's type, "link"?: URL, e.g. of a story}; also what a
+                 mapping could not understand, by the type the customer sent ("photo")
     """
 
     remote_id: str
@@ -123,6 +124,11 @@ class Envelope:
     event: InboundEvent
 
 
+class NotUnderstood(ValueError):
+    """Raised inside a mapping: a field of a kind it knows holds what it cannot use (a wrong
+    type, a photo without a file id). The mapping turns it into `Parsed.not_understood`."""
+
+
 @dataclass
 class Parsed:
     """What a channel's webhook delivery holds, whatever the channel."""
@@ -133,9 +139,47 @@ class Parsed:
     # Tokens the channel acknowledges to its provider once the delivery is stored
     # (Telegram's callback query ids: the tapped button stops spinning).
     acks: list[str] = field(default_factory=list)
+    # What the mapping did not understand (a shape it does not know, a wrong type) -> how
+    # often: logged once per delivery as a warning. The delivery is still acknowledged, and
+    # an event whose sender could be read is stored as an "unsupported" message, so the
+    # room shows that something could not be shown.
+    problems: dict[str, int] = field(default_factory=dict)
 
     def skip(self, why: str, count: int = 1) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + count
+
+    def not_understood(self, what: str, exc: BaseException | None = None) -> None:
+        """Count a part the mapping could not read: `what` names it ("message",
+        "status"...), `exc` (if any) says why, briefly (never the payload itself)."""
+        if exc is None:
+            why = what
+        elif isinstance(exc, NotUnderstood):  # the mapping's own words say it all
+            why = f"{what}: {exception_summary(exc, with_type=False)}"
+        else:
+            why = f"{what}: {exception_summary(exc)}"
+        self.problems[why] = self.problems.get(why, 0) + 1
+
+
+def exception_summary(exc: BaseException, limit: int = 80, *, with_type: bool = True) -> str:
+    """`TypeError at mapping.py:123: 'str' object has no attribute 'get'`: the type, where
+    it was raised and the start of its message, on one line; for logs."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = ""
+    if tb is not None:
+        filename = tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1]
+        where = f" at {filename}:{tb.tb_lineno}"
+    try:
+        message = " ".join(str(exc).split())
+    except Exception:  # an exception whose text cannot be made
+        message = ""
+    if len(message) > limit:
+        message = message[: limit - 1] + "…"
+    message = "".join(c if c.isprintable() else "?" for c in message)
+    if not with_type:
+        return message or type(exc).__name__
+    return f"{type(exc).__name__}{where}" + (f": {message}" if message else "")
 
 
 @dataclass(frozen=True)

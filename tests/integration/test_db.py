@@ -192,7 +192,8 @@ async def test_a_migration_failing_in_the_child_names_its_cause(tmp_path: Path) 
         with pytest.raises(StartupError) as info:
             await migrate(db, in_child=True)
         assert str(info.value) == (
-            "database migration failed (exit 1): OperationalError: table consent_requests already exists"
+            "database migration failed (exit 1): "
+            "OperationalError: table consent_requests already exists"
         )
     finally:
         await db.close()

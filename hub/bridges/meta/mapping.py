@@ -24,6 +24,7 @@ from hub.core.types import (
     InboundReaction,
     MediaRef,
     MessageKind,
+    NotUnderstood,
     Parsed,
     Sender,
     StatusUpdate,
@@ -36,6 +37,7 @@ HUMAN_AGENT_WINDOW = timedelta(days=7)
 MAX_QUICK_REPLIES = 13
 QUICK_REPLY_TITLE_CHARS = 20
 QUICK_REPLY_PAYLOAD_CHARS = 1000
+MAX_TYPE_CHARS = 40
 
 # Reactions arrive with a name; the emoji field is there on recent API versions only.
 _REACTION_EMOJI = {"smile": "😆", "angry": "😠", "sad": "😢", "wow": "😮", "love": "❤️"}
@@ -67,11 +69,24 @@ def _str(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
+def _type_name(value: Any) -> str:
+    """A provider's type as shown to advisers ("story_mention"): one short word."""
+    return (_str(value) or "unknown")[:MAX_TYPE_CHARS]
+
+
+def _coordinate(value: Any, limit: float) -> float | int:
+    if isinstance(value, int | float) and not isinstance(value, bool) and -limit <= value <= limit:
+        return value
+    raise NotUnderstood("coordinates are not numbers")
+
+
 def parse_timestamp(value: Any) -> datetime | None:
     """Meta sends milliseconds (messaging events) or, in some examples, seconds as a string."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (ValueError, OverflowError):  # not a number, or one no float holds (10**400)
         return None
     if number > 1e11:
         number /= 1000
@@ -96,10 +111,35 @@ def parse_webhook(doc: dict[str, Any], channel: str) -> Parsed:
             if "sender" in value:  # messaging events in the field/value form of newer docs
                 events.append(value)
             else:
-                parsed.skip(f"change {_dict(change).get('field')}")
+                parsed.skip(f"change {_type_name(_dict(change).get('field'))}")
         for event in events:
-            _event(parsed, _dict(event), channel, own_id)
+            ev = _dict(event)
+            try:
+                _event(parsed, ev, channel, own_id)
+            except Exception as exc:  # a shape no branch foresaw: the rest still counts
+                _unreadable(parsed, ev, channel, exc)
     return parsed
+
+
+def _unreadable(parsed: Parsed, ev: dict[str, Any], channel: str, exc: Exception) -> None:
+    """An event that made the mapping fail: not understood, and shown to the advisers as an
+    unsupported message when its sender can be read."""
+    kinds = sorted(set(ev) - {"sender", "recipient", "timestamp"})
+    shown = _type_name(kinds[0] if kinds else None)
+    parsed.not_understood(f"event ({shown})", exc)
+    sender_doc = _dict(ev.get("sender"))
+    sender_id = _str(sender_doc.get("id")) or _str(sender_doc.get("user_ref"))
+    if not sender_id or _dict(ev.get("message")).get("is_echo"):
+        return
+    mid = _str(_dict(ev.get("message")).get("mid"))
+    remote_id = mid or f"event:{sender_id}:{_str(ev.get('timestamp'))}"
+    event = InboundMessage(
+        remote_id,
+        "unsupported",
+        data={"type": shown},
+        timestamp=parse_timestamp(ev.get("timestamp")),
+    )
+    parsed.envelopes.append(Envelope(Sender(channel, sender_id), event))
 
 
 def _event(parsed: Parsed, ev: dict[str, Any], channel: str, own_id: str | None) -> None:
@@ -123,7 +163,7 @@ def _event(parsed: Parsed, ev: dict[str, Any], channel: str, own_id: str | None)
     if message.get("is_echo"):
         parsed.skip("echo")
         return
-    if sender_id is None:
+    if not sender_id:
         parsed.skip("no sender")
         return
     if own_id and sender_id == own_id:
@@ -140,22 +180,22 @@ def _event(parsed: Parsed, ev: dict[str, Any], channel: str, own_id: str | None)
         _reaction(parsed, sender, _dict(ev["reaction"]), raw_time)
     elif "message_edit" in ev:
         edit = _dict(ev["message_edit"])
-        mid, text = _str(edit.get("mid")), _str(edit.get("text"))
-        if mid and text is not None:
-            remote_id = f"{mid}:edit:{edit.get('num_edit')}"
+        mid, text = _str(edit.get("mid")), edit.get("text")
+        if mid and isinstance(text, str):
+            remote_id = f"{mid}:edit:{_str(edit.get('num_edit'))}"
             parsed.envelopes.append(Envelope(sender, InboundEdit(remote_id, mid, text)))
         else:
             parsed.skip("malformed edit")
     else:
         other = sorted(set(ev) - {"sender", "recipient", "timestamp"})
-        parsed.skip(other[0] if other else "empty event")
+        parsed.skip(_type_name(other[0]) if other else "empty event")
 
 
 def _postback(
     parsed: Parsed, sender: Sender, pb: dict[str, Any], raw_time: Any, when: datetime | None
 ) -> None:
     payload, title = _str(pb.get("payload")), _str(pb.get("title"))
-    remote_id = _str(pb.get("mid")) or f"postback:{sender.external_id}:{raw_time}"
+    remote_id = _str(pb.get("mid")) or f"postback:{sender.external_id}:{_str(raw_time)}"
     data = {"id": payload or "", "title": title or payload or ""}
     msg = InboundMessage(remote_id, "interactive", text=title, data=data, timestamp=when)
     parsed.envelopes.append(Envelope(sender, msg))
@@ -172,7 +212,7 @@ def _reaction(parsed: Parsed, sender: Sender, r: dict[str, Any], raw_time: Any) 
         name = _str(r.get("reaction")) or ""
         emoji = _str(r.get("emoji")) or _REACTION_EMOJI.get(name, "❓")
     # Stable across redeliveries: the same event has the same time and action.
-    remote_id = f"{target}:{action}:{sender.external_id}:{raw_time}"
+    remote_id = f"{target}:{action[:MAX_TYPE_CHARS]}:{sender.external_id}:{_str(raw_time)}"
     parsed.envelopes.append(Envelope(sender, InboundReaction(remote_id, target, emoji)))
 
 
@@ -216,7 +256,12 @@ def _message(
             add("text")
         return
     for n, att in enumerate(_drop_sticker_images(attachments)):
-        kind, kw = _attachment(att, channel)
+        try:
+            kind, kw = _attachment(att, channel)
+        except Exception as exc:  # wrong types in an attachment of a known kind
+            shown = _type_name(att.get("type"))
+            parsed.not_understood(f"attachment ({shown})", exc)
+            kind, kw = "unsupported", {"data": {"type": shown}}
         if n == 0 and text and kind == "text":
             kw["text"] = f"{text}\n{kw['text']}"
         add(kind, n, **kw)
@@ -234,7 +279,7 @@ def _drop_sticker_images(attachments: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def _attachment(att: dict[str, Any], channel: str) -> tuple[MessageKind, dict[str, Any]]:
-    kind = str(att.get("type") or "unknown")
+    kind = _type_name(att.get("type"))
     payload = _dict(att.get("payload"))
     url = _str(payload.get("url")) or _str(att.get("url"))
     if kind == "image" and payload.get("sticker_id"):
@@ -246,7 +291,10 @@ def _attachment(att: dict[str, Any], channel: str) -> tuple[MessageKind, dict[st
     if kind == "location":
         coords = _dict(payload.get("coordinates"))
         if "lat" in coords and "long" in coords:
-            data = {"latitude": coords["lat"], "longitude": coords["long"]}
+            data: dict[str, Any] = {
+                "latitude": _coordinate(coords["lat"], 90),
+                "longitude": _coordinate(coords["long"], 180),
+            }
             data |= {k: v for k, v in (("name", _str(att.get("title"))), ("url", url)) if v}
             return "location", {"data": data}
     if kind == "story_mention":
@@ -257,7 +305,9 @@ def _attachment(att: dict[str, Any], channel: str) -> tuple[MessageKind, dict[st
     if kind == "template":
         product = _dict(payload.get("product"))
         lines = [
-            "🛍️ " + str(e.get("title") or _("Product")) + f" ({e.get('retailer_id') or e.get('id')})"
+            "🛍️ "
+            + (_str(e.get("title")) or _("Product"))
+            + f" ({_str(e.get('retailer_id')) or _str(e.get('id'))})"
             for e in _list(product.get("elements"))
             if isinstance(e, dict)
         ]
@@ -269,7 +319,10 @@ def _attachment(att: dict[str, Any], channel: str) -> tuple[MessageKind, dict[st
 def media_ref(kind: str, url: str) -> MediaRef:
     """A file known only by its Meta CDN URL: named after the URL path, fetched later."""
     default_type, default_ext = _DEFAULT_TYPES.get(kind, _DEFAULT_TYPES["file"])
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    try:
+        name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    except ValueError:  # not a URL urllib can split ("http://[::1")
+        name = ""
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if not ext or len(name) > 120:
         name, ext = f"{kind}.{default_ext}", default_ext

@@ -9,7 +9,6 @@ mapped by the pure mapping and stored by the webhook pipeline, then answered wit
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
+from hub.bridges.http import same_secret
 from hub.bridges.telegram import mapping
 from hub.bridges.telegram.client import TelegramClient
 from hub.bridges.telegram.markup import (
@@ -141,7 +141,7 @@ class TelegramChannel(Channel):
         given = headers.get(SECRET_HEADER)
         if given is None:
             return Refusal(401, "missing secret token", f"telegram webhook without {SECRET_HEADER}")
-        if not hmac.compare_digest(given.encode(), self.config.webhook_secret.encode()):
+        if not same_secret(given, self.config.webhook_secret):
             return Refusal(403, "wrong secret token", "telegram webhook with a wrong secret token")
         return None
 

@@ -6,6 +6,10 @@ what `send` returns for our own messages, so replies and reactions resolve both 
 without a message of their own get an id from the Update: "edit:<update_id>",
 "react:<update_id>", "cb:<callback id>", "u<update_id>". A redelivered Update therefore
 maps to the same ids and is stored once.
+
+`parse_update` never raises: a field of the wrong type reads as absent, and a message of a
+kind the mapping knows but cannot read (a photo without a usable size) is stored as
+"unsupported" for its customer and counted in `Parsed.problems`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hub.core.types import (
     InboundReaction,
     MediaRef,
     MessageKind,
+    NotUnderstood,
     Parsed,
     Sender,
 )
@@ -62,6 +67,7 @@ TEXT_LIMIT = 4096  # sendMessage text, after entity parsing
 CAPTION_LIMIT = 1024  # media captions
 PHOTO_MAX_BYTES = 10 * 1024 * 1024  # sendPhoto; larger images go as documents
 CALLBACK_DATA_MAX_BYTES = 64
+MAX_TYPE_CHARS = 40  # a payload key shown to advisers as a type
 
 
 def _result(
@@ -74,12 +80,66 @@ def _result(
     return parsed
 
 
+# -- reading fields: the Bot API's types, or nothing ------------------------------------
+# Telegram sends what its reference documents, but a body is only as good as its sender:
+# a field of the wrong type reads as absent (or raises NotUnderstood where it matters).
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: object) -> int | None:
+    """An Integer of the Bot API (ids, sizes, dates); never a bool."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: object, limit: float) -> float | int:
+    """A coordinate: a JSON number within ±limit."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and -limit <= value <= limit:
+        return value
+    raise NotUnderstood("coordinates are not numbers")
+
+
+def _when(value: object) -> datetime | None:
+    seconds = _int(value)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):  # far beyond the years a datetime holds
+        return None
+
+
+def _type_name(key: str) -> str:
+    """A payload key as the type shown to advisers ("photo"), never longer than a word."""
+    return key[:MAX_TYPE_CHARS]
+
+
 # -- inbound ---------------------------------------------------------------------------
 
 
 def parse_update(update: dict[str, Any]) -> Parsed:
-    update_id = update.get("update_id")
-    if not isinstance(update_id, int):
+    """One Update. Whatever its shape, this returns: an Update the mapping cannot read is
+    counted as not understood, and shown as such in the customer's room when the customer
+    could be read from it."""
+    try:
+        return _parse_update(update)
+    except Exception as exc:  # a shape no branch foresaw (the branches read defensively)
+        return _unreadable(update, exc)
+
+
+def _parse_update(update: dict[str, Any]) -> Parsed:
+    update_id = _int(update.get("update_id"))
+    if update_id is None:
         return _result(ignored="not an Update (no update_id)")
     for key in ("message", "edited_message", "callback_query", "message_reaction"):
         if isinstance(update.get(key), dict):
@@ -87,72 +147,125 @@ def parse_update(update: dict[str, Any]) -> Parsed:
     if isinstance(update.get("my_chat_member"), dict):
         return _member(update_id, update["my_chat_member"])
     for key in USER_UPDATES:
-        user = (update.get(key) or {}).get("from") if isinstance(update.get(key), dict) else None
-        if isinstance(user, dict) and "id" in user:
-            sender = Sender(KIND, str(user["id"]), display_name(user))
+        user = _dict(_dict(update.get(key)).get("from"))
+        user_id = _int(user.get("id"))
+        if user_id is not None:
+            sender = Sender(KIND, str(user_id), display_name(user))
             event = InboundMessage(f"u{update_id}", "unsupported", data={"type": key})
             return _result([Envelope(sender, event)])
     kinds = [k for k in update if k != "update_id"]
-    return _result(ignored=f"update of type {kinds[0] if kinds else '?'}")
+    return _result(ignored=f"update of type {_type_name(kinds[0]) if kinds else '?'}")
 
 
-def display_name(user: dict[str, Any]) -> str | None:
+# What an Update of each kind is shown as when it cannot be read.
+_UNREADABLE_TYPES = {
+    "message": None,  # the message's own content key ("photo")
+    "edited_message": "edit",
+    "callback_query": "button",
+    "message_reaction": "reaction",
+    **{key: key for key in USER_UPDATES},
+}
+
+
+def _unreadable(update: dict[str, Any], exc: Exception) -> Parsed:
+    """An Update that made the mapping fail: not understood; shown to the advisers as an
+    unsupported message when its customer can be read."""
+    parsed = Parsed()
+    for key, shown in _UNREADABLE_TYPES.items():
+        obj = update.get(key)
+        if not isinstance(obj, dict):
+            continue
+        parsed.not_understood(f"update {key}", exc)
+        update_id = _int(update.get("update_id"))
+        chat = _private_chat(obj) or _private_chat(_dict(obj.get("message")))
+        customer = _int(chat["id"]) if chat else _int(_dict(obj.get("from")).get("id"))
+        if update_id is not None and customer is not None:
+            kind = shown or _content_kind(obj)
+            event = _not_shown(f"u{update_id}", kind)
+            parsed.envelopes.append(Envelope(Sender(KIND, str(customer)), event))
+        return parsed
+    parsed.not_understood("update", exc)
+    return parsed
+
+
+def _not_shown(remote_id: str, kind: str, **kw: Any) -> InboundMessage:
+    """What the customer sent, for the room, when the mapping could not read it."""
+    return InboundMessage(remote_id, "unsupported", data={"type": kind}, **kw)
+
+
+def display_name(user: object) -> str | None:
     """First and last name, else @username (a User or a private Chat)."""
-    name = " ".join(str(user[k]) for k in ("first_name", "last_name") if user.get(k)).strip()
+    user = _dict(user)
+    parts = [_str(user.get(k)) for k in ("first_name", "last_name")]
+    name = " ".join(p for p in parts if p).strip()
     if name:
         return name
-    return f"@{user['username']}" if user.get("username") else None
+    username = _str(user.get("username"))
+    return f"@{username}" if username else None
 
 
 def _private_chat(msg: dict[str, Any]) -> dict[str, Any] | None:
+    """The message's chat when it is a private chat with a readable id (the customer)."""
     chat = msg.get("chat")
-    if isinstance(chat, dict) and chat.get("type") == "private" and "id" in chat:
+    if (
+        isinstance(chat, dict)
+        and chat.get("type") == "private"
+        and _int(chat.get("id")) is not None
+    ):
         return chat
     return None
 
 
-def _sender(chat: dict[str, Any], user: dict[str, Any] | None) -> Sender:
-    return Sender(KIND, str(chat["id"]), display_name(user or {}) or display_name(chat))
+def _sender(chat: dict[str, Any], user: object) -> Sender:
+    return Sender(KIND, str(chat["id"]), display_name(user) or display_name(chat))
 
 
 def message_remote_id(chat_id: Any, message_id: Any) -> str:
     return f"{chat_id}:{message_id}"
 
 
+def _content_kind(msg: dict[str, Any]) -> str:
+    """What a message holds, by its first content key ("photo", "dice")."""
+    return _type_name(next((k for k in msg if k not in _META), "unknown"))
+
+
 def _message(update_id: int, msg: dict[str, Any]) -> Parsed:
     chat = _private_chat(msg)
     if chat is None:
-        kind = (msg.get("chat") or {}).get("type", "unknown")
-        return _result(ignored=f"message from a non-private chat ({kind})")
-    if not isinstance(msg.get("message_id"), int):
+        kind = _str(_dict(msg.get("chat")).get("type")) or "unknown"
+        return _result(ignored=f"message from a non-private chat ({_type_name(kind)})")
+    mid = _int(msg.get("message_id"))
+    if mid is None:
         return _result(ignored="message without message_id")
-    event = _message_event(msg, chat)
-    return _result([Envelope(_sender(chat, msg.get("from")), event)])
+    sender = _sender(chat, msg.get("from"))
+    try:
+        event = _message_event(msg, chat["id"], mid)
+    except Exception as exc:
+        kind = _content_kind(msg)
+        remote_id = message_remote_id(chat["id"], mid)
+        parsed = _result([Envelope(sender, _not_shown(remote_id, kind))])
+        parsed.not_understood(f"message ({kind})", exc)
+        return parsed
+    return _result([Envelope(sender, event)])
 
 
-def _message_event(msg: dict[str, Any], chat: dict[str, Any]) -> InboundMessage:
-    chat_id, mid = chat["id"], msg.get("message_id")
-    reply = msg.get("reply_to_message")
+def _message_event(msg: dict[str, Any], chat_id: int, mid: int) -> InboundMessage:
+    reply = _int(_dict(msg.get("reply_to_message")).get("message_id"))
     base: dict[str, Any] = {
         "remote_id": message_remote_id(chat_id, mid),
-        "reply_to_remote_id": (
-            message_remote_id(chat_id, reply["message_id"])
-            if isinstance(reply, dict) and "message_id" in reply
-            else None
-        ),
-        "timestamp": (
-            datetime.fromtimestamp(msg["date"], UTC) if isinstance(msg.get("date"), int) else None
-        ),
+        "reply_to_remote_id": message_remote_id(chat_id, reply) if reply is not None else None,
+        "timestamp": _when(msg.get("date")),
     }
     forwarded = _forward(msg)
-    if isinstance(msg.get("text"), str):
-        start = _START.match(msg["text"]) if forwarded is None else None
+    text = msg.get("text")
+    if isinstance(text, str):
+        start = _START.match(text) if forwarded is None else None
         if start:
             data = {"command": "start", "payload": (start.group(1) or "").strip() or None}
-            return InboundMessage(kind="text", text=msg["text"], data=data, **base)
-        return InboundMessage(kind="text", text=msg["text"], data=forwarded, **base)
+            return InboundMessage(kind="text", text=text, data=data, **base)
+        return InboundMessage(kind="text", text=text, data=forwarded, **base)
     caption = msg.get("caption") if isinstance(msg.get("caption"), str) else None
-    media = _media(msg)
+    media = _media(msg, mid)
     if media is not None:
         kind, ref, voice, extra = media
         merged = {**(extra or {}), **(forwarded or {})} or None
@@ -164,41 +277,47 @@ def _message_event(msg: dict[str, Any], chat: dict[str, Any]) -> InboundMessage:
 def _forward(msg: dict[str, Any]) -> dict[str, Any] | None:
     origin = msg.get("forward_origin")
     if isinstance(origin, dict):
-        who = origin.get("sender_user") or origin.get("sender_chat") or origin.get("chat") or {}
-        name = display_name(who) or who.get("title") or origin.get("sender_user_name")
+        keys = ("sender_user", "sender_chat", "chat")
+        who: dict[str, Any] = next((origin[k] for k in keys if isinstance(origin.get(k), dict)), {})
+        name = display_name(who) or _str(who.get("title")) or _str(origin.get("sender_user_name"))
         return {"forwarded_from": name}
     if isinstance(msg.get("forward_from"), dict):  # the older fields, still in the examples
         f = msg["forward_from"]
-        return {"forwarded_from": display_name(f) or f.get("title")}
+        return {"forwarded_from": display_name(f) or _str(f.get("title"))}
     return None
 
 
-def _file(obj: dict[str, Any], filename: str, mimetype: str) -> MediaRef:
-    size = obj.get("file_size")
+def _file(obj: object, filename: str, mimetype: str, what: str) -> MediaRef:
+    obj = _dict(obj)
+    file_id = _str(obj.get("file_id"))
+    if file_id is None:
+        raise NotUnderstood(f"{what} without a file_id")
+    size = _int(obj.get("file_size"))
     return MediaRef(
-        filename=str(obj.get("file_name") or filename),
-        mimetype=str(obj.get("mime_type") or mimetype),
-        size=size if isinstance(size, int) else 0,
-        remote_id=str(obj["file_id"]),
+        filename=_str(obj.get("file_name")) or filename,
+        mimetype=_str(obj.get("mime_type")) or mimetype,
+        size=size if size is not None and 0 < size < 2**53 else 0,
+        remote_id=file_id,
     )
 
 
 def _photo_area(size: dict[str, Any]) -> tuple[int, int]:
-    return int(size.get("width") or 0) * int(size.get("height") or 0), int(
-        size.get("file_size") or 0
-    )
+    width, height = _int(size.get("width")) or 0, _int(size.get("height")) or 0
+    return width * height, _int(size.get("file_size")) or 0
 
 
 def _media(
-    msg: dict[str, Any],
+    msg: dict[str, Any], mid: int
 ) -> tuple[MessageKind, MediaRef, bool, dict[str, Any] | None] | None:
-    """(kind, file, voice note?, extra data) for messages carrying a file."""
-    mid = msg.get("message_id")
-    photo = msg.get("photo")
-    if isinstance(photo, list) and photo:
+    """(kind, file, voice note?, extra data) for messages carrying a file. A file field
+    Telegram documents but without a usable file raises NotUnderstood."""
+    if msg.get("photo") is not None:
         # Telegram sends every size it made; the largest is the original.
-        best = max(photo, key=_photo_area)
-        return "image", _file(best, f"photo_{mid}.jpg", "image/jpeg"), False, None
+        sizes = [s for s in _list(msg["photo"]) if isinstance(s, dict) and _str(s.get("file_id"))]
+        if not sizes:
+            raise NotUnderstood("photo without a usable size")
+        best = max(sizes, key=_photo_area)
+        return "image", _file(best, f"photo_{mid}.jpg", "image/jpeg", "photo"), False, None
     for key, kind, name, mimetype, voice in (
         ("voice", "audio", f"voice_{mid}.ogg", "audio/ogg", True),
         ("audio", "audio", f"audio_{mid}.mp3", "audio/mpeg", False),
@@ -208,48 +327,62 @@ def _media(
         ("document", "file", f"document_{mid}", "application/octet-stream", False),
     ):
         obj = msg.get(key)
-        if isinstance(obj, dict) and "file_id" in obj:
-            if key == "audio" and not obj.get("file_name") and obj.get("title"):
-                name = f"{obj['title']}.mp3"
-            extra = {"video_note": True} if key == "video_note" else None
-            return kind, _file(obj, name, mimetype), voice, extra  # type: ignore[return-value]
+        if obj is None:
+            continue
+        title = _str(_dict(obj).get("title"))
+        if key == "audio" and not _str(_dict(obj).get("file_name")) and title:
+            name = f"{title}.mp3"
+        extra = {"video_note": True} if key == "video_note" else None
+        ref = _file(obj, name, mimetype, key)
+        return kind, ref, voice, extra  # type: ignore[return-value]
     sticker = msg.get("sticker")
-    if isinstance(sticker, dict) and "file_id" in sticker:
+    if sticker is not None:
+        sticker = _dict(sticker)
         ext, mimetype = ("webp", "image/webp")
-        if sticker.get("is_animated"):
+        if sticker.get("is_animated") is True:
             ext, mimetype = ("tgs", "application/x-tgsticker")
-        elif sticker.get("is_video"):
+        elif sticker.get("is_video") is True:
             ext, mimetype = ("webm", "video/webm")
-        ref = _file(sticker, f"sticker_{mid}.{ext}", mimetype)
-        return "sticker", ref, False, {"emoji": sticker.get("emoji")}
+        ref = _file(sticker, f"sticker_{mid}.{ext}", mimetype, "sticker")
+        return "sticker", ref, False, {"emoji": _str(sticker.get("emoji"))}
     return None
 
 
+def _location(loc: object) -> dict[str, Any]:
+    loc = _dict(loc)
+    return {
+        "latitude": _number(loc.get("latitude"), 90),
+        "longitude": _number(loc.get("longitude"), 180),
+    }
+
+
 def _structured(msg: dict[str, Any]) -> tuple[MessageKind, dict[str, Any]]:
-    venue, loc = msg.get("venue"), msg.get("location")
-    if isinstance(venue, dict) and isinstance(venue.get("location"), dict):
-        v = venue["location"]
+    venue = msg.get("venue")
+    if venue is not None:
+        venue = _dict(venue)
         return "location", {
-            "latitude": v.get("latitude"),
-            "longitude": v.get("longitude"),
-            "name": venue.get("title"),
-            "address": venue.get("address"),
+            **_location(venue.get("location")),
+            "name": _str(venue.get("title")),
+            "address": _str(venue.get("address")),
         }
-    if isinstance(loc, dict):
-        return "location", {"latitude": loc.get("latitude"), "longitude": loc.get("longitude")}
+    if msg.get("location") is not None:
+        return "location", _location(msg["location"])
     contact = msg.get("contact")
     if isinstance(contact, dict):
         name = display_name(contact) or _("Contact")
-        phones = [str(contact["phone_number"])] if contact.get("phone_number") else []
-        emails = _vcard_emails(str(contact.get("vcard") or ""))
-        return "contacts", {"contacts": [{"name": name, "phones": phones, "emails": emails}]}
-    kind = next((k for k in msg if k not in _META), "unknown")
+        phone = _str(contact.get("phone_number"))
+        emails = _vcard_emails(_str(contact.get("vcard")) or "")
+        return "contacts", {
+            "contacts": [{"name": name, "phones": [phone] if phone else [], "emails": emails}]
+        }
+    kind = _content_kind(msg)
     data: dict[str, Any] = {"type": kind}
     story = msg.get("story")
     if kind == "story" and isinstance(story, dict):
-        username = (story.get("chat") or {}).get("username")
-        if username and story.get("id"):
-            data["link"] = f"https://t.me/{username}/s/{story['id']}"
+        username = _str(_dict(story.get("chat")).get("username"))
+        story_id = _int(story.get("id"))
+        if username and story_id:
+            data["link"] = f"https://t.me/{username}/s/{story_id}"
     return "unsupported", data
 
 
@@ -263,7 +396,8 @@ def _vcard_emails(vcard: str) -> list[str]:
 
 def _edited(update_id: int, msg: dict[str, Any]) -> Parsed:
     chat = _private_chat(msg)
-    if chat is None or not isinstance(msg.get("message_id"), int):
+    mid = _int(msg.get("message_id"))
+    if chat is None or mid is None:
         return _result(ignored="edit outside a private chat")
     text = msg.get("text") if isinstance(msg.get("text"), str) else msg.get("caption")
     if not isinstance(text, str):
@@ -271,33 +405,38 @@ def _edited(update_id: int, msg: dict[str, Any]) -> Parsed:
         return _result(ignored="edit without text (e.g. live location)")
     event = InboundEdit(
         remote_id=f"edit:{update_id}",
-        target_remote_id=message_remote_id(chat["id"], msg.get("message_id")),
+        target_remote_id=message_remote_id(chat["id"], mid),
         text=text,
     )
     return _result([Envelope(_sender(chat, msg.get("from")), event)])
 
 
-def button_title(message: dict[str, Any] | None, data: str) -> str | None:
+def button_title(message: object, data: str) -> str | None:
     """The label of the inline button whose callback_data was `data`."""
-    markup = (message or {}).get("reply_markup") or {}
-    for row in markup.get("inline_keyboard") or []:
-        for button in row or []:
+    markup = _dict(_dict(message).get("reply_markup"))
+    for row in _list(markup.get("inline_keyboard")):
+        for button in _list(row):
             if isinstance(button, dict) and button.get("callback_data") == data:
-                return str(button.get("text"))
+                return _str(button.get("text"))
     return None
 
 
 def _callback(update_id: int, cq: dict[str, Any]) -> Parsed:
-    cq_id = str(cq.get("id", ""))
-    user = cq.get("from") if isinstance(cq.get("from"), dict) else {}
+    cq_id = _str(cq.get("id"))
+    if cq_id is None:
+        return _result(ignored="callback without id")
+    user = _dict(cq.get("from"))
     message = cq.get("message") if isinstance(cq.get("message"), dict) else None
     if message is not None and _private_chat(message) is None:
         return _result(ack=cq_id, ignored="callback in a group")
-    chat = _private_chat(message) if message else user
-    if not chat or "id" not in chat:
+    chat = (
+        _private_chat(message) if message else (user if _int(user.get("id")) is not None else None)
+    )
+    if chat is None:
         return _result(ack=cq_id, ignored="callback without user")
+    mid = _int(message.get("message_id")) if message else None
+    reply_to = message_remote_id(chat["id"], mid) if mid is not None else None
     data = cq.get("data")
-    reply_to = message_remote_id(chat["id"], message["message_id"]) if message else None
     if not isinstance(data, str):  # a game button (game_short_name)
         event = InboundMessage(f"cb:{cq_id}", "unsupported", data={"type": "callback_game"})
     else:
@@ -309,21 +448,22 @@ def _callback(update_id: int, cq: dict[str, Any]) -> Parsed:
             reply_to_remote_id=reply_to,
             data={"id": data, "title": title},
         )
-    sender = Sender(KIND, str(chat["id"]), display_name(user or {}))
+    sender = Sender(KIND, str(chat["id"]), display_name(user))
     return _result([Envelope(sender, event)], ack=cq_id)
 
 
 def _reaction(update_id: int, r: dict[str, Any]) -> Parsed:
     chat = _private_chat(r)
-    if chat is None or not isinstance(r.get("user"), dict):
+    mid = _int(r.get("message_id"))
+    if chat is None or not isinstance(r.get("user"), dict) or mid is None:
         return _result(ignored="reaction outside a private chat")
-    new = [x for x in r.get("new_reaction") or [] if isinstance(x, dict)]
-    emojis = [str(x["emoji"]) for x in new if x.get("type") == "emoji" and x.get("emoji")]
+    new = [x for x in _list(r.get("new_reaction")) if isinstance(x, dict)]
+    emojis = [e for x in new if x.get("type") == "emoji" and (e := _str(x.get("emoji")))]
     if new and not emojis:
         return _result(ignored="custom emoji or paid reaction")
     event = InboundReaction(
         remote_id=f"react:{update_id}",
-        target_remote_id=message_remote_id(chat["id"], r.get("message_id")),
+        target_remote_id=message_remote_id(chat["id"], mid),
         emoji=emojis[0] if emojis else "",
     )
     return _result([Envelope(_sender(chat, r["user"]), event)])
@@ -331,10 +471,10 @@ def _reaction(update_id: int, r: dict[str, Any]) -> Parsed:
 
 def _member(update_id: int, m: dict[str, Any]) -> Parsed:
     chat = _private_chat(m)
-    status = (m.get("new_chat_member") or {}).get("status")
+    status = _dict(m.get("new_chat_member")).get("status")
     if chat is None or status not in ("kicked", "member"):
         return _result(ignored="chat member change")
-    sender = Sender(KIND, str(chat["id"]), display_name(m.get("from") or {}))
+    sender = Sender(KIND, str(chat["id"]), display_name(m.get("from")))
     return _result([Envelope(sender, BlockChange(status == "kicked"))])
 
 

@@ -23,12 +23,15 @@ from hub.core.types import (
     InboundMessage,
     InboundReaction,
     MediaRef,
+    NotUnderstood,
     Parsed,
     Sender,
     StatusUpdate,
 )
 
 KIND = "whatsapp"
+MAX_TYPE_CHARS = 40
+MAX_ORDER_QUANTITY = 1_000_000
 MEDIA_TYPES = {"image": "image", "video": "video", "document": "file", "sticker": "sticker"}
 _STATUSES: dict[str, DeliveryStatus] = {
     "sent": "sent",
@@ -63,17 +66,31 @@ def _dict(value: object) -> dict[str, Any]:
 
 
 def _str(value: object) -> str | None:
-    if value is None or isinstance(value, dict | list):
+    """A text field (ids, names, captions): a string, or a number written as one."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value)
     return text if text else None
 
 
+def _type_name(value: object) -> str:
+    """A provider's type as shown to advisers ("poll"): one short word."""
+    return (_str(value) or "unknown")[:MAX_TYPE_CHARS]
+
+
 def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
     try:
-        return datetime.fromtimestamp(int(str(value)), UTC)
+        return datetime.fromtimestamp(int(value), UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+def _coordinate(value: object, limit: float) -> float | int:
+    if isinstance(value, int | float) and not isinstance(value, bool) and -limit <= value <= limit:
+        return value
+    raise NotUnderstood("coordinates are not numbers")
 
 
 def base_mimetype(mimetype: str | None) -> str:
@@ -97,16 +114,19 @@ def parse_webhook(doc: Mapping[str, Any], phone_number_id: str | None = None) ->
     for entry in _list(doc.get("entry")):
         for change in _list(_dict(entry).get("changes")):
             change = _dict(change)
-            field_name = str(change.get("field") or "")
+            field_name = _str(change.get("field")) or ""
             if field_name != "messages":
-                batch.skip(f"field {field_name or '?'}")
+                batch.skip(f"field {field_name[:MAX_TYPE_CHARS] or '?'}")
                 continue
             value = _dict(change.get("value"))
             number = _str(_dict(value.get("metadata")).get("phone_number_id"))
             if phone_number_id and number and number != phone_number_id:
-                batch.skip(f"change for another phone number id {number} skipped")
+                batch.skip(f"change for another phone number id {number[:40]} skipped")
                 continue
-            _parse_value(value, batch)
+            try:
+                _parse_value(value, batch)
+            except Exception as exc:  # a shape no branch foresaw: the rest still counts
+                batch.not_understood("change", exc)
     return batch
 
 
@@ -122,22 +142,34 @@ def _parse_value(value: dict[str, Any], batch: Parsed) -> None:
     for raw in _list(value.get("messages")):
         msg = _dict(raw)
         sender = _sender(msg, names, contact_ids)
-        if sender is None or not _str(msg.get("id")):
-            batch.skip(f"message without sender or id ({msg.get('type')!r})")
+        remote_id = _str(msg.get("id"))
+        if sender is None or remote_id is None:
+            batch.skip(f"message without sender or id ({_type_name(msg.get('type'))})")
             continue
-        batch.envelopes.append(Envelope(sender, parse_message(msg)))
+        try:
+            event = parse_message(msg)
+        except Exception as exc:  # wrong types in a message of a known kind
+            mtype = _type_name(msg.get("type"))
+            batch.not_understood(f"message ({mtype})", exc)
+            data = {"type": mtype}
+            event = InboundMessage(
+                remote_id, "unsupported", data=data, timestamp=_timestamp(msg.get("timestamp"))
+            )
+        batch.envelopes.append(Envelope(sender, event))
     for raw in _list(value.get("statuses")):
-        update = parse_status(_dict(raw))
+        try:
+            update = parse_status(_dict(raw))
+        except Exception as exc:
+            batch.not_understood("status", exc)
+            continue
         if update is None:
-            batch.skip(f"status {_dict(raw).get('status')!r} not understood")
+            batch.skip(f"status {_type_name(_dict(raw).get('status'))} not understood")
         else:
             batch.envelopes.append(Envelope(None, update))
     for raw in _list(value.get("errors")):
         err = _dict(raw)
-        batch.skip(
-            f"WhatsApp reported error {err.get('code')}: "
-            f"{_dict(err.get('error_data')).get('details') or err.get('title') or ''}"
-        )
+        said = _str(_dict(err.get("error_data")).get("details")) or _str(err.get("title"))
+        batch.skip(f"WhatsApp reported error {_str(err.get('code'))}: {said or ''}")
 
 
 def _sender(
@@ -154,9 +186,13 @@ def _sender(
 
 
 def parse_message(msg: dict[str, Any]) -> InboundMessage | InboundReaction:
-    """One entry of `messages[]` as a hub event."""
-    remote_id = str(msg["id"])
-    mtype = str(msg.get("type") or "unknown")
+    """One entry of `messages[]` as a hub event. Raises (NotUnderstood) when a message of a
+    kind it knows holds what it cannot use; parse_webhook shows such a message as
+    unsupported."""
+    remote_id = _str(msg.get("id"))
+    if remote_id is None:
+        raise NotUnderstood("message without id")
+    mtype = _type_name(msg.get("type"))
     timestamp = _timestamp(msg.get("timestamp"))
     context = _dict(msg.get("context"))
     reply_to = _str(context.get("id"))
@@ -167,13 +203,20 @@ def parse_message(msg: dict[str, Any]) -> InboundMessage | InboundReaction:
     if errors or mtype in ("unsupported", "unknown"):
         return _unsupported(remote_id, msg, mtype, body, errors, common)
     if mtype == "reaction":
+        target = _str(body.get("message_id"))
+        if target is None:
+            raise NotUnderstood("reaction without message_id")
+        emoji = body.get("emoji")
         return InboundReaction(
             remote_id=remote_id,
-            target_remote_id=str(body.get("message_id") or ""),
-            emoji=str(body.get("emoji") or ""),
+            target_remote_id=target,
+            emoji=emoji if isinstance(emoji, str) else "",
         )
     if mtype == "text":
-        return InboundMessage(remote_id, "text", text=str(body.get("body") or ""), **common)
+        text = body.get("body")
+        if not isinstance(text, str):
+            raise NotUnderstood("text without a body")
+        return InboundMessage(remote_id, "text", text=text, **common)
     if mtype in MEDIA_TYPES or mtype == "audio":
         return _media(remote_id, mtype, body, common)
     if mtype == "location":
@@ -184,7 +227,7 @@ def parse_message(msg: dict[str, Any]) -> InboundMessage | InboundReaction:
     if mtype == "interactive":
         return _interactive(remote_id, body, common)
     if mtype == "button":  # a quick-reply button of a template
-        data = {"id": str(body.get("payload") or ""), "title": str(body.get("text") or "")}
+        data = {"id": _str(body.get("payload")) or "", "title": _str(body.get("text")) or ""}
         return InboundMessage(remote_id, "interactive", text=data["title"], data=data, **common)
     if mtype == "order":
         return InboundMessage(
@@ -202,13 +245,13 @@ def _unsupported(
     common: dict[str, Any],
 ) -> InboundMessage:
     # The unsupported object names what the customer actually sent (e.g. "edit", "poll").
-    shown_type = _str(body.get("type")) if mtype == "unsupported" else mtype
-    data: dict[str, Any] = {"type": shown_type or mtype}
+    shown_type = _type_name(body.get("type")) if mtype == "unsupported" else mtype
+    data: dict[str, Any] = {"type": shown_type if shown_type != "unknown" else mtype}
     if errors:
         err = _dict(errors[0])
         code = err.get("code")
         details = _str(_dict(err.get("error_data")).get("details"))
-        data["error_code"] = str(code) if code is not None else None
+        data["error_code"] = _str(code)
         data["error"] = human_text(
             code if isinstance(code, int) else None, details, _str(err.get("title"))
         )
@@ -219,7 +262,9 @@ def _unsupported(
 def _media(
     remote_id: str, mtype: str, body: dict[str, Any], common: dict[str, Any]
 ) -> InboundMessage:
-    media_id = str(body.get("id") or "")
+    media_id = _str(body.get("id"))
+    if media_id is None:
+        raise NotUnderstood(f"{mtype} without a media id")
     mimetype = base_mimetype(_str(body.get("mime_type")))
     filename = _str(body.get("filename")) if mtype == "document" else None
     kind = MEDIA_TYPES.get(mtype, "audio")
@@ -240,7 +285,10 @@ def _media(
 
 
 def _location(body: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = {"latitude": body.get("latitude"), "longitude": body.get("longitude")}
+    data: dict[str, Any] = {
+        "latitude": _coordinate(body.get("latitude"), 90),
+        "longitude": _coordinate(body.get("longitude"), 180),
+    }
     for key in ("name", "address", "url"):
         if _str(body.get(key)):
             data[key] = str(body[key])
@@ -252,16 +300,16 @@ def _contact(card: dict[str, Any]) -> dict[str, Any]:
     shown = _str(name.get("formatted_name")) or " ".join(
         p for p in (_str(name.get("first_name")), _str(name.get("last_name"))) if p
     )
-    phones = [str(p["phone"]) for p in map(_dict, _list(card.get("phones"))) if p.get("phone")]
-    emails = [str(e["email"]) for e in map(_dict, _list(card.get("emails"))) if e.get("email")]
+    phones = [p for c in map(_dict, _list(card.get("phones"))) if (p := _str(c.get("phone")))]
+    emails = [e for c in map(_dict, _list(card.get("emails"))) if (e := _str(c.get("email")))]
     return {"name": shown or None, "phones": phones, "emails": emails}
 
 
 def _interactive(remote_id: str, body: dict[str, Any], common: dict[str, Any]) -> InboundMessage:
-    itype = str(body.get("type") or "")
+    itype = _type_name(body.get("type")) if body.get("type") else ""
     reply = _dict(body.get(itype))
     if itype in ("button_reply", "list_reply") and reply:
-        data = {"id": str(reply.get("id") or ""), "title": str(reply.get("title") or "")}
+        data = {"id": _str(reply.get("id")) or "", "title": _str(reply.get("title")) or ""}
         if _str(reply.get("description")):
             data["description"] = str(reply["description"])
         return InboundMessage(remote_id, "interactive", text=data["title"], data=data, **common)
@@ -271,25 +319,49 @@ def _interactive(remote_id: str, body: dict[str, Any], common: dict[str, Any]) -
 
 
 def decimal_string(value: object) -> str | None:
-    """A JSON price as an exact decimal string (30 → "30", 7.99 → "7.99"), never a float."""
-    if value is None or isinstance(value, bool):
+    """A JSON price as an exact decimal string (30 → "30", 7.99 → "7.99"), never a float;
+    None for what is no price (not a number, NaN, 1e999999: no shop's amount)."""
+    if not isinstance(value, int | float | str) or isinstance(value, bool):
         return None
     try:
         # str() of a float is its shortest round-trip repr, so 7.99 stays "7.99".
-        return str(Decimal(str(value)))
+        amount = Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
         return None
+    if not amount.is_finite():
+        return None
+    exponent = amount.as_tuple().exponent
+    if amount.adjusted() > 15 or (isinstance(exponent, int) and exponent < -20):
+        return None
+    return str(amount)
+
+
+def _quantity(value: object) -> int:
+    """How many of an order's item: a whole number (WhatsApp sends an integer; a string of
+    digits is taken too)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value <= MAX_ORDER_QUANTITY:
+            return value
+    raise NotUnderstood("an order item's quantity is not a number")
 
 
 def _order(body: dict[str, Any]) -> dict[str, Any]:
     items = []
     for item in map(_dict, _list(body.get("product_items"))):
-        quantity = item.get("quantity")
+        sku = _str(item.get("product_retailer_id"))
+        if sku is None:
+            raise NotUnderstood("an order item without product_retailer_id")
+        price = item.get("item_price")
+        unit_price = decimal_string(price)
+        if price is not None and unit_price is None:
+            raise NotUnderstood("an order item's price is not a number")
         items.append(
             {
-                "sku": str(item.get("product_retailer_id") or ""),
-                "quantity": int(quantity) if isinstance(quantity, int | str) else quantity,
-                "unit_price": decimal_string(item.get("item_price")),
+                "sku": sku,
+                "quantity": _quantity(item.get("quantity")),
+                "unit_price": unit_price,
                 "currency": _str(item.get("currency")),
             }
         )
@@ -303,7 +375,7 @@ def _order(body: dict[str, Any]) -> dict[str, Any]:
 
 def parse_status(status: dict[str, Any]) -> StatusUpdate | None:
     """One entry of `statuses[]`; failures carry the code and the hub's human text."""
-    mapped = _STATUSES.get(str(status.get("status") or ""))
+    mapped = _STATUSES.get(_str(status.get("status")) or "")
     remote_id = _str(status.get("id"))
     if mapped is None or remote_id is None:
         return None
@@ -315,7 +387,7 @@ def parse_status(status: dict[str, Any]) -> StatusUpdate | None:
     return StatusUpdate(
         remote_id,
         "failed",
-        error_code=str(code) if code is not None else None,
+        error_code=_str(code),
         error_text=human_text(
             code if isinstance(code, int) else None, details, _str(err.get("title"))
         ),
