@@ -26,9 +26,11 @@ For many tests, share one browser and give each test a fresh context::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -167,3 +169,14 @@ async def screenshot(page: Page, name: str, *, full_page: bool = False) -> Path:
     path = _artifacts_dir() / safe
     await page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+async def wait_until(page: Page, expression: str, timeout: float = 15) -> None:
+    """Wait until ``expression`` is truthy in the page. Unlike Playwright's
+    ``wait_for_function``, whose polling evaluates the text inside the page (an eval that the
+    hub's pages forbid: their policy has no 'unsafe-eval'), this asks from outside."""
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression} did not become true in {timeout} s")
+        await asyncio.sleep(0.05)

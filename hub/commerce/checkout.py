@@ -11,7 +11,7 @@ from aiohttp import web
 from hub.commerce.cart import Cart
 from hub.commerce.money import Money
 from hub.commerce.orders import InvalidTransition, OrderEvent
-from hub.commerce.service import Shop, configured, fill
+from hub.commerce.service import Shop
 from hub.config import CommerceConfig
 from hub.db import commerce, conversations, notices
 from hub.db.database import Database, Tx
@@ -110,10 +110,7 @@ class Checkout:
         short = shop.short_url(code)
         amount = shop.money(Money(row.total_minor, row.currency))
         number = shop.order_number(row)
-        template = configured(
-            shop.commerce.texts.checkout_link, _("Here is your checkout link for {amount}: {link}")
-        )
-        text = fill(template, amount=amount, link=short, number=number)
+        text = shop.checkout_link_text(row, short)
         shop.tell_customer(tx, conv, text, f"checkout-link:{row.id}", sender_mxid=row.adviser_mxid)
         if conv.room_id:
             notices.notice(

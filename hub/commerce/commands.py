@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo
-
-from babel.dates import format_datetime
 
 from hub.commerce.money import Money
 from hub.commerce.orders import (
     OrderEvent,
     OrderStatus,
+    PaymentTerms,
     event_from_word,
     parse_order_number,
     status_label,
@@ -19,10 +17,11 @@ from hub.commerce.orders import (
 from hub.commerce.render import (
     cart_for_customer,
     cart_notice,
+    order_time,
     product_card_text,
     search_results,
 )
-from hub.commerce.service import Shop
+from hub.commerce.service import Shop, order_paid, payment_method, payment_terms
 from hub.core.bot import CommandContext, CommandHandler
 from hub.core.commands import ChoiceArg, CommandSpec, IntArg, ParsedCommand, RestArg, WordArg
 from hub.db import commerce
@@ -118,12 +117,17 @@ class CommerceCommands:
         self._change_cart(ctx, change)
 
     def pay(self, ctx: CommandContext, parsed: Parsed) -> None:
-        """A pending order for the cart; the checkout link is made by a job."""
+        """The cart becomes a pending order (and the cart is empty again); the checkout link
+        is made by a job. `!pay ORDER` sends an open order's link again."""
         conversation = _conversation(ctx)
         shop = self.shop
+        again = parsed.optional_value("order", str)
+        if again is not None:
+            self._send_link_again(ctx, self._order(ctx, again))
+            return
         cart = commerce.get_cart(ctx.tx, conversation.id, shop.currency)
         if cart.is_empty:
-            raise UserError(_("The cart is empty — add products with !cart add SKU [QTY]"))
+            raise UserError(self._empty_cart_refusal(ctx, conversation))
         order = commerce.create_order(
             ctx.tx,
             conversation_id=conversation.id,
@@ -131,6 +135,9 @@ class CommerceCommands:
             provider=self.shop.commerce.provider,
             cart=cart,
         )
+        # Like a shop's draft order: the cart is now the order, so a second !pay cannot
+        # silently order the same goods again. The room's cart state says so too.
+        shop.save_cart(ctx.tx, conversation, cart.clear())
         enqueue(
             ctx.tx,
             CREATE_CHECKOUT,
@@ -144,6 +151,73 @@ class CommerceCommands:
             "moment."
         ).format(number=shop.order_number(order), amount=amount)
         ctx.reply(created + "\n" + cart_for_customer(cart, shop.locale))
+
+    def _empty_cart_refusal(self, ctx: CommandContext, conversation: Conversation) -> str:
+        """Why `!pay` has nothing to do: after an order was made of the cart, which order
+        that is and how its link goes out again."""
+        shop = self.shop
+        order = commerce.open_order(ctx.tx, conversation.id)
+        if order is None:
+            return _("The cart is empty — add products with !cart add SKU [QTY]")
+        number = shop.order_number(order)
+        amount = shop.money(Money(order.total_minor, order.currency))
+        if (order.details or {}).get("placed"):
+            return _(
+                "The cart is empty: it became order {number} ({amount}), which the customer "
+                "has placed on the checkout page. Add products with !cart add SKU [QTY] for "
+                "a new order."
+            ).format(number=number, amount=amount)
+        return _(
+            "The cart is empty: it became order {number} ({amount}), which is waiting for "
+            "payment. To send its checkout link again: !pay {number}. For a new order, add "
+            "products with !cart add SKU [QTY]."
+        ).format(number=number, amount=amount)
+
+    def _send_link_again(self, ctx: CommandContext, order: Order) -> None:
+        shop = self.shop
+        number = shop.order_number(order)
+        if order.status != OrderStatus.PENDING:
+            raise UserError(
+                _("Order {number} is {status}: it has no checkout link to send any more.").format(
+                    number=number, status=status_label(OrderStatus(order.status))
+                )
+            )
+        if (order.details or {}).get("placed"):
+            raise UserError(
+                _(
+                    "Order {number} was already placed on the checkout page; the customer "
+                    "needs no link."
+                ).format(number=number)
+            )
+        conversation = _conversation(ctx)
+        if order.short_code:
+            link = shop.short_url(order.short_code)
+            shop.tell_customer(
+                ctx.tx,
+                conversation,
+                shop.checkout_link_text(order, link),
+                f"checkout-link:{order.id}:{ctx.event_id}",
+                sender_mxid=ctx.sender,
+            )
+            ctx.reply(
+                _("Checkout link for order {number} sent again: {link}").format(
+                    number=number, link=link
+                )
+            )
+            return
+        # No link yet (being made, or making it failed): make it again.
+        enqueue(
+            ctx.tx,
+            CREATE_CHECKOUT,
+            conversation_key(conversation.id),
+            {"order_id": order.id},
+            f"{order.id}:{ctx.event_id}",
+        )
+        ctx.reply(
+            _("The checkout link for order {number} goes to the customer in a moment.").format(
+                number=number
+            )
+        )
 
     def _order(self, ctx: CommandContext, text: str) -> Order:
         conversation = _conversation(ctx)
@@ -179,10 +253,19 @@ class CommerceCommands:
         )
         number = self.shop.order_number(order)
         status = status_label(OrderStatus(order.status))
-        if changed:
-            ctx.reply(_("Order {number} is now {status}.").format(number=number, status=status))
-        else:
+        if event is OrderEvent.PAY and not changed:
+            # Paid is paid, whatever happened to the goods since.
+            status = status_label(OrderStatus.PAID)
+        if not changed:
             ctx.reply(_("Order {number} is already {status}.").format(number=number, status=status))
+        elif event is OrderEvent.PAY and order.status != OrderStatus.PAID:
+            ctx.reply(
+                _("The invoice of order {number} is now paid; the order stays {status}.").format(
+                    number=number, status=status
+                )
+            )
+        else:
+            ctx.reply(_("Order {number} is now {status}.").format(number=number, status=status))
 
     def orders(self, ctx: CommandContext, parsed: Parsed) -> None:
         conversation = _conversation(ctx)
@@ -191,20 +274,44 @@ class CommerceCommands:
         if not rows:
             ctx.reply(_("No orders in this conversation yet."))
             return
-        zone = ZoneInfo(shop.shop.timezone)
         lines = [
             " — ".join(
                 [
                     shop.order_number(o),
-                    status_label(OrderStatus(o.status)),
+                    self._status_text(o),
                     shop.money(Money(o.total_minor, o.currency)),
-                    o.provider,
-                    format_datetime(o.created_at, "short", tzinfo=zone, locale=shop.locale),
+                    self._how_paid(o),
+                    order_time(o.created_at, shop.shop.timezone, shop.locale),
                 ]
             )
             for o in rows
         ]
         ctx.reply(_("Orders:") + "\n" + "\n".join(lines))
+
+    @staticmethod
+    def _status_text(order: Order) -> str:
+        """ "shipped", or for an order on invoice "shipped, invoice open" / "…, invoice paid"."""
+        status = OrderStatus(order.status)
+        label = status_label(status)
+        if payment_terms(order) is not PaymentTerms.INVOICE or status in (
+            OrderStatus.PAID,
+            OrderStatus.CANCELLED,
+            OrderStatus.EXPIRED,
+        ):
+            return label
+        if order_paid(order):
+            return _("{status}, invoice paid").format(status=label)
+        return _("{status}, invoice open").format(status=label)
+
+    @staticmethod
+    def _how_paid(order: Order) -> str:
+        """The provider, with the method chosen on the built-in checkout page."""
+        method = payment_method(order)
+        if method is None:
+            return order.provider
+        from hub.commerce.providers.builtin import method_label
+
+        return f"{order.provider} ({method_label(method)})"
 
     def specs(self) -> list[CommandSpec[CommandHandler]]:
         qty = IntArg("qty", min_value=1, optional=True, default=1)
@@ -236,7 +343,12 @@ class CommerceCommands:
                 help=N_("Remove a product (or some of it) from the cart"),
             ),
             CommandSpec("cart clear", self.cart_clear, help=N_("Empty the cart")),
-            CommandSpec("pay", self.pay, help=N_("Send the customer a checkout link for the cart")),
+            CommandSpec(
+                "pay",
+                self.pay,
+                args=(WordArg("order", metavar="ORDER_ID", optional=True),),
+                help=N_("Send the customer a checkout link for the cart"),
+            ),
             CommandSpec(
                 "order",
                 self.order_update,

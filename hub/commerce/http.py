@@ -10,22 +10,30 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.bridges.http import same_secret
 from hub.commerce.cart import Cart
 from hub.commerce.checkout import Checkout
 from hub.commerce.money import Money
 from hub.commerce.orders import OrderStatus
-from hub.commerce.service import Shop, configured, fill
+from hub.commerce.service import Shop, configured, fill, order_paid
 from hub.config import CommerceConfig
 from hub.db import commerce, notices
 from hub.db.database import Database, Tx
 from hub.db.models import Conversation, Order, utcnow
-from hub.http.pages import Pages, secure_headers
+from hub.http.pages import Pages
+from hub.http.security import page_csp, page_headers
 from hub.i18n import _
 
 log = logging.getLogger(__name__)
 
 _CODE = re.compile(r"^[A-Za-z0-9]{6,32}$")
 _REFERENCE = re.compile(r"^hub-[0-9a-f]{20}$")
+
+
+def checkout_headers() -> dict[str, str]:
+    """The checkout pages' headers: the hub's page policy with their inline stylesheet
+    (no scripts at all: the pages work without JavaScript)."""
+    return page_headers(page_csp(script_src=("'none'",), style_inline=True))
 
 
 class CommerceHttp:
@@ -84,7 +92,7 @@ class CommerceHttp:
         return web.Response(
             text=page,
             content_type="text/html",
-            headers=secure_headers(style_inline=True) | {"Cache-Control": "no-store"},
+            headers=checkout_headers() | {"Cache-Control": "no-store"},
         )
 
     def _page_values(self, order: Order) -> dict[str, Any]:
@@ -123,6 +131,9 @@ class CommerceHttp:
             "payment_method": method,
             "instructions": self._instructions(method),
             "status": order.status,
+            # An order on invoice can be shipped and still unpaid: the page says "paid" only
+            # when the money is in.
+            "paid": order_paid(order),
         }
 
     def _instructions(self, method: str | None) -> str:
@@ -131,14 +142,19 @@ class CommerceHttp:
         return instructions(self.config.builtin, method)
 
     async def checkout_submit(self, request: web.Request) -> web.Response:
-        from hub.commerce.providers.builtin import validate_checkout_form
+        from hub.commerce.providers.builtin import offered_countries, validate_checkout_form
 
         order = await self._order(request.match_info["reference"])
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        if not hmac.compare_digest(form.get("csrf", ""), self._csrf(order.reference)):
+        if not same_secret(form.get("csrf", ""), self._csrf(order.reference)):
             log.warning("checkout form for %s without a valid CSRF token", order.reference)
             raise web.HTTPForbidden(text=_("This form has expired; reload the page."))
-        details, errors = validate_checkout_form(form, self.config.builtin.payment_methods)
+        builtin = self.config.builtin
+        # The same countries the page offers: a tampered or stale form is refused here, with
+        # the reason on the page, and nothing is stored.
+        details, errors = validate_checkout_form(
+            form, builtin.payment_methods, countries=offered_countries(builtin)
+        )
         if details is None:
             return await self._render(
                 "checkout.html",

@@ -5,11 +5,25 @@
        ├──cancel──► cancelled ◄──cancel── paid
        └──expire──► expired
 
+That is an order paid before its goods go out (``PaymentTerms.PREPAID``: every online checkout,
+prepayment by bank transfer). An order placed on invoice (``PaymentTerms.INVOICE``, "Rechnung")
+is paid after the goods went out, with the invoice that came with them, so it may also be
+shipped or delivered while pending, and its payment may arrive in any of these statuses:
+
+    pending ──ship──► shipped ──deliver──► delivered      (the invoice is still open)
+       └──deliver──────────────────────►
+    shipped/delivered ──pay──► the same status, the invoice paid (``paid`` becomes True)
+
+The status says where the goods are; whether an invoice order is paid is the separate
+``paid`` flag (the order's ``paid_at``). For a prepaid order the status says both.
+
 Payment providers redeliver webhooks, and a late "paid" can arrive after an adviser already
 marked the parcel shipped. Such repeats must change nothing and send nothing twice, so handlers
 ask ``is_repeat`` first (skip side effects) and ``transition`` returns the current status for a
 repeat instead of raising. Everything else outside the table raises InvalidTransition, whose
 message is meant for the adviser ("order 42 is already delivered; it cannot be cancelled").
+``decide`` answers all of it at once (the new status, whether this event is the payment,
+whether it is a repeat) for handlers that need more than the status.
 
 Shipped orders cannot be cancelled here: after shipping it is a return, which needs its own flow.
 """
@@ -18,6 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -42,6 +57,13 @@ class OrderEvent(StrEnum):
     EXPIRE = "expire"
 
 
+class PaymentTerms(StrEnum):
+    """When the customer pays: before the goods go out, or after (on invoice)."""
+
+    PREPAID = "prepaid"
+    INVOICE = "invoice"
+
+
 S, E = OrderStatus, OrderEvent
 
 TRANSITIONS: Mapping[tuple[OrderStatus, OrderEvent], OrderStatus] = MappingProxyType(
@@ -56,11 +78,11 @@ TRANSITIONS: Mapping[tuple[OrderStatus, OrderEvent], OrderStatus] = MappingProxy
     }
 )
 
-# For each event, the statuses in which it has already taken effect: "pay" is done once the order
-# is paid, shipped or delivered, so a redelivered payment webhook is a harmless repeat.
+# For each event but "pay", the statuses in which it has already taken effect. "pay" is done
+# once the order is paid (is_paid): for a prepaid order that is paid, shipped or delivered, so a
+# redelivered payment webhook is a harmless repeat.
 _ALREADY: Mapping[OrderEvent, frozenset[OrderStatus]] = MappingProxyType(
     {
-        E.PAY: frozenset({S.PAID, S.SHIPPED, S.DELIVERED}),
         E.SHIP: frozenset({S.SHIPPED, S.DELIVERED}),
         E.DELIVER: frozenset({S.DELIVERED}),
         E.CANCEL: frozenset({S.CANCELLED}),
@@ -68,7 +90,25 @@ _ALREADY: Mapping[OrderEvent, frozenset[OrderStatus]] = MappingProxyType(
     }
 )
 
+# On invoice the goods go out first: shipping and delivering need no payment, and the payment
+# of a shipped or delivered order keeps its status (it only marks the invoice paid).
+INVOICE_TRANSITIONS: Mapping[tuple[OrderStatus, OrderEvent], OrderStatus] = MappingProxyType(
+    {
+        **TRANSITIONS,
+        (S.PENDING, E.SHIP): S.SHIPPED,
+        (S.PENDING, E.DELIVER): S.DELIVERED,
+        (S.SHIPPED, E.PAY): S.SHIPPED,
+        (S.DELIVERED, E.PAY): S.DELIVERED,
+    }
+)
+_TABLES: Mapping[PaymentTerms, Mapping[tuple[OrderStatus, OrderEvent], OrderStatus]] = (
+    MappingProxyType({PaymentTerms.PREPAID: TRANSITIONS, PaymentTerms.INVOICE: INVOICE_TRANSITIONS})
+)
+# Statuses that need money received, whatever the terms.
+PAID_STATUSES = frozenset({S.PAID})
+
 TERMINAL = frozenset({S.DELIVERED, S.CANCELLED, S.EXPIRED})
+_GIVEN_UP = frozenset({S.CANCELLED, S.EXPIRED})
 
 # Words an adviser may type in "!order 42 shipped" (and provider vocabulary) -> event.
 _WORDS: Mapping[str, OrderEvent] = MappingProxyType(
@@ -141,30 +181,90 @@ class InvalidTransition(UserError):
         super().__init__(message)
 
 
-def is_repeat(status: OrderStatus, event: OrderEvent) -> bool:
-    """True if ``event`` has already taken effect (a redelivered webhook, a double command)."""
-    return status in _ALREADY[OrderEvent(event)]
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What an event does to an order (see ``decide``)."""
+
+    status: OrderStatus  # the status afterwards (the same one for a repeat)
+    paid: bool  # whether the order is paid afterwards
+    repeat: bool  # the event had already taken effect: change nothing, send nothing
+    payment: bool  # this event is the order's payment (record it, thank the customer)
+
+
+def is_paid(status: OrderStatus, terms: PaymentTerms, paid: bool = False) -> bool:
+    """Whether the money is in: ``paid`` (the order's paid_at is set) or, for a prepaid order,
+    a status only reached by paying (paid, shipped, delivered)."""
+    status = OrderStatus(status)
+    if paid or status in PAID_STATUSES:
+        return True
+    return PaymentTerms(terms) is PaymentTerms.PREPAID and status in (S.SHIPPED, S.DELIVERED)
+
+
+def decide(
+    status: OrderStatus,
+    event: OrderEvent,
+    *,
+    terms: PaymentTerms = PaymentTerms.PREPAID,
+    paid: bool = False,
+    order: str | int | None = None,
+) -> Decision:
+    """The outcome of ``event`` for an order in ``status`` with these payment ``terms``;
+    ``paid``: the order's payment is recorded (its paid_at). InvalidTransition when the event
+    does not apply; ``order`` (the order number) only makes its message specific."""
+    status, event, terms = OrderStatus(status), OrderEvent(event), PaymentTerms(terms)
+    was_paid = is_paid(status, terms, paid)
+    if is_repeat(status, event, terms=terms, paid=paid):
+        return Decision(status, was_paid, repeat=True, payment=False)
+    try:
+        after = _TABLES[terms][(status, event)]
+    except KeyError:
+        raise InvalidTransition(status, event, order) from None
+    payment = event is E.PAY
+    return Decision(after, was_paid or payment, repeat=False, payment=payment)
+
+
+def is_repeat(
+    status: OrderStatus,
+    event: OrderEvent,
+    *,
+    terms: PaymentTerms = PaymentTerms.PREPAID,
+    paid: bool = False,
+) -> bool:
+    """True if ``event`` has already taken effect (a redelivered webhook, a double command).
+    On invoice a shipped or delivered order is not paid by being there: its payment is a
+    repeat only once ``paid``."""
+    status, event = OrderStatus(status), OrderEvent(event)
+    if event is E.PAY:
+        # Money for a cancelled or expired order is never "as expected": someone must look.
+        return status not in _GIVEN_UP and is_paid(status, PaymentTerms(terms), paid)
+    return status in _ALREADY[event]
 
 
 def transition(
-    status: OrderStatus, event: OrderEvent, *, order: str | int | None = None
+    status: OrderStatus,
+    event: OrderEvent,
+    *,
+    order: str | int | None = None,
+    terms: PaymentTerms = PaymentTerms.PREPAID,
+    paid: bool = False,
 ) -> OrderStatus:
     """The status after ``event``; a repeat returns ``status`` unchanged.
 
     ``order`` (the order number) only makes the error message specific.
     """
-    status, event = OrderStatus(status), OrderEvent(event)
-    if is_repeat(status, event):
-        return status
-    try:
-        return TRANSITIONS[(status, event)]
-    except KeyError:
-        raise InvalidTransition(status, event, order) from None
+    return decide(status, event, terms=terms, paid=paid, order=order).status
 
 
-def allowed_events(status: OrderStatus) -> frozenset[OrderEvent]:
-    """Events that would change ``status`` (for buttons, help text and the dashboard)."""
-    return frozenset(event for (state, event) in TRANSITIONS if state == status)
+def allowed_events(
+    status: OrderStatus, terms: PaymentTerms = PaymentTerms.PREPAID, paid: bool = False
+) -> frozenset[OrderEvent]:
+    """Events that would change the order (for buttons, help text and the dashboard)."""
+    status, terms = OrderStatus(status), PaymentTerms(terms)
+    return frozenset(
+        event
+        for (state, event) in _TABLES[terms]
+        if state == status and not is_repeat(status, event, terms=terms, paid=paid)
+    )
 
 
 def event_from_word(word: str) -> OrderEvent:

@@ -13,8 +13,10 @@ reads "inkl. 19 % MwSt.: 5,10 €".
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from html import escape
+from zoneinfo import ZoneInfo
 
 from hub.commerce.cart import Cart, CartLine
 from hub.commerce.catalogue import Product
@@ -163,3 +165,15 @@ def vat_note(gross: Money, rate: Decimal, locale: str) -> str:
     return _("incl. {rate} VAT: {amount}").format(
         rate=format_rate(rate, locale), amount=format_money(vat_included(gross, rate), locale)
     )
+
+
+def order_time(moment: datetime, timezone: str, locale: str) -> str:
+    """When an order was made, in the shop's time zone and locale, saying which zone:
+    "07.12.26, 10:00 MEZ", "12/7/26, 4:00 AM EST" (CLDR's short name, else the offset)."""
+    if moment.tzinfo is None:  # stored as UTC; an engine that forgets the zone gives it back bare
+        moment = moment.replace(tzinfo=UTC)
+    local = moment.astimezone(ZoneInfo(timezone))
+    from babel.dates import format_datetime, get_timezone_name
+
+    when = format_datetime(local, "short", locale=locale)
+    return f"{when} {get_timezone_name(local, 'short', locale=locale)}"

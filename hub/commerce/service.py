@@ -20,9 +20,11 @@ from hub.commerce.money import Money, format_money
 from hub.commerce.orders import (
     OrderEvent,
     OrderStatus,
+    PaymentTerms,
+    decide,
     format_order_number,
+    is_paid,
     status_label,
-    transition,
 )
 from hub.commerce.render import cart_notice
 from hub.config import CommerceConfig, ShopConfig, WhatsappConfig
@@ -66,6 +68,25 @@ def fill(template: str, **values: Any) -> str:
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
+def payment_method(order: Order) -> str | None:
+    """The method the customer chose on the built-in checkout page ("invoice",
+    "prepayment"), None for an order paid at a provider or not placed yet."""
+    method = (order.details or {}).get("payment_method")
+    return method if isinstance(method, str) and method else None
+
+
+def payment_terms(order: Order) -> PaymentTerms:
+    """An order placed on invoice is paid after its goods went out; any other before."""
+    if order.provider == "builtin" and payment_method(order) == "invoice":
+        return PaymentTerms.INVOICE
+    return PaymentTerms.PREPAID
+
+
+def order_paid(order: Order) -> bool:
+    """Whether the order's money is in (an invoice order can be shipped and still open)."""
+    return is_paid(OrderStatus(order.status), payment_terms(order), order.paid_at is not None)
+
+
 @dataclass
 class Shop:
     shop: ShopConfig
@@ -95,6 +116,14 @@ class Shop:
 
     def order_number(self, order: Order) -> str:
         return format_order_number(order.id, prefix=self.commerce.order_number_prefix)
+
+    def checkout_link_text(self, order: Order, link: str) -> str:
+        """The customer's message with an order's checkout link (the short link)."""
+        template = configured(
+            self.commerce.texts.checkout_link, _("Here is your checkout link for {amount}: {link}")
+        )
+        amount = self.money(Money(order.total_minor, order.currency))
+        return fill(template, amount=amount, link=link, number=self.order_number(order))
 
     def index(self, tx: Tx) -> CatalogueIndex:
         """The search index, rebuilt when the catalogue in the database changed."""
@@ -186,21 +215,39 @@ class Shop:
         sender_mxid: str | None = None,
     ) -> bool:
         """Move an order through the state machine and tell customer and room.
-        False when the event was a repeat (already applied): nothing is sent twice."""
+        False when the event was a repeat (already applied): nothing is sent twice.
+
+        On invoice the goods may go out before the money comes in, and the payment of a
+        shipped order keeps its status: it is recorded in paid_at, the customer is thanked
+        for paying the invoice and the room reads "invoice paid"."""
         before = OrderStatus(order.status)
-        after = transition(before, event, order=self.order_number(order))
-        if after == before:
+        method = payment_method(order)
+        decision = decide(
+            before,
+            event,
+            terms=payment_terms(order),
+            paid=order.paid_at is not None,
+            order=self.order_number(order),
+        )
+        if decision.repeat:
             return False
+        after = decision.status
+        now = utcnow()
         order.status = after.value
-        order.updated_at = utcnow()
-        if after == OrderStatus.PAID:
-            order.paid_at = utcnow()
+        order.updated_at = now
+        if decision.payment:
+            order.paid_at = now
         conversation = tx.orm.get(Conversation, order.conversation_id)
         assert conversation is not None
         number = self.order_number(order)
         amount = self.money(Money(order.total_minor, order.currency))
-        key = f"order:{order.id}:{after.value}"
-        customer = self._order_text(after, number, amount, tracking_url, detail)
+        # A payment's key is "paid" whatever the status: an order is paid once.
+        key = f"order:{order.id}:{'paid' if decision.payment else after.value}"
+        customer: str | None
+        if decision.payment:
+            customer = self._paid_text(method, number, amount)
+        else:
+            customer = self._order_text(after, number, amount, tracking_url, detail)
         if customer:
             self.tell_customer(
                 tx,
@@ -211,27 +258,47 @@ class Shop:
                 template_params=[number, customer],
             )
         if conversation.room_id:
-            note = _("Order {number} {status} ({amount}) — {source}").format(
-                number=number, status=status_label(after), amount=amount, source=source
-            )
+            if decision.payment and after != OrderStatus.PAID:
+                # An invoice paid after its goods went out: the status stays shipped/delivered.
+                note = _(
+                    "Order {number}: invoice paid ({amount}), the order stays {status} — {source}"
+                ).format(number=number, amount=amount, status=status_label(after), source=source)
+            else:
+                note = _("Order {number} {status} ({amount}) — {source}").format(
+                    number=number, status=status_label(after), amount=amount, source=source
+                )
             if tracking_url:
                 note += " — " + _("tracking: {url}").format(url=tracking_url)
             if detail:
                 note += f" — {detail}"
-            icon = _ORDER_ICONS.get(after, "•")
+            icon = _ORDER_ICONS.get(OrderStatus.PAID if decision.payment else after, "•")
             notices.notice(tx, conversation.room_id, f"{icon} {note}", f"{key}:room")
         return True
+
+    def _paid_text(self, method: str | None, number: str, amount: str) -> str:
+        """The customer's thanks for a payment, true for the way they paid: the money of an
+        invoice or of a bank transfer came in; an online payment is the shop's configured
+        text (texts.thank_you) or the catalogue's."""
+        if method == "invoice":
+            text = _(
+                "Thank you! We received the payment of your invoice for order {number} ({amount})."
+            )
+        elif method == "prepayment":
+            text = _("Thank you! Your bank transfer for order {number} ({amount}) has arrived.")
+        else:
+            text = configured(
+                self.commerce.texts.thank_you,
+                _("Thank you! We received the payment for order {number} ({amount})."),
+            )
+        return fill(text, number=number, amount=amount)
 
     def _order_text(
         self, after: OrderStatus, number: str, amount: str, tracking: str | None, detail: str
     ) -> str | None:
+        """The customer's news of a status (a payment: ``_paid_text``, which knows how)."""
         texts = self.commerce.texts
         if after == OrderStatus.PAID:
-            thank_you = configured(
-                texts.thank_you,
-                _("Thank you! We received the payment for order {number} ({amount})."),
-            )
-            return fill(thank_you, number=number, amount=amount)
+            return self._paid_text(None, number, amount)
         if after == OrderStatus.SHIPPED:
             shipped = configured(
                 texts.shipped, _("Good news: order {number} is on its way. {tracking_url}")

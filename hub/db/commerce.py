@@ -118,6 +118,16 @@ def order_by_provider_ref(tx: Tx, provider: str, ref: str) -> Order | None:
     return tx.orm.scalar(select(Order).where(Order.provider == provider, Order.provider_ref == ref))
 
 
+def open_order(tx: Tx, conversation_id: int) -> Order | None:
+    """The conversation's newest order still waiting for payment (pending), or None."""
+    return tx.orm.scalar(
+        select(Order)
+        .where(Order.conversation_id == conversation_id, Order.status == "pending")
+        .order_by(Order.id.desc())
+        .limit(1)
+    )
+
+
 def orders_of(tx: Tx, conversation_id: int, limit: int = 20) -> list[Order]:
     rows = tx.orm.scalars(
         select(Order)

@@ -1,16 +1,20 @@
 """Pages the hub serves itself: the demo shop (embedding the widget) and a health check;
-the page renderer and the security headers every page carries."""
+the page renderer. The security headers of these and of every other response are
+hub.http.security's, installed on the application with the pages' routes."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from hub import i18n
 from hub.commerce.money import Money, format_money
 from hub.db.database import Database, alive
+from hub.http.security import install_security_headers, page_csp, page_headers
 
 if TYPE_CHECKING:
     import jinja2
@@ -45,16 +49,19 @@ def templates() -> jinja2.Environment:
     return env
 
 
-def secure_headers(*, style_inline: bool = False, script_src: str = "'self'") -> dict[str, str]:
-    """Headers of every HTML page: nothing loads from elsewhere, no framing, no sniffing."""
-    style = "'self' 'unsafe-inline'" if style_inline else "'self'"
-    return {
-        "Content-Security-Policy": f"default-src 'self'; script-src {script_src}; "
-        f"style-src {style}; frame-ancestors 'none'",
-        "X-Frame-Options": "DENY",
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-    }
+def demo_page_csp(public_base: str, nonce: str) -> str:
+    """The demo shop's policy: its one inline script (by nonce), the widget script and the
+    widget's API, websocket and media from the hub's public URL (the page may be opened under
+    another name of the same hub), inline styles (the page's and the widget's)."""
+    parts = urlsplit(public_base)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    socket = ("wss" if parts.scheme == "https" else "ws") + f"://{parts.netloc}"
+    return page_csp(
+        script_src=("'self'", f"'nonce-{nonce}'", origin),
+        style_inline=True,
+        img_src=(origin, "blob:"),
+        connect_src=(origin, socket),
+    )
 
 
 class Pages:
@@ -73,6 +80,7 @@ class Pages:
 def add_page_routes(
     app: web.Application, db: Database, *, shop_name: str, public_base: str, demo_page: bool
 ) -> None:
+    install_security_headers(app)  # every response of the hub, not only these pages
     pages = Pages()
 
     def money(minor: int) -> str:
@@ -80,14 +88,20 @@ def add_page_routes(
         return format_money(Money(minor, "EUR"), i18n.current_locale())
 
     async def demo_shop(request: web.Request) -> web.Response:
+        nonce = secrets.token_urlsafe(16)
         page = await pages.render(
             "demo_shop.html",
             shop_name=shop_name,
             widget_src=f"{public_base}/webchat/widget.js",
             hub_public_url=public_base,
             money=money,
+            csp_nonce=nonce,
         )
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            headers=page_headers(demo_page_csp(public_base, nonce)),
+        )
 
     async def healthz(request: web.Request) -> web.Response:
         await db.read(alive)

@@ -1,7 +1,9 @@
 """The built-in checkout page in headless Chromium, standalone: a tiny aiohttp app renders the
 real templates with the real context and validation (no Synapse, no database; the hub's own
-route is tested end to end elsewhere). It serves the page with the hub's CSP, so a style or
-script the policy would block shows up here.
+route is tested end to end elsewhere). It serves the page with the hub's own headers
+(hub.commerce.http.checkout_headers), so a style or script the policy would block shows up
+here. A product named like a script and a customer typing markup stay text: checked without
+the policy too, so the escaping alone is what keeps them harmless.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from playwright.async_api import Browser, Page, expect
 
 from hub.commerce.cart import Cart
 from hub.commerce.catalogue import Product
+from hub.commerce.http import checkout_headers
 from hub.commerce.money import Money, format_money
 from hub.commerce.providers.builtin import (
     BuiltinSettings,
@@ -35,7 +38,6 @@ pytestmark = [
 
 REFERENCE = "hub-00112233445566778899"
 CSRF = "csrf-0123456789abcdef"
-CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'"
 SETTINGS = BuiltinSettings(
     public_base_url="http://127.0.0.1",
     prepayment_instructions="Bitte überweisen Sie den Betrag auf\nIBAN DE02 1203 0000 0000 2020 51",
@@ -45,23 +47,30 @@ CART = (
     .add(Product("LA-1", "Lasur Eiche <hell>", Money(2490, "EUR"), Decimal("19")), 2, 99)
     .add(Product("PI-2", "Pinsel", Money(450, "EUR"), Decimal("7")), 1, 99)
 )
+SCRIPT = "<script>window.pwned = 1; alert(1)</script>"
+HOSTILE_CART = Cart.empty("EUR").add(
+    Product("XSS-1", SCRIPT, Money(990, "EUR"), Decimal("19")), 1, 99
+)
 
 
 class CheckoutApp:
     """GET/POST /checkout/{reference} as the hub's handler does it, with the page's pieces."""
 
-    def __init__(self) -> None:
+    def __init__(self, cart: Cart = CART, *, policy: bool = True) -> None:
         self.env = templates()
+        self.cart = cart
+        self.policy = policy  # the hub's headers, or none (to see what escaping alone does)
         self.placed: dict[str, Any] | None = None
 
     async def render(self, name: str, **values: Any) -> web.Response:
         page = await self.env.get_template(name).render_async(shop_name="Farben & Co", **values)
-        headers = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
+        headers = checkout_headers() if self.policy else {}
+        headers["Cache-Control"] = "no-store"
         return web.Response(text=page, content_type="text/html", headers=headers)
 
     def page_values(self) -> dict[str, Any]:
         return checkout_page_context(
-            cart=CART,
+            cart=self.cart,
             locale="de_DE",
             order_number="0042",
             methods=SETTINGS.payment_methods,
@@ -89,7 +98,7 @@ class CheckoutApp:
         return await self.render(
             "checkout_done.html",
             order_number="0042",
-            amount=format_money(CART.total, "de_DE"),
+            amount=format_money(self.cart.total, "de_DE"),
             payment_method=method,
             instructions=getattr(SETTINGS, f"{method}_instructions"),
             status="pending",
@@ -97,16 +106,21 @@ class CheckoutApp:
         )
 
 
-@pytest.fixture
-async def site(shop_language: Callable[[str], None]) -> AsyncIterator[tuple[str, CheckoutApp]]:
-    shop_language("de_DE")  # a German shop: the page's words (hub.i18n) and amounts
-    checkout = CheckoutApp()
+async def serve(checkout: CheckoutApp) -> tuple[str, TestServer]:
     app = web.Application()
     app.router.add_get("/checkout/{reference}", checkout.show)
     app.router.add_post("/checkout/{reference}", checkout.submit)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
-    yield str(server.make_url(f"/checkout/{REFERENCE}")), checkout
+    return str(server.make_url(f"/checkout/{REFERENCE}")), server
+
+
+@pytest.fixture
+async def site(shop_language: Callable[[str], None]) -> AsyncIterator[tuple[str, CheckoutApp]]:
+    shop_language("de_DE")  # a German shop: the page's words (hub.i18n) and amounts
+    checkout = CheckoutApp()
+    url, server = await serve(checkout)
+    yield url, checkout
     await server.close()
 
 
@@ -209,4 +223,36 @@ async def test_desktop_keeps_what_was_typed_after_an_error(
             "Bitte geben Sie eine gültige PLZ für das gewählte Land ein."
         )
         await screenshot(page, "checkout-errors-desktop", full_page=True)
+    assert checkout.placed is None
+
+
+@pytest.mark.parametrize("policy", [True, False], ids=["hub-headers", "no-policy"])
+async def test_a_script_in_the_catalogue_and_markup_from_the_customer_stay_text(
+    shop_language: Callable[[str], None], browser: Browser, policy: bool
+) -> None:
+    shop_language("de_DE")
+    checkout = CheckoutApp(HOSTILE_CART, policy=policy)
+    url, server = await serve(checkout)
+    try:
+        async with new_page(browser) as page:
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            await page.goto(url)
+            # The product's name is shown as it was typed, as text.
+            await expect(page.get_by_test_id("cart")).to_contain_text(f"1 × {SCRIPT}")
+            assert await page.locator("script").count() == 0
+
+            # A customer name with markup: refused as a name, and echoed back as text.
+            typed = '"><img src=x onerror="window.pwned=2; alert(2)"><b>Eve</b>'
+            await page.get_by_label("Vor- und Nachname").fill(typed)
+            await page.get_by_test_id("place-order").click()
+            await expect(page.get_by_test_id("error-summary")).to_be_visible()
+            await expect(page.get_by_label("Vor- und Nachname")).to_have_value(typed)
+            assert await page.locator("main img, main b").count() == 0
+            assert await page.locator("script").count() == 0
+            await page.wait_for_timeout(200)  # an onerror would have fired by now
+            assert await page.evaluate("window.pwned === undefined")
+            assert dialogs == []
+    finally:
+        await server.close()
     assert checkout.placed is None

@@ -96,6 +96,17 @@ async def pay_and_follow_link(
     return room_id, short, target
 
 
+def shop_text(msgid: str, **values: str) -> str:
+    """A text as the hub (a German shop) writes it: from the same catalogues."""
+    from hub import i18n
+
+    i18n.set_locale("de_DE")
+    try:
+        return i18n._(msgid).format(**values)
+    finally:
+        i18n.set_locale("en")
+
+
 async def expect_paid_once(stack: Stack, adviser: Adviser, visitor: Visitor, room_id: str) -> None:
     thanks = await visitor.wait_message(
         lambda m: m["direction"] == "out" and "Ihre Zahlung" in (m["text"] or "")
@@ -221,10 +232,23 @@ async def test_builtin_checkout_page_in_a_real_browser(
         lambda m: m["direction"] == "out" and "bei uns eingegangen" in (m["text"] or "")
     )
     assert number in placed["text"] and AMOUNT in placed["text"]
-    # Offline payment arrives later: the adviser marks it paid, the customer is thanked once.
+    # On invoice the goods go out first, with the invoice: shipping needs no payment.
+    key, body = await command(stack, adviser, room_id, f"!order {number} shipped")
+    assert key == "✅" and "versandt" in body
+    # The invoice is paid later: the customer is thanked once, for paying the invoice.
     key, _ = await command(stack, adviser, room_id, f"!order {number} paid")
     assert key == "✅"
-    await expect_paid_once(stack, adviser, visitor, room_id)
+    invoice_paid = shop_text(
+        "Thank you! We received the payment of your invoice for order {number} ({amount}).",
+        number=number,
+        amount=AMOUNT,
+    )
+    await visitor.wait_message(lambda m: m["direction"] == "out" and m["text"] == invoice_paid)
+    await adviser.wait_event(room_id, lambda e: "💳" in e.get("content", {}).get("body", ""))
     key, body = await command(stack, adviser, room_id, f"!order {number} paid")
     assert key == "✅" and "bereits bezahlt" in body
     assert count_paid_notices(stack, adviser, room_id) == 1
+    thanks = [m for m in await visitor.history() if m["text"] == invoice_paid]
+    assert len(thanks) == 1
+    key, body = await command(stack, adviser, room_id, "!orders")
+    assert key == "✅" and "versandt" in body

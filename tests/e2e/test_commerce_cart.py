@@ -81,6 +81,34 @@ async def test_cart_add_remove_show_clear(stack: Stack, adviser: Adviser, visito
     assert all(m["direction"] == "in" for m in await visitor.history())
 
 
+async def test_pay_makes_the_cart_the_order(
+    stack: Stack, adviser: Adviser, visitor: Visitor
+) -> None:
+    room_id = await open_portal(adviser, visitor, "Zweimal zahlen", "Einmal Farbe bitte")
+    assert (await command(stack, adviser, room_id, "!cart add WF-W-5"))[0] == "✅"
+    key, body = await command(stack, adviser, room_id, "!pay")
+    assert key == "✅"
+    number = body.split("Bestellung ", 1)[1].split(" ", 1)[0]
+    # The cart became the order: the room's cart state is empty again.
+    await adviser.wait_event(
+        room_id,
+        lambda ev: ev.get("type") == CART_STATE and ev["content"].get("lines") == [],
+    )
+    # A second !pay orders nothing twice: it names the order and how to resend its link.
+    key, body = await command(stack, adviser, room_id, "!pay")
+    assert key == "⛔" and number in body and f"!pay {number}" in body
+    link = await visitor.wait_message(
+        lambda m: m["direction"] == "out" and "/l/" in (m["text"] or "")
+    )
+    key, body = await command(stack, adviser, room_id, f"!pay {number}")
+    assert key == "✅"
+    await visitor.wait_message(
+        lambda m: m["direction"] == "out" and m["id"] != link["id"] and m["text"] == link["text"]
+    )
+    key, body = await command(stack, adviser, room_id, "!orders")
+    assert key == "✅" and len(body.splitlines()) == 2  # one order
+
+
 async def test_whatsapp_catalogue_order_becomes_the_cart(stack: Stack, adviser: Adviser) -> None:
     from tests.e2e.test_whatsapp import new_wa_id, open_room, post, standin
 

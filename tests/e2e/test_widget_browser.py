@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser import chromium_available, chromium_browser, new_page, screenshot
+from tests.browser import (
+    chromium_available,
+    chromium_browser,
+    new_page,
+    screenshot,
+    wait_until,
+)
 from tests.e2e.conftest import Stack
 from tests.e2e.helpers import Adviser, is_message
 
@@ -29,7 +35,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 async def _open_chat(page: Page, url: str) -> None:
     await page.goto(url)
-    await page.wait_for_function("window.HubChat && window.HubChat.isReady()")
+    await wait_until(page, "window.HubChat && window.HubChat.isReady()")
     await page.get_by_test_id("hubchat-launcher").click()
     await expect(page.get_by_test_id("hubchat-panel")).to_be_visible()
 

@@ -22,7 +22,7 @@ from hub.db.database import Tx
 from hub.db.engine import open_database
 from hub.db.models import Message
 from hub.i18n import translations
-from tests.browser import chromium_available, chromium_browser, new_page
+from tests.browser import chromium_available, chromium_browser, new_page, wait_until
 from tests.e2e.conftest import Stack
 from tests.e2e.helpers import Adviser, is_message
 
@@ -48,7 +48,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 async def _open_chat(page: Page, url: str) -> None:
     await page.goto(url)
-    await page.wait_for_function("window.HubChat && window.HubChat.isReady()")
+    await wait_until(page, "window.HubChat && window.HubChat.isReady()")
     await page.get_by_test_id("hubchat-launcher").click()
     await expect(page.get_by_test_id("hubchat-panel")).to_be_visible()
 

@@ -786,7 +786,26 @@ def test_builtin_form_limits_countries_when_asked() -> None:
     _, errors = validate_checkout_form(
         GOOD | {"country": "FR", "postcode": "75001"}, ["prepayment"], countries=["DE", "AT"]
     )
-    assert errors == {"country": "unknown_choice"}
+    assert errors == {"country": "country_not_offered"}  # a country, but not one offered
+    _, errors = validate_checkout_form(GOOD | {"country": "XX"}, ["prepayment"], countries=["DE"])
+    assert errors == {"country": "unknown_choice"}  # no country at all
+    details, errors = validate_checkout_form(
+        GOOD | {"country": "at", "postcode": "1010"}, ["prepayment"], countries=["DE", "AT"]
+    )
+    assert errors == {} and details is not None and details.country == "AT"
+
+
+def test_the_page_and_the_server_offer_the_same_countries() -> None:
+    from hub.commerce.providers.builtin import DEFAULT_COUNTRIES, offered_countries
+
+    settings = BuiltinSettings(public_base_url="https://hub.example", countries=["de", "LI"])
+    context = checkout_page_context(
+        cart=EUR_CART, locale="de_DE", order_number="1", methods=["invoice"], settings=settings
+    )
+    assert [code for code, _name in context["countries"]] == offered_countries(settings)
+    assert offered_countries(settings) == ["DE", "LI"]
+    assert offered_countries(None) == list(DEFAULT_COUNTRIES)
+    assert "country_not_offered" in context["error_texts"]
 
 
 def test_builtin_settings_accept_country_codes_and_refuse_groupings() -> None:

@@ -4,6 +4,7 @@ the shop's language (hub.i18n, set per test with `shop_language`), amounts for t
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -14,6 +15,7 @@ from hub.commerce.money import Money
 from hub.commerce.render import (
     cart_for_customer,
     cart_notice,
+    order_time,
     product_card_text,
     search_results,
     vat_note,
@@ -117,6 +119,19 @@ def test_catalogue_text_is_escaped_in_html() -> None:
     assert "&lt;b&gt;" in results
 
 
+def test_a_script_in_the_catalogue_is_text_in_every_html_notice() -> None:
+    evil = product("<script>", 100, "<script>alert(1)</script>")
+    cart = Cart.empty("EUR").add(evil, 2, 10)
+    for html in (
+        cart_notice(cart, "en_US")[1],
+        cart_notice(cart.remove("<script>"), "en_US")[1],
+        search_results([evil], "en_US", query="<script>alert(2)</script>")[1],
+    ):
+        assert "<script" not in html
+    _, html = cart_notice(cart, "en_US")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; (<code>&lt;script&gt;</code>)" in html
+
+
 def test_customer_cart_has_no_skus_or_markup(shop_language: SetLocale) -> None:
     assert cart_for_customer(Cart.empty("EUR"), "en_US") == "Your cart is empty."
     assert cart_for_customer(CART, "en_US").startswith("Your cart:\n")
@@ -211,3 +226,22 @@ def test_vat_note(shop_language: SetLocale) -> None:
     )
     shop_language("de_DE")
     assert vat_note(Money(8450, "EUR"), Decimal(19), "de_DE") == f"inkl. 19{NB}% MwSt.: 13,49{NB}€"
+
+
+@pytest.mark.parametrize(
+    ("timezone", "locale", "shown"),
+    [
+        ("Europe/Berlin", "de_DE", "07.12.26, 10:00 MEZ"),
+        ("Europe/Berlin", "de_DE", "07.07.26, 11:00 MESZ"),  # summer time
+        ("Europe/Berlin", "en_US", "12/7/26, 10:00\u202fAM +0100"),
+        ("America/New_York", "en_US", "12/7/26, 4:00\u202fAM EST"),
+        ("UTC", "en_GB", "07/12/2026, 09:00 UTC"),
+    ],
+)
+def test_order_times_are_the_shops_and_name_the_zone(
+    timezone: str, locale: str, shown: str
+) -> None:
+    moment = datetime(2026, 7 if "MESZ" in shown else 12, 7, 9, 0, tzinfo=UTC)
+    assert order_time(moment, timezone, locale) == shown
+    # A time read back without its zone is UTC, as stored.
+    assert order_time(moment.replace(tzinfo=None), timezone, locale) == shown

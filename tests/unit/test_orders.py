@@ -1,4 +1,5 @@
-"""Order state machine: every (status, event) pair, repeats, messages, order numbers."""
+"""Order state machine: every (status, event) pair for prepaid orders and for orders on
+invoice (paid or not), repeats, messages, order numbers."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import pytest
 
 from hub.commerce.orders import (
     TERMINAL,
+    Decision,
     InvalidTransition,
     OrderEvent,
     OrderStatus,
+    PaymentTerms,
     allowed_events,
+    decide,
     event_from_word,
     format_order_number,
+    is_paid,
     is_repeat,
     parse_order_number,
     transition,
@@ -21,6 +26,7 @@ from hub.commerce.orders import (
 from hub.errors import UserError
 
 S, E = OrderStatus, OrderEvent
+INVOICE = PaymentTerms.INVOICE
 
 # The whole table, written out independently of the module: (status, event) -> outcome, where
 # the outcome is the new status, "repeat" (same status back, no side effects) or "invalid".
@@ -77,6 +83,126 @@ def test_every_status_and_event(status: OrderStatus, event: OrderEvent) -> None:
     else:
         assert not is_repeat(status, event)
         assert transition(status, event) == outcome
+
+
+# On invoice ("Rechnung") the goods go out first and the invoice is paid later. Written out
+# for an unpaid and a paid order: (status, event, paid) -> (status after, paid after), "repeat"
+# or "invalid". A paid order's table is the prepaid one except that shipping needed no payment.
+INVOICE_EXPECTED: dict[tuple[OrderStatus, OrderEvent, bool], tuple[OrderStatus, bool] | str] = {
+    # not paid yet
+    (S.PENDING, E.PAY, False): (S.PAID, True),
+    (S.PENDING, E.SHIP, False): (S.SHIPPED, False),  # the invoice travels with the parcel
+    (S.PENDING, E.DELIVER, False): (S.DELIVERED, False),  # picked up, invoice handed over
+    (S.PENDING, E.CANCEL, False): (S.CANCELLED, False),
+    (S.PENDING, E.EXPIRE, False): (S.EXPIRED, False),
+    (S.SHIPPED, E.PAY, False): (S.SHIPPED, True),  # the invoice paid; the parcel still travels
+    (S.SHIPPED, E.SHIP, False): "repeat",
+    (S.SHIPPED, E.DELIVER, False): (S.DELIVERED, False),
+    (S.SHIPPED, E.CANCEL, False): "invalid",  # a return, not a cancellation
+    (S.SHIPPED, E.EXPIRE, False): "invalid",
+    (S.DELIVERED, E.PAY, False): (S.DELIVERED, True),
+    (S.DELIVERED, E.SHIP, False): "repeat",
+    (S.DELIVERED, E.DELIVER, False): "repeat",
+    (S.DELIVERED, E.CANCEL, False): "invalid",
+    (S.DELIVERED, E.EXPIRE, False): "invalid",
+    (S.CANCELLED, E.PAY, False): "invalid",  # money for a cancelled order: someone must look
+    (S.CANCELLED, E.SHIP, False): "invalid",
+    (S.CANCELLED, E.DELIVER, False): "invalid",
+    (S.CANCELLED, E.CANCEL, False): "repeat",
+    (S.CANCELLED, E.EXPIRE, False): "invalid",
+    (S.EXPIRED, E.PAY, False): "invalid",
+    (S.EXPIRED, E.SHIP, False): "invalid",
+    (S.EXPIRED, E.DELIVER, False): "invalid",
+    (S.EXPIRED, E.CANCEL, False): "invalid",
+    (S.EXPIRED, E.EXPIRE, False): "repeat",
+    # paid (the status is paid, or the invoice of a shipped/delivered order was paid)
+    (S.PAID, E.PAY, True): "repeat",
+    (S.PAID, E.SHIP, True): (S.SHIPPED, True),
+    (S.PAID, E.DELIVER, True): (S.DELIVERED, True),
+    (S.PAID, E.CANCEL, True): (S.CANCELLED, True),
+    (S.PAID, E.EXPIRE, True): "invalid",
+    (S.SHIPPED, E.PAY, True): "repeat",  # paid is paid: nothing is sent twice
+    (S.SHIPPED, E.SHIP, True): "repeat",
+    (S.SHIPPED, E.DELIVER, True): (S.DELIVERED, True),
+    (S.SHIPPED, E.CANCEL, True): "invalid",
+    (S.SHIPPED, E.EXPIRE, True): "invalid",
+    (S.DELIVERED, E.PAY, True): "repeat",
+    (S.DELIVERED, E.SHIP, True): "repeat",
+    (S.DELIVERED, E.DELIVER, True): "repeat",
+    (S.DELIVERED, E.CANCEL, True): "invalid",
+    (S.DELIVERED, E.EXPIRE, True): "invalid",
+    (S.CANCELLED, E.PAY, True): "invalid",  # a second payment of a refunded order
+    (S.CANCELLED, E.CANCEL, True): "repeat",
+}
+
+
+@pytest.mark.parametrize(("status", "event", "paid"), list(INVOICE_EXPECTED))
+def test_every_status_and_event_on_invoice(
+    status: OrderStatus, event: OrderEvent, paid: bool
+) -> None:
+    outcome = INVOICE_EXPECTED[(status, event, paid)]
+    if outcome == "invalid":
+        assert not is_repeat(status, event, terms=INVOICE, paid=paid)
+        with pytest.raises(InvalidTransition):
+            decide(status, event, terms=INVOICE, paid=paid, order=42)
+    elif outcome == "repeat":
+        assert is_repeat(status, event, terms=INVOICE, paid=paid)
+        assert decide(status, event, terms=INVOICE, paid=paid) == Decision(
+            status, is_paid(status, INVOICE, paid), repeat=True, payment=False
+        )
+    else:
+        assert isinstance(outcome, tuple)
+        after, paid_after = outcome
+        decision = decide(status, event, terms=INVOICE, paid=paid)
+        assert decision == Decision(after, paid_after, repeat=False, payment=event is E.PAY)
+        assert transition(status, event, terms=INVOICE, paid=paid) == after
+
+
+def test_the_invoice_table_covers_every_pair_of_an_unpaid_order() -> None:
+    # "paid" is the one status an unpaid order cannot be in.
+    unpaid = {(s, e) for (s, e, paid) in INVOICE_EXPECTED if not paid}
+    assert unpaid == set(itertools.product(set(OrderStatus) - {S.PAID}, OrderEvent))
+
+
+@pytest.mark.parametrize(("status", "event"), list(EXPECTED))
+def test_prepaid_is_the_default_and_decide_agrees_with_transition(
+    status: OrderStatus, event: OrderEvent
+) -> None:
+    outcome = EXPECTED[(status, event)]
+    if outcome == "invalid":
+        with pytest.raises(InvalidTransition):
+            decide(status, event, terms=PaymentTerms.PREPAID)
+        return
+    decision = decide(status, event, terms=PaymentTerms.PREPAID)
+    assert decision.repeat is (outcome == "repeat")
+    assert decision.status == (status if outcome == "repeat" else outcome)
+    assert decision.payment is (event is E.PAY and outcome != "repeat")
+
+
+def test_an_invoice_order_ships_unpaid_and_is_paid_later() -> None:
+    shipped = decide(S.PENDING, E.SHIP, terms=INVOICE)
+    assert (shipped.status, shipped.paid) == (S.SHIPPED, False)
+    paid = decide(shipped.status, E.PAY, terms=INVOICE, paid=shipped.paid)
+    assert (paid.status, paid.paid, paid.payment) == (S.SHIPPED, True, True)
+    # A prepaid order cannot go out before its money.
+    with pytest.raises(InvalidTransition, match="is not paid yet; it cannot be shipped"):
+        decide(S.PENDING, E.SHIP, terms=PaymentTerms.PREPAID, order=42)
+
+
+def test_is_paid() -> None:
+    assert is_paid(S.SHIPPED, PaymentTerms.PREPAID)  # shipping needed the money
+    assert not is_paid(S.SHIPPED, INVOICE)
+    assert is_paid(S.SHIPPED, INVOICE, paid=True)
+    assert is_paid(S.PAID, INVOICE)
+    assert not is_paid(S.PENDING, PaymentTerms.PREPAID)
+
+
+def test_allowed_events_on_invoice() -> None:
+    assert allowed_events(S.PENDING, INVOICE) == {E.PAY, E.SHIP, E.DELIVER, E.CANCEL, E.EXPIRE}
+    assert allowed_events(S.SHIPPED, INVOICE) == {E.PAY, E.DELIVER}
+    assert allowed_events(S.SHIPPED, INVOICE, paid=True) == {E.DELIVER}
+    assert allowed_events(S.DELIVERED, INVOICE) == {E.PAY}
+    assert allowed_events(S.DELIVERED, INVOICE, paid=True) == frozenset()
 
 
 def test_the_happy_path() -> None:

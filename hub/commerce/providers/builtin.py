@@ -194,7 +194,9 @@ def validate_checkout_form(
     """The cleaned details, or None and an error code per field (see ERROR_TEXTS).
 
     ``methods``: the offered payment method ids; ``countries``: the offered ISO codes (None:
-    any country known to CLDR). Unknown form fields (the CSRF token) are ignored.
+    any country known to CLDR; the hub passes ``offered_countries(settings)``, the list the
+    page shows: the form is checked on the server, a tampered or stale one included).
+    Unknown form fields (the CSRF token) are ignored.
     """
     v = {key: _clean(form.get(key, "")) for key in (*LIMITS, "country", "payment_method")}
     errors: dict[str, str] = {}
@@ -202,11 +204,12 @@ def validate_checkout_form(
         if code := _text(v[field], field, minimum=minimum, symbols=symbols):
             errors[field] = code
     country = v["country"].upper()
-    allowed = {c.upper() for c in countries} if countries else _territory_codes()
     if not country:
         errors["country"] = "required"
-    elif country not in allowed:
+    elif country not in _territory_codes():
         errors["country"] = "unknown_choice"
+    elif countries and country not in {c.upper() for c in countries}:
+        errors["country"] = "country_not_offered"
     postcode, code = _postcode(v["postcode"], country)
     if code:
         errors["postcode"] = code
@@ -253,6 +256,9 @@ ERROR_TEXTS: Mapping[str, str] = {
     "invalid_phone": N_("Please enter a valid phone number."),
     "invalid_postcode": N_("Please enter a valid postcode for the chosen country."),
     "unknown_choice": N_("Please choose one of the options."),
+    "country_not_offered": N_(
+        "We do not deliver to this country. Please choose one of the countries in the list."
+    ),
 }
 
 
@@ -270,6 +276,12 @@ def instructions(settings: object, method: str | None) -> str:
     if configured is not None:
         return str(configured)
     return _(INSTRUCTIONS[method]) if method in INSTRUCTIONS else ""
+
+
+def offered_countries(settings: object) -> list[str]:
+    """The ISO codes the address form offers (``countries`` of commerce.builtin, else the
+    default list): what the page shows and what the server accepts."""
+    return [c.upper() for c in (getattr(settings, "countries", None) or DEFAULT_COUNTRIES)]
 
 
 def _countries(locale: str, offered: Sequence[str]) -> tuple[list[tuple[str, str]], str]:
@@ -302,7 +314,7 @@ def checkout_page_context(
         }
         for line in cart.lines
     ]
-    offered = list(getattr(settings, "countries", None) or DEFAULT_COUNTRIES)
+    offered = offered_countries(settings)
     countries, default_country = _countries(locale, offered)
     return {
         "order_number": order_number,
