@@ -212,7 +212,12 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
     )
     if config.channels.webchat.enabled:
         enabled["webchat"] = WebchatChannel(
-            deps, config.channels.webchat, app[MATRIX], ingest, config.homeserver.domain
+            deps,
+            config.channels.webchat,
+            app[MATRIX],
+            ingest,
+            config.homeserver.domain,
+            trusted_proxies=config.http.trusted_proxies,
         )
     for name in PROVIDER_CHANNELS:
         if getattr(config.channels, name).enabled:

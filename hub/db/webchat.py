@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.sql import Executable
 
 from hub.db import conversations
-from hub.db.models import Message, WebchatVisitor, table, utcnow
+from hub.db.models import ChannelIdentity, Conversation, Message, WebchatVisitor, table, utcnow
 from hub.db.statements import run, statement
 
 if TYPE_CHECKING:
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 KIND = "webchat"
 WV = table(WebchatVisitor)
 M = table(Message)
+CI = table(ChannelIdentity)
+CV = table(Conversation)
 # What a visitor sees of the shop's messages: those sent to them (see `history`).
 VISIBLE = ("sent", "delivered", "read")
 # How many of the shop's latest messages a tapped button is looked for in.
@@ -57,6 +59,34 @@ def visitor_by_token_hash(tx: Tx, token_hash: str) -> tuple[str, str | None] | N
     """(visitor_id, name) of the visitor holding a token."""
     row = run(tx, _visitor_by_token_hash, {"th": token_hash}).first()
     return None if row is None else (row[0], row[1])
+
+
+@dataclass(frozen=True)
+class VisitorRow:
+    """A visitor as a request of theirs needs to know them."""
+
+    visitor_id: str
+    name: str | None
+    # Their conversation exists (their next message is not the first of a new one).
+    has_conversation: bool
+
+
+@statement
+def _visitor_by_token(dialect: str) -> Executable:
+    return (
+        select(WV.c.visitor_id, WV.c.name, CV.c.id)
+        .select_from(WV)
+        .outerjoin(CI, (CI.c.channel == KIND) & (CI.c.external_id == WV.c.visitor_id))
+        .outerjoin(CV, CV.c.identity_id == CI.c.id)
+        .where(WV.c.token_hash == bindparam("th"))
+    )
+
+
+def visitor_by_token(tx: Tx, token_hash: str) -> VisitorRow | None:
+    """The visitor holding a token, and whether their conversation exists: one read for
+    the widget API's authentication and its cap on new conversations."""
+    row = run(tx, _visitor_by_token, {"th": token_hash}).first()
+    return None if row is None else VisitorRow(row[0], row[1], row[2] is not None)
 
 
 def open_session(

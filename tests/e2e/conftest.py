@@ -81,7 +81,19 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         },
         "outbox": {"base_delay_seconds": 0.2, "max_delay_seconds": 2},
         "channels": {
-            "webchat": {"max_upload_bytes": 200_000, "allowed_origins": ["http://shop.test"]}
+            "webchat": {
+                "max_upload_bytes": 200_000,
+                "allowed_origins": ["http://shop.test"],
+                # Every visitor of the suite comes from 127.0.0.1 (tests of the limits
+                # themselves: tests/integration/test_webchat_limits.py).
+                "limits": {
+                    "sessions_per_address": 10_000,
+                    "messages_per_visitor": 10_000,
+                    "messages_per_address": 100_000,
+                    "uploads_per_visitor": 10_000,
+                    "new_conversations": 100_000,
+                },
+            }
         },
         "commerce": {
             "catalogue_file": str(REPO / "tests" / "fixtures" / "catalogue" / "paint.csv"),

@@ -39,6 +39,7 @@ PURE = [
     "hub.scheduler.when",
     "hub.consent.photo",
     "hub.consent.questions",
+    "hub.bridges.webchat.limits",
     "hub.consent.newsletter",
     "hub.consent.gdpr",
     "hub.bridges.whatsapp.mapping",

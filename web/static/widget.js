@@ -241,6 +241,14 @@
     return fallback || T("request_failed", "Request failed ({status})", { status: res ? res.status : T("network", "network") });
   }
   function isTransient(status) { return status === 0 || status === 408 || status === 429 || status >= 500; }
+  // How long a 429 (or 503) asks to wait, in ms (capped at two minutes); 0 when it does not say.
+  // The header (exposed by the hub's CORS headers) or the JSON's `retry_after`.
+  function retryAfterMs(res) {
+    var v = res ? res.retryAfter : null;
+    if ((v == null || !/^\d+$/.test(String(v))) && res && res.data && typeof res.data.retry_after === "number") v = res.data.retry_after;
+    if (v == null || !/^\d+$/.test(String(v))) return 0;
+    return Math.min(120, +v) * 1000;
+  }
 
   // ---------------------------------------------------------------------------------------------
   // State
@@ -1006,6 +1014,14 @@
       return;
     }
     meta.removeAttribute("data-testid");
+    if (r.local === "retrying" && r.limited) {
+      // Over the hub's rate limits: it goes out by itself once the hub allows it again.
+      meta.className = "meta warn";
+      meta.setAttribute("data-testid", "hubchat-rate-limited");
+      meta.appendChild(icon("alert", 14));
+      meta.appendChild(el("span", "", T("rate_limited", "Too many messages — sending again in a moment…")));
+      return;
+    }
     if (r.local === "retrying") {
       meta.className = "meta warn";
       meta.setAttribute("data-testid", "hubchat-retrying");
@@ -1197,7 +1213,10 @@
           // Our stored token was rejected outright: start afresh.
           state.token = null;
         }
-        await wakeableSleep(backoff(attempt++, 1000, 30000));
+        var pause = backoff(attempt++, 1000, 30000);
+        // Too many requests: not before the hub says (waking early would only be refused again).
+        if (res && res.status === 429) await sleep(Math.max(pause, retryAfterMs(res)));
+        else await wakeableSleep(pause);
       }
     })().finally(function () { state.sessionPromise = null; });
     return state.sessionPromise;
@@ -1383,6 +1402,7 @@
         if (r.removed || r.id != null) { outbox.shift(); continue; } // confirmed via WebSocket meanwhile
         if (res && (res.status === 200 || res.status === 201) && res.data && res.data.message) {
           outbox.shift();
+          r.limited = false;
           upsert(res.data.message);
           r.attempt = 0;
           continue;
@@ -1393,11 +1413,7 @@
           continue;
         }
         if (!res || isTransient(res.status)) {
-          r.local = "retrying";
-          renderRecord(r);
-          var wait = backoff(r.attempt++, 1000, 30000);
-          if (res && res.retryAfter && /^\d+$/.test(res.retryAfter)) wait = Math.max(wait, Math.min(120, +res.retryAfter) * 1000);
-          await wakeableSleep(wait);
+          await waitToRetry(r, res);
           continue;
         }
         // Permanent failure (4xx): show the server's reason under the bubble.
@@ -1412,6 +1428,21 @@
     }
   }
 
+  // A send or upload that may succeed later: shown as "retrying", tried again after a backoff.
+  // Over the hub's rate limits (429) the message is kept and says so ("Too many messages…"),
+  // and is sent again once the Retry-After has passed, not sooner (no "Retry now").
+  async function waitToRetry(r, res) {
+    var wait = backoff(r.attempt++, 1000, 30000);
+    var limited = !!res && res.status === 429;
+    if (limited && !r.limited) announce(T("rate_limited", "Too many messages — sending again in a moment…"));
+    r.limited = limited;
+    r.local = "retrying";
+    renderRecord(r);
+    var asked = retryAfterMs(res);
+    if (limited) await sleep(Math.max(wait, asked || 5000));
+    else await wakeableSleep(Math.max(wait, asked));
+  }
+
   function editRecord(r) {
     var text = r.text || "";
     removeRecord(r);
@@ -1422,7 +1453,7 @@
   }
 
   function retryRecord(r) {
-    r.error = null; r.attempt = 0; r.reauthed = false;
+    r.error = null; r.attempt = 0; r.reauthed = false; r.limited = false;
     if (r.file) { r.local = "uploading"; r.progress = 0; renderRecord(r); runUpload(r); return; }
     r.local = "sending";
     renderRecord(r);
@@ -1464,6 +1495,7 @@
       if (r.removed || r.id != null) return;
       if (res.status === 200 || res.status === 201) {
         if (res.data && res.data.message) {
+          r.limited = false;
           var preview = r.previewUrl;
           upsert(res.data.message);
           r.previewUrl = preview; // keep showing the local preview: no flicker
@@ -1472,9 +1504,7 @@
       }
       if ((res.status === 401 || res.status === 403) && !r.reauthed) { r.reauthed = true; await ensureSession(true); continue; }
       if (isTransient(res.status)) {
-        r.local = "retrying";
-        renderRecord(r);
-        await wakeableSleep(backoff(r.attempt++, 1000, 30000));
+        await waitToRetry(r, res);
         if (r.removed || r.id != null) return;
         r.local = "uploading"; r.progress = 0;
         renderRecord(r);
@@ -1508,7 +1538,9 @@
       var done = function () {
         var data = null;
         try { data = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch (e) { data = null; }
-        resolve({ status: xhr.status || 0, data: data });
+        var retryAfter = null;
+        try { retryAfter = xhr.getResponseHeader("Retry-After"); } catch (e) { retryAfter = null; }
+        resolve({ status: xhr.status || 0, data: data, retryAfter: retryAfter });
       };
       xhr.onload = done;
       xhr.onerror = function () { resolve({ status: 0, data: null }); };

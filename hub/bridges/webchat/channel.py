@@ -7,13 +7,17 @@ the visitor's open widgets; a widget that was offline catches up from its last s
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from hub.bridges.base import Capabilities, Channel, ChannelDeps
+from hub.bridges.webchat.limits import WidgetLimits
 from hub.config import WebchatConfig
+from hub.core.addresses import Network
 from hub.core.ingest import Ingest
 from hub.core.types import OutboundMessage
 from hub.db import webchat
@@ -21,6 +25,9 @@ from hub.db.models import Message
 from hub.errors import ExternalError
 from hub.i18n import N_, _
 from hub.matrix.client import MatrixClient
+
+if TYPE_CHECKING:
+    from hub.bridges.webchat.api import WebchatApi
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +83,30 @@ class WebchatChannel(Channel):
         matrix: MatrixClient,
         ingest: Ingest,
         domain: str,
+        *,
+        trusted_proxies: Sequence[Network] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(deps)
         self.config = config
         self.matrix = matrix
         self.ingest = ingest
         self.domain = domain  # the homeserver's: the customer's ghost reads on their behalf
+        # The widget API's rate limits (hub.bridges.webchat.limits), counted per client
+        # address: X-Forwarded-For is believed from these reverse proxies only
+        # (`http.trusted_proxies`). `limits.refused` counts the refusals per limit.
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.limits = WidgetLimits.from_config(config.limits)
+        self.clock = clock  # monotonic seconds, for the rate limits
+        self.api: WebchatApi | None = None  # once the routes are added
         self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self._names: dict[str, str] = {}
 
     def add_routes(self, app: web.Application) -> None:
         from hub.bridges.webchat.api import WebchatApi
 
-        WebchatApi(self).add_routes(app)
+        self.api = WebchatApi(self)
+        self.api.add_routes(app)
 
     async def send(self, message: OutboundMessage) -> str:
         name = await self._sender_name(message)

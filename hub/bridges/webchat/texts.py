@@ -48,6 +48,8 @@ WIDGET_TEXTS: Mapping[str, str] = {
     "not_delivered": N_("Not delivered"),
     "retrying": N_("Not sent — retrying…"),
     "retry_now": N_("Retry now"),
+    # over the hub's rate limits (429): the message is kept and sent again by itself
+    "rate_limited": N_("Too many messages — sending again in a moment…"),
     "not_sent": N_("Not sent."),
     "edit": N_("Edit"),
     "edit_label": N_("Edit and resend"),
