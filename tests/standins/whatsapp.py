@@ -7,7 +7,9 @@ GET /{version}/{media_id} and the media download URL, each requiring
 `Authorization: Bearer <access token>` (401 with a documented Graph API error otherwise).
 Every request is recorded (with the time.perf_counter() of its arrival, and handed to the
 callables in `listeners`, e.g. a benchmark awaiting its sends); `fail_next` makes the next
-calls fail with documented errors.
+calls fail with documented errors; `faults`, a callable handed every `messages` request, can
+make any of them answer late, never (past the hub's timeout) or with an error (`Fault`), e.g.
+a share of them chosen at random by bench/faults.py.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Recorded:
     status: int = 0
     response: Any = None
     at: float = 0.0  # time.perf_counter() when the request was read
+    answered: float = 0.0  # time.perf_counter() when its answer was handed to aiohttp
 
 
 @dataclass
@@ -90,6 +93,20 @@ class _Failure:
     retry_after: float | None
     path_suffix: str
     when: Callable[[Any], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the `faults` hook makes of one `messages` request: wait `delay` seconds, then
+    answer `http_status` with a documented Graph API error of `code` (with no code: a
+    gateway's plain-text error page, as Meta's edge sends now and then) and `Retry-After`
+    when given; without `http_status`, answer as usual (a slow answer; a delay beyond the
+    hub's timeout is a message the provider took while the hub gave up waiting)."""
+
+    delay: float = 0.0
+    http_status: int | None = None
+    code: int | None = 131000
+    retry_after: float | None = None
 
 
 CATALOG_ID = "194836987003835"
@@ -111,6 +128,8 @@ class WhatsappStandin:
         self._failures: list[_Failure] = []
         # Called with every request as it is recorded (before it is checked and answered).
         self.listeners: list[Callable[[Recorded], None]] = []
+        # Asked about every POST …/messages after `fail_next`'s failures: None answers as usual.
+        self.faults: Callable[[Recorded], Fault | None] | None = None
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -228,6 +247,7 @@ class WhatsappStandin:
         self, rec: Recorded, status: int, body: Any, headers: dict[str, str] | None = None
     ) -> web.Response:
         rec.status, rec.response = status, body
+        rec.answered = time.perf_counter()
         self._changed.set()
         return web.json_response(body, status=status, headers=headers)
 
@@ -267,6 +287,11 @@ class WhatsappStandin:
         failed = self._failure(rec)
         if failed is not None:
             return failed
+        fault = self.faults(rec) if self.faults is not None else None
+        if fault is not None:
+            answer = await self._fault(rec, fault)
+            if answer is not None:
+                return answer
         if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
             return self._reply(rec, 400, graph_error(100))
         if body.get("status") == "read":  # messages/mark-message-as-read
@@ -285,6 +310,27 @@ class WhatsappStandin:
                 "messages": [{"id": wamid}],
             },
         )
+
+    async def _fault(self, rec: Recorded, fault: Fault) -> web.Response | None:
+        """Wait, then the fault's error answer (None: answer as usual)."""
+        if fault.delay > 0:
+            await asyncio.sleep(fault.delay)
+        if fault.http_status is None:
+            return None
+        headers = (
+            {"Retry-After": str(int(fault.retry_after))} if fault.retry_after is not None else None
+        )
+        if fault.code is None:
+            rec.status, rec.response = fault.http_status, None
+            rec.answered = time.perf_counter()
+            self._changed.set()
+            return web.Response(
+                status=fault.http_status,
+                text=f"{fault.http_status} Server Error",
+                content_type="text/plain",
+                headers=headers,
+            )
+        return self._reply(rec, fault.http_status, graph_error(fault.code), headers)
 
     async def _upload(self, request: web.Request) -> web.Response:
         rec = self._record(request)
