@@ -4,6 +4,7 @@ and dies, and the WhatsApp API misbehaves; it counts what arrived on the other s
     python bench/faults.py [--messages 1000] [--quick] [--rate 15] [--rooms 16]
                            [--kills 5] [--synapse-stop 60] [--seed 12]
                            [--phases kill,synapse,provider] [--drain 300] [--keep]
+                           [--max-load 1.5] [--max-wait 600]
 
 One run starts its own stack the way the other benches do (bench/common.py's start_stack:
 the WhatsApp Cloud API stand-in, a throwaway Synapse, `hub run` as a child process); --rooms
@@ -20,9 +21,13 @@ queue them):
 
 Phases (each with its own texts):
 
-  kill:     kill -9 of the hub at --kills random moments (seeded), restarted at once;
-  synapse:  Synapse stopped (SIGSTOP) for --synapse-stop seconds, continued, and later
-            killed with kill -9 and started again on its database, all during the load;
+  kill:     kill -9 of the hub at --kills random moments (seeded, one per slice of the
+            load), restarted at once;
+  synapse:  four fifths of the texts while Synapse is stopped (SIGSTOP) for --synapse-stop
+            seconds, continued, and later killed with kill -9 and started again on its
+            database; once they all arrived, Synapse is restarted (SIGTERM, nothing in
+            flight: it then numbers its appservice transactions from 1 again,
+            element-hq/synapse#14556) and the last fifth follows;
   provider: the stand-in answers a share of the hub's sends with 500s (a gateway's page,
             or a documented Graph error), 429s with Retry-After, slow answers and answers
             that come after the hub's timeout (the message taken, or not).
@@ -36,8 +41,9 @@ beyond the first is explained when a hub kill fell between the earlier copy's ar
 the stand-in and KILL_WINDOW after its answer (the hub died before it could record the send:
 the provider APIs have no idempotency key), or when the earlier copy was answered after the
 hub's timeout (the provider took it, the hub never heard). Any other duplicate, and any
-inbound duplicate, is a defect and printed as such. A bench, not a test: no timing asserts;
-the exit status is 1 only when messages were lost.
+inbound duplicate, is a defect and printed as such, with where the text stopped (the hub's
+own rows, read from its SQLite file after the run) and the fault nearest to it. A bench, not
+a test: no timing asserts; the exit status is 1 only when messages were lost.
 """
 
 from __future__ import annotations
@@ -836,7 +842,7 @@ def report(run: Run, phases: list[Phase], facts: Facts) -> str:
             + (
                 f"all arrived {phase.drain_seconds:.1f} s after the load"
                 if phase.drained
-                else f"NOT all arrived {phase.drain_seconds:.0f} s after the load"
+                else f"NOT all arrived within --drain {args.drain:.0f} s of a load's end"
             ),
             head,
             outcome_row("  inbound  (WhatsApp → Matrix)", inb, w),
