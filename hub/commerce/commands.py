@@ -35,12 +35,6 @@ Parsed = ParsedCommand[CommandHandler]
 UNKNOWN_SKU = N_("Unknown SKU {sku} — try !catalog WORDS")
 
 
-def _conversation(ctx: CommandContext) -> Conversation:
-    if ctx.conversation is None:
-        raise UserError(_("This command works in a customer's room only."))
-    return ctx.conversation
-
-
 class CommerceCommands:
     def __init__(self, shop: Shop) -> None:
         self.shop = shop
@@ -55,7 +49,7 @@ class CommerceCommands:
         ctx.reply(text, html)
 
     def send_product(self, ctx: CommandContext, parsed: Parsed) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         shop = self.shop
         product = shop.index(ctx.tx).get(parsed.value("sku", str))
         if product is None:
@@ -77,7 +71,7 @@ class CommerceCommands:
         ctx.reply(_("Sent {product} to the customer.").format(product=product.name))
 
     def _change_cart(self, ctx: CommandContext, change: Callable[[Any], Any]) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         shop = self.shop
         cart = commerce.get_cart(ctx.tx, conversation.id, shop.currency)
         cart = change(cart)
@@ -119,7 +113,7 @@ class CommerceCommands:
     def pay(self, ctx: CommandContext, parsed: Parsed) -> None:
         """The cart becomes a pending order (and the cart is empty again); the checkout link
         is made by a job. `!pay ORDER` sends an open order's link again."""
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         shop = self.shop
         again = parsed.optional_value("order", str)
         if again is not None:
@@ -189,7 +183,7 @@ class CommerceCommands:
                     "needs no link."
                 ).format(number=number)
             )
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         if order.short_code:
             link = shop.short_url(order.short_code)
             shop.tell_customer(
@@ -220,7 +214,7 @@ class CommerceCommands:
         )
 
     def _order(self, ctx: CommandContext, text: str) -> Order:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         try:
             order_id = parse_order_number(text, prefix=self.shop.commerce.order_number_prefix)
         except ValueError as exc:
@@ -268,7 +262,7 @@ class CommerceCommands:
             ctx.reply(_("Order {number} is now {status}.").format(number=number, status=status))
 
     def orders(self, ctx: CommandContext, parsed: Parsed) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         shop = self.shop
         rows = commerce.orders_of(ctx.tx, conversation.id)
         if not rows:

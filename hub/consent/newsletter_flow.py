@@ -157,7 +157,7 @@ class Newsletter:
 
     def request(self, ctx: CommandContext, parsed: Parsed) -> None:
         """!optin: ask the customer (again)."""
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         identity = newsletter.identity_of(ctx.tx, conversation.id)
         row = newsletter.ensure_optin(ctx.tx, identity.id, self.config.version)
         now = utcnow()
@@ -205,7 +205,7 @@ class Newsletter:
     def status(self, ctx: CommandContext, parsed: Parsed) -> None:
         """!optin status: the state with its times (read only: an expiry shows, and is
         recorded by the next answer or !optin)."""
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         identity = newsletter.identity_of(ctx.tx, conversation.id)
         row = newsletter.optin(ctx.tx, identity.id, lock=False)
         if row is None or row.state == State.NONE:
@@ -411,9 +411,3 @@ class Newsletter:
 
 def _buttons(button: str, title: str) -> dict[str, Any]:
     return {"buttons": [{"id": button, "title": title}]}
-
-
-def _conversation(ctx: CommandContext) -> Conversation:
-    if ctx.conversation is None:
-        raise UserError(_("This command works in a customer's room only."))
-    return ctx.conversation

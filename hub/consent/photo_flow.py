@@ -41,12 +41,6 @@ QUESTION = "consent"  # its kind among the open questions (hub.consent.questions
 GRANTED_MARK, REFUSED_MARK = "✅", "🚫"
 
 
-def _conversation(ctx: CommandContext) -> Conversation:
-    if ctx.conversation is None:
-        raise UserError(_("This command works in a customer's room only."))
-    return ctx.conversation
-
-
 def _when(at: datetime | None) -> str:
     return f"{at:%Y-%m-%d %H:%M} UTC" if at else "?"
 
@@ -97,7 +91,7 @@ class PhotoConsent:
         self._request(ctx, conversation, images)
 
     def _ready(self, ctx: CommandContext) -> Conversation:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         if not self.can_delete:
             raise UserError(
                 _(
@@ -219,7 +213,7 @@ class PhotoConsent:
         )
 
     def show(self, ctx: CommandContext, parsed: Parsed) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         requests = rows.requests_of(
             ctx.tx, conversation.id, ("pending", "granted", "refused", "revoked")
         )

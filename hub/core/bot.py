@@ -53,6 +53,12 @@ class CommandContext:
     def reply(self, text: str, html: str | None = None) -> None:
         self.replies.append(Reply(text, html))
 
+    def customer_conversation(self) -> Conversation:
+        """The conversation of the customer's room the command runs in; ⛔ elsewhere."""
+        if self.conversation is None:
+            raise UserError(_("This command works in a customer's room only."))
+        return self.conversation
+
 
 CommandHandler = Callable[[CommandContext, ParsedCommand[Any]], None]
 Parsed = ParsedCommand[CommandHandler] | UnknownCommand | ArgumentError[CommandHandler]

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from hub.core.bot import CommandContext, CommandHandler
 from hub.core.commands import CommandSpec, ParsedCommand, RestArg, WordArg
 from hub.db import conversations, timers
-from hub.db.models import Conversation, utcnow
+from hub.db.models import utcnow
 from hub.errors import UserError
 from hub.i18n import N_, _
 from hub.scheduler import render
@@ -27,12 +27,6 @@ Parsed = ParsedCommand[CommandHandler]
 UNTIL_WORDS = ("until", "bis")
 OFF_WORDS = ("off", "aus", "ende", "end")
 MAX_TEXT = 4000  # a scheduled message is one chat message
-
-
-def _conversation(ctx: CommandContext) -> Conversation:
-    if ctx.conversation is None:
-        raise UserError(_("This command works in a customer's room only."))
-    return ctx.conversation
 
 
 class SchedulerCommands:
@@ -62,7 +56,7 @@ class SchedulerCommands:
     # -- !away -----------------------------------------------------------------------------
 
     def away(self, ctx: CommandContext, parsed: Parsed) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         rest = (parsed.optional_value("rest", str) or "").strip()
         words = rest.split(maxsplit=1)
         if words and words[0].casefold() in OFF_WORDS and len(words) == 1:
@@ -105,7 +99,7 @@ class SchedulerCommands:
     # -- !schedule ------------------------------------------------------------------------
 
     def schedule(self, ctx: CommandContext, parsed: Parsed) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         now = utcnow()
         due, text = self._when(parsed.value("when_text", str), now)
         if not text:
@@ -131,7 +125,7 @@ class SchedulerCommands:
         ctx.reply(answer + "\n" + _("Cancel it with !schedule cancel {id}.").format(id=timer_id))
 
     def schedule_list(self, ctx: CommandContext, parsed: Parsed) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         now = utcnow()
         pending = timers.of_conversation(ctx.tx, conversation.id, timers.SCHEDULED)
         if not pending:
@@ -145,7 +139,7 @@ class SchedulerCommands:
         ctx.reply("\n".join(lines))
 
     def schedule_cancel(self, ctx: CommandContext, parsed: Parsed) -> None:
-        conversation = _conversation(ctx)
+        conversation = ctx.customer_conversation()
         raw = parsed.value("id", str).lstrip("#")
         if not raw.isdigit():
             raise UserError(_("«{id}» is not a number; see !schedule list.").format(id=raw))
