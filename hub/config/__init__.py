@@ -32,6 +32,7 @@ from hub.config.channels import (
     WhatsappTemplate,
 )
 from hub.config.commerce import BuiltinCheckoutConfig, CommerceConfig, CommerceTexts
+from hub.config.encryption import EncryptionConfig
 from hub.config.environment import apply_environment
 from hub.config.hours import (
     HoursConfig,
@@ -253,6 +254,7 @@ class Config(Section):
     consent: PhotoConsentConfig = Field(default_factory=PhotoConsentConfig)
     newsletter: NewsletterConfig = Field(default_factory=NewsletterConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

@@ -401,3 +401,17 @@ class Erasure(Base):
     reason: Mapped[str] = mapped_column(String(32))  # request | retention
     counts: Mapped[dict[str, Any]] = mapped_column()
     erased_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CryptoState(Base):
+    """The bot device's end-to-end encryption state (hub.matrix.crypto): its Olm account,
+    Olm sessions, Megolm room keys, other users' devices, encrypted rooms. One row per item,
+    written through as the Olm machine changes it; a value is an Olm pickle (encrypted with
+    `encryption.pickle_key`) or JSON, never logged."""
+
+    __tablename__ = "crypto_state"
+    namespace: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # e.g. a Megolm session: "<room id>|<sender key>|<session id>"
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
