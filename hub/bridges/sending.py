@@ -121,6 +121,12 @@ class ChannelSender:
                 data, ctype = fetched
             else:
                 data, ctype = await self.matrix.download(m["mxc"], max_bytes=self.max_fetch_bytes)
+                if isinstance(m.get("file"), dict):
+                    # From an encrypted room: the download is ciphertext. (Imported here:
+                    # nio's crypto costs memory a hub without encryption need not pay.)
+                    from hub.matrix.crypto.media import decrypt_file
+
+                    data, ctype = decrypt_file(data, m["file"]), m.get("mimetype") or ctype
             mimetype = m.get("mimetype") or ctype
             stored = await self.store.write(data, m["filename"], mimetype)
             m = await self.db.write(

@@ -17,6 +17,8 @@ MATRIX_RECEIPT_OUT = "matrix.receipt_out"  # the customer read an adviser's mess
 # -- from Matrix (stored from the homeserver's transactions before they are acknowledged) --
 MATRIX_EVENT = "matrix.event"  # an adviser's message or command; room
 MATRIX_RECEIPT_IN = "matrix.receipt_in"  # an adviser read the customer's messages; room
+# An adviser joined an encrypted portal: send their devices the room keys of its history; room
+CRYPTO_SHARE_HISTORY = "crypto.share_history"
 
 # -- towards the customer's channel ---------------------------------------------------------
 CHANNEL_SEND = "channel.send"  # a message to the customer; conv

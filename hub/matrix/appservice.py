@@ -15,15 +15,19 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from hub.db.database import Database
 from hub.db.inbox import QueuedJob, store_transaction
 from hub.db.jobs import room_key
-from hub.jobs.kinds import MATRIX_EVENT, MATRIX_RECEIPT_IN
+from hub.errors import ExternalError
+from hub.jobs.kinds import CRYPTO_SHARE_HISTORY, MATRIX_EVENT, MATRIX_RECEIPT_IN
 from hub.net import read_body
+
+if TYPE_CHECKING:
+    from hub.matrix.crypto.machine import CryptoMachine
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,12 @@ class AppserviceApi:
         hs_token: str,
         is_own_user: Callable[[str], bool],
         is_own_alias: Callable[[str], bool],
+        crypto: CryptoMachine | None = None,
     ) -> None:
+        """`crypto`: the bot's device when encryption is on; it takes the to-device
+        messages, key counts and device list changes of each transaction."""
         self._db = db
+        self._crypto = crypto
         self._hs_token = hs_token.encode()
         self._is_own_user = is_own_user
         self._is_own_alias = is_own_alias
@@ -105,6 +113,17 @@ class AppserviceApi:
                 continue  # the homeserver echoes our own ghosts' and bot's events
             jobs.append((MATRIX_EVENT, room_key(event["room_id"]), event, event["event_id"]))
         jobs += _receipt_jobs(body)
+        if self._crypto is not None:
+            try:
+                # Before the acknowledgement: a to-device message comes only once.
+                joined = await self._crypto.transaction(body)
+            except ExternalError as exc:
+                log.warning("appservice: transaction %s: encryption step failed: %s", txn_id, exc)
+                return _matrix_error(500, "M_UNKNOWN", "try again")
+            jobs += [
+                (CRYPTO_SHARE_HISTORY, room_key(room), {"room_id": room, "user_id": user}, key)
+                for room, user, key in joined
+            ]
         if not jobs:
             # Only our own echoes (most transactions while we send): nothing to store, and a
             # redelivery of it would be dropped just the same.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.bridges.base import Channel, Channels
 from hub.core.media import MediaStore
@@ -18,6 +18,9 @@ from hub.matrix.client import MatrixClient, MatrixError
 from hub.matrix.portal import Portals
 from hub.matrix.render import edit_content, message_contents, reaction_content, with_reply
 
+if TYPE_CHECKING:
+    from hub.matrix.crypto.media import EncryptedUploads
+
 log = logging.getLogger(__name__)
 
 
@@ -29,12 +32,16 @@ class MatrixDelivery:
         portals: Portals,
         channels: Channels,
         store: MediaStore,
+        encrypted_uploads: EncryptedUploads | None = None,
     ) -> None:
+        """`encrypted_uploads`: with encryption on, files for encrypted rooms are uploaded
+        encrypted (the homeserver never holds the customer's photo in clear)."""
         self.db = db
         self.matrix = matrix
         self.portals = portals
         self.channels = channels
         self.store = store
+        self.encrypted_uploads = encrypted_uploads
 
     @handles(kinds.MATRIX_DELIVER, on_dead="on_deliver_dead", preload=preload_message)
     async def deliver_inbound(self, job: Job) -> Finish | None:
@@ -56,7 +63,7 @@ class MatrixDelivery:
         room_id = await self.portals.ensure_room(conversation, identity, channel.label)
         ghost = await self.portals.ensure_ghost(identity)
         target_event = target.matrix_event_id if target else None
-        media_id, mxc = None, None
+        media_id, mxc, file = None, None, None
         if msg.kind == "reaction":
             event_id = await self._reaction(room_id, ghost, msg, target)
         elif msg.kind == "edit":
@@ -67,8 +74,8 @@ class MatrixDelivery:
                 room_id, ghost, "m.room.message", content, f"hub-msg-{msg.id}"
             )
         else:
-            media_id, mxc = await self._media(msg, ghost, channel)
-            contents = message_contents(msg.kind, msg.text, msg.media, msg.data, mxc)
+            media_id, mxc, file = await self._media(msg, ghost, channel, room_id)
+            contents = message_contents(msg.kind, msg.text, msg.media, msg.data, mxc, file)
             event_ids = [
                 await self._send(
                     room_id,
@@ -83,6 +90,8 @@ class MatrixDelivery:
         new_media = (
             {**msg.media, "media_id": media_id, "mxc": mxc} if media_id and msg.media else None
         )
+        if new_media is not None and file is not None:
+            new_media["file"] = file
 
         def finish(tx: Tx) -> None:
             delivery.mark_delivered(tx, msg.id, event_id, new_media, media_id, mxc)
@@ -124,15 +133,20 @@ class MatrixDelivery:
         )
 
     async def _media(
-        self, msg: Message, ghost: str, channel: Channel
-    ) -> tuple[str | None, str | None]:
-        """(local media id, mxc) of a media message: fetched from the provider once, stored,
-        uploaded to the homeserver's media repository as the ghost."""
+        self, msg: Message, ghost: str, channel: Channel, room_id: str
+    ) -> tuple[str | None, str | None, dict[str, Any] | None]:
+        """(local media id, mxc, encrypted file or None) of a media message: fetched from
+        the provider once, stored, uploaded to the homeserver's media repository as the
+        ghost (encrypted for an encrypted room)."""
         m = msg.media
         if not m:
-            return None, None
-        if m.get("mxc"):
-            return m.get("media_id"), str(m["mxc"])
+            return None, None, None
+        if m.get("file"):
+            return m.get("media_id"), str(m["mxc"]), dict(m["file"])
+        uploads = self.encrypted_uploads
+        encrypted = uploads is not None and await uploads.room_encrypted(room_id)
+        if m.get("mxc") and not encrypted:
+            return m.get("media_id"), str(m["mxc"]), None
         media_id = m.get("media_id")
         if media_id is None:
             if not m.get("remote_id"):
@@ -149,12 +163,17 @@ class MatrixDelivery:
         row = await self.db.read(media.media_by_id, media_id)
         if row is None:
             raise PermanentFailure("media file no longer exists (erased?)")
+        if encrypted and uploads is not None:
+            file = await uploads.upload(await self.store.read(media_id), as_user=ghost)
+            # The first copy is the one a refused photo's deletion removes.
+            await self.db.write(media.set_mxc, media_id, file["url"])
+            return media_id, file["url"], file
         if row.mxc_uri:
-            return media_id, row.mxc_uri
+            return media_id, row.mxc_uri, None
         data = await self.store.read(media_id)
         mxc = await self.matrix.upload(data, row.mimetype, row.filename, as_user=ghost)
         await self.db.write(media.set_mxc, media_id, mxc)
-        return media_id, mxc
+        return media_id, mxc, None
 
     @handles(kinds.MATRIX_SEND)
     async def send_room_event(self, job: Job) -> None:

@@ -123,8 +123,10 @@ def message_contents(
     media: dict[str, Any] | None,
     data: dict[str, Any] | None,
     mxc: str | None,
+    file: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Contents of the m.room.message events for one customer message (usually one)."""
+    """Contents of the m.room.message events for one customer message (usually one).
+    `file`: the encrypted upload of an encrypted room (its `url` instead of `mxc`)."""
     data = data or {}
     if kind == "location":
         return [_location(data)]
@@ -144,6 +146,9 @@ def message_contents(
             "url": mxc,
             "info": {"mimetype": media["mimetype"], "size": media["size"]},
         }
+        if file is not None:
+            del content["url"]
+            content["file"] = file
         if media.get("voice"):
             # MSC3245: clients show a voice message player instead of a file.
             content |= {"org.matrix.msc3245.voice": {}, "org.matrix.msc1767.audio": {}}
