@@ -25,7 +25,9 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     # Third-party libraries are chatty at INFO; our own lines are the ones that matter.
-    for name in ("aiohttp.access", "alembic.runtime.migration", "apscheduler"):
+    # nio's crypto logs every key it handles at INFO (ids, never keys); hub.matrix.crypto says
+    # what an operator needs.
+    for name in ("aiohttp.access", "alembic.runtime.migration", "apscheduler", "nio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

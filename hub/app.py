@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import importlib
 import logging
 import secrets
@@ -59,6 +60,7 @@ from hub.matrix.appservice import AppserviceApi
 from hub.matrix.client import MatrixClient, MatrixError, MatrixUnavailable
 from hub.matrix.deliver import MatrixDelivery
 from hub.matrix.dispatcher import Dispatcher
+from hub.matrix.encryption_check import check_encryption_support
 from hub.matrix.portal import Portals, PortalSettings
 from hub.matrix.receipts import Receipts
 from hub.scheduler.automations import Automations
@@ -88,6 +90,8 @@ NEWSLETTER = web.AppKey("newsletter", Newsletter)
 ADMIN: web.AppKey[HomeserverAdmin | None] = web.AppKey("admin")
 # The public holidays' dates and names (None: none configured).
 HOLIDAYS: web.AppKey[Mapping[date, str] | None] = web.AppKey("holidays")
+# The bot's device in encrypted rooms (hub.matrix.crypto); None with encryption off.
+CRYPTO: web.AppKey[Any] = web.AppKey("crypto")
 
 # Messenger channels, imported only when enabled: module:class.
 PROVIDER_CHANNELS = {
@@ -138,7 +142,13 @@ async def http_session(app: web.Application) -> AsyncIterator[None]:
 
 async def matrix(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    client = MatrixClient(
+    client_class = MatrixClient
+    if config.encryption.enabled:
+        # Imported only when on: nio's crypto costs memory a hub without it need not pay.
+        from hub.matrix.crypto.client import EncryptingClient
+
+        client_class = EncryptingClient
+    client = client_class(
         app[HTTP],
         config.homeserver.base_url,
         config.appservice.as_token,
@@ -146,6 +156,8 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
         timeout=config.homeserver.request_timeout_seconds,
     )
     await check_homeserver(client, config)
+    await check_encryption_support(client, config.encryption.enabled)
+    app[CRYPTO] = await start_crypto(app, client) if config.encryption.enabled else None
     admin = None
     if config.homeserver.admin_token:
         admin = HomeserverAdmin(
@@ -177,8 +189,45 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
         config.appservice.hs_token,
         portals.is_own,
         lambda alias: alias.startswith("#" + config.appservice.alias_prefix),
+        crypto=app[CRYPTO],
     ).add_routes(app)
     yield
+
+
+async def start_crypto(app: web.Application, client: MatrixClient) -> Any:
+    """The bot's device: its state loaded from the database, its keys on the homeserver."""
+    from hub.matrix.crypto.client import EncryptingClient
+    from hub.matrix.crypto.machine import CryptoMachine
+    from hub.matrix.crypto.store import CryptoStore
+
+    config = app[CONFIG]
+    enc = config.encryption
+    pickle_key = (
+        enc.pickle_key
+        or hashlib.sha256(b"hub-crypto-pickle:" + config.appservice.as_token.encode()).hexdigest()
+    )
+    store = await CryptoStore.load(app[DB], config.bot_mxid, enc.device_id, pickle_key)
+    try:
+        machine = await CryptoMachine.start(
+            client,
+            store,
+            bot_mxid=config.bot_mxid,
+            device_id=enc.device_id,
+            advisers=config.shop.advisers,
+            share_history=enc.share_history_with_advisers,
+            history_days=enc.history_days,
+            display_name=config.appservice.bot_displayname,
+        )
+    except MatrixError as exc:
+        raise StartupError(
+            f"encryption: the homeserver refused to set up the bot's device ({exc}). "
+            "Is the registration the one `hub generate-registration` wrote with "
+            "encryption.enabled on, and does the homeserver enable the experimental options "
+            "of docs/encryption.md?"
+        ) from None
+    assert isinstance(client, EncryptingClient)
+    client.crypto = machine
+    return machine
 
 
 async def channels(app: web.Application) -> AsyncIterator[None]:
@@ -308,7 +357,7 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     )
     job_worker = Worker(db, config.outbox)
     job_worker.register_handlers(
-        MatrixDelivery(db, app[MATRIX], portals, enabled, app[MEDIA]),
+        MatrixDelivery(db, app[MATRIX], portals, enabled, app[MEDIA], encrypted_uploads(app)),
         ChannelSender(
             db,
             enabled,
@@ -324,12 +373,18 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
             CommandRunner(commands, config.shop.advisers),
             config.bot.command_prefix,
             advisers=config.shop.advisers,
+            decryptor=app[CRYPTO],
+            key_wait_seconds=config.encryption.key_wait_seconds,
         ),
         Receipts(db, app[MATRIX], enabled, portals.is_own),
         app[SHOP],
         app[CHECKOUT],
         app[DELETION],
     )
+    if app[CRYPTO] is not None:
+        from hub.matrix.crypto.history import HistorySharing
+
+        job_worker.register_handlers(HistorySharing(app[CRYPTO]))
     db.sink = job_worker  # every commit that queues jobs now reaches the worker
     await app[DELETION].resume()
     task = asyncio.create_task(job_worker.run(), name="job-worker")
@@ -340,6 +395,14 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def encrypted_uploads(app: web.Application) -> Any:
+    if app[CRYPTO] is None:
+        return None
+    from hub.matrix.crypto.media import EncryptedUploads
+
+    return EncryptedUploads(app[MATRIX], app[CRYPTO])
 
 
 async def timer_alarms(app: web.Application) -> AsyncIterator[None]:

@@ -65,6 +65,8 @@ def _write_first_config(path: Path) -> None:
         "replies": {"greeting": {"enabled": True}, "back": {"enabled": True}},
         # A paint shop's products, so !catalog, !cart and !pay can be tried at once.
         "commerce": {"catalogue_file": str(DEMO_CATALOGUE), "provider": "builtin"},
+        # Element and FluffyChat see a normal encrypted room; the hub's device takes part.
+        "encryption": {"enabled": True},
         "logging": {"level": "WARNING"},
     }
     path.write_text(

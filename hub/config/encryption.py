@@ -27,6 +27,9 @@ class EncryptionConfig(Section):
     # Advisers whose device joins a portal later still read its history: the hub forwards the
     # room keys it holds to advisers' devices (only advisers of `shop.advisers`).
     share_history_with_advisers: bool = True
+    # An adviser's new device (a new phone, a new Element login) gets the keys of the portals
+    # they are in that had messages in this many days.
+    history_days: float = Field(7, ge=0, le=3650)
     # An encrypted event whose room key has not arrived yet is retried this long before the
     # room is told it cannot reach the customer.
     key_wait_seconds: float = Field(20.0, ge=0, le=600)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 LOOPBACK = "127.0.0.1"
 # A limit nobody reaches in a test run; Synapse silently ignores misspelt rc_* keys, so the
@@ -26,6 +26,13 @@ class SynapseConfig:
     registration_shared_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     for_tests: bool = False  # cheap bcrypt and rate limits nobody reaches
     log_level: str = "INFO"  # of homeserver.log
+    # Synapse's encryption_enabled_by_default_for_room_type: what many production servers
+    # set, so tests can meet a homeserver that makes every new room encrypted.
+    encrypt_new_rooms: Literal["off", "invite", "all"] = "off"
+    # The experimental options an appservice that takes part in encrypted rooms needs: the
+    # bot's to-device messages (room keys) and its device lists and one-time key counts are
+    # pushed in transactions instead of being fetched through /sync, which appservices lack.
+    appservice_encryption: bool = False
 
 
 def _rate_limits(for_tests: bool) -> dict[str, Any]:
@@ -129,7 +136,17 @@ def homeserver_yaml(config: SynapseConfig, url: str, log_config_path: Path) -> d
         "app_service_config_files": [
             str(p.expanduser().absolute()) for p in config.registration_files
         ],
+        # Quoted by the dumper: a bare `off` would load as the boolean false (which Synapse
+        # happens to accept too, but the file should say what it means).
+        "encryption_enabled_by_default_for_room_type": config.encrypt_new_rooms,
         **({"bcrypt_rounds": 4} if config.for_tests else {}),
         **_rate_limits(config.for_tests),
     }
+    if config.appservice_encryption:
+        # Names as synapse/config/experimental.py of 1.163 reads them; misspelt keys are
+        # ignored silently, and the hub would then never see a room key.
+        cfg["experimental_features"] = {
+            "msc2409_to_device_messages_enabled": True,
+            "msc3202_transaction_extensions": True,
+        }
     return cfg

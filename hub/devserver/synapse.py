@@ -20,7 +20,8 @@ API
     Read a random secret from ``path``, creating it on first use (so restarts keep it).
 ``SynapseConfig``
     What goes into homeserver.yaml (data dir, server name, port, appservice registration
-    files, registration shared secret, ``for_tests``).
+    files, registration shared secret, ``for_tests``, ``encrypt_new_rooms``,
+    ``appservice_encryption``).
 ``LocalSynapse(config, python)``
     ``url``, ``server_name``, ``write_config() -> Path``, ``await start(timeout=60)``,
     ``await stop()``, ``await register_user(username, password, admin=False,
@@ -54,7 +55,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -383,8 +384,17 @@ def synapse_for_hub(
     python: Path,
     shared_secret: str,
     for_tests: bool = False,
+    *,
+    encrypt_new_rooms: Literal["off", "invite", "all"] = "off",
+    appservice_encryption: bool | None = None,
 ) -> LocalSynapse:
-    """The homeserver a hub config points at (its domain and port), with its registration."""
+    """The homeserver a hub config points at (its domain and port), with its registration.
+
+    `appservice_encryption` (None: as the hub's `encryption.enabled`) turns on what the
+    hub's end-to-bridge encryption needs of Synapse; `encrypt_new_rooms` is Synapse's
+    `encryption_enabled_by_default_for_room_type`."""
+    if appservice_encryption is None:
+        appservice_encryption = hub_config.encryption.enabled
     port = urlsplit(str(hub_config.homeserver.url)).port or 8008
     return LocalSynapse(
         SynapseConfig(
@@ -394,6 +404,8 @@ def synapse_for_hub(
             registration_files=[registration],
             registration_shared_secret=shared_secret,
             for_tests=for_tests,
+            encrypt_new_rooms=encrypt_new_rooms,
+            appservice_encryption=appservice_encryption,
         ),
         python,
     )

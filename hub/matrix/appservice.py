@@ -121,7 +121,12 @@ class AppserviceApi:
                 log.warning("appservice: transaction %s: encryption step failed: %s", txn_id, exc)
                 return _matrix_error(500, "M_UNKNOWN", "try again")
             jobs += [
-                (CRYPTO_SHARE_HISTORY, room_key(room), {"room_id": room, "user_id": user}, key)
+                (
+                    CRYPTO_SHARE_HISTORY,
+                    room_key(room) if room else f"user:{user}",
+                    {"room_id": room, "user_id": user},
+                    key,
+                )
                 for room, user, key in joined
             ]
         if not jobs:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CLIENT_V3 = "/_matrix/client/v3"
 MEDIA_V3 = "/_matrix/media/v3"
+# The one room encryption algorithm of the Matrix spec (m.room.encryption).
+MEGOLM = "m.megolm.v1.aes-sha2"
 
 
 def _path(*parts: str, base: str = CLIENT_V3) -> str:
@@ -198,8 +200,11 @@ class MatrixClient:
         topic: str,
         invite: list[str],
         power_users: dict[str, int],
+        encrypted: bool = False,
     ) -> str:
-        """Create a private room as the bot; the alias makes a retried creation detectable."""
+        """Create a private room as the bot; the alias makes a retried creation detectable.
+        `encrypted`: Megolm from its first event (in initial_state, so no event of the room
+        is ever sent in the clear)."""
         body: dict[str, Any] = {
             "visibility": "private",
             "creation_content": {"m.federate": True},
@@ -216,8 +221,42 @@ class MatrixClient:
             body["invite"] = list(invite)
         # Room v12 forbids listing the creator here: it has unlimited power implicitly.
         body["power_level_content_override"] = {"users": power_users}
+        if encrypted:
+            body["initial_state"] = [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": MEGOLM},
+                }
+            ]
         doc = await self.request("POST", _path("createRoom"), _json(body))
         return str(doc["room_id"])
+
+    async def room_state(
+        self, room_id: str, event_type: str, state_key: str = ""
+    ) -> dict[str, Any] | None:
+        """The content of a state event as the bot sees it; None when the room has none."""
+        try:
+            return await self.request(
+                "GET", _path("rooms", room_id, "state", event_type, state_key)
+            )
+        except MatrixError as exc:
+            if exc.errcode == "M_NOT_FOUND":
+                return None
+            raise
+
+    async def leave(self, room_id: str, *, as_user: str | None = None) -> None:
+        await self.request("POST", _path("rooms", room_id, "leave"), _json({}), user_id=as_user)
+
+    async def forget(self, room_id: str, *, as_user: str | None = None) -> None:
+        """Drop a left room from the user's list (the homeserver may then purge it)."""
+        await self.request("POST", _path("rooms", room_id, "forget"), _json({}), user_id=as_user)
+
+    async def joined_members(self, room_id: str) -> list[str]:
+        """The MXIDs joined to a room the bot is in."""
+        doc = await self.request("GET", _path("rooms", room_id, "joined_members"))
+        joined = doc.get("joined")
+        return [str(mxid) for mxid in joined] if isinstance(joined, dict) else []
 
     async def resolve_alias(self, alias: str) -> str | None:
         try:

@@ -6,6 +6,11 @@ crash mid-way re-runs the event (every effect is idempotent by event id).
 Only the shop's advisers speak to the customer. A message, file or reaction of anyone else
 in a portal room stays in the room: the room is told once per sender and conversation (the
 conversation's `meta` remembers whom it told).
+
+Encrypted events (`m.room.encrypted`) go through the decryptor of end-to-bridge encryption,
+when the hub has one, and then the same way as clear ones. One that cannot be read is never
+dropped in silence: the room is told once per conversation that its messages cannot reach
+the customer, and it is logged and counted (hub_undecryptable_events_total).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from hub.db.database import Database, Tx
 from hub.db.models import Conversation
 from hub.i18n import _
 from hub.jobs import kinds
-from hub.jobs.job import Finish, Job, handles
+from hub.jobs.job import Finish, Job, RetryLater, handles
+from hub.matrix.decryption import Decryptor, RoomKeyMissing, Undecryptable
+from hub.matrix.metrics import UNDECRYPTABLE_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,9 @@ _KINDS = {
 }
 # conversation.meta[_TOLD]: the senders the room was told do not reach the customer.
 _TOLD = "not_advisers_told"
+# conversation.meta[_ENCRYPTED_TOLD]: the room was told its encrypted messages are unreadable.
+_ENCRYPTED_TOLD = "undecryptable_told"
+ENCRYPTED = "m.room.encrypted"
 _REPLY_FALLBACK = re.compile(r"^(> .*\n)+\n", re.MULTILINE)
 _HTML_REPLY_FALLBACK = re.compile(r"^<mx-reply>.*?</mx-reply>", re.DOTALL)
 
@@ -86,9 +96,11 @@ def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[s
             body = f"* {body}"
         values |= {"text": body, "html": html}
     else:
-        url = content.get("url")
+        # In an encrypted room the file is encrypted too: its key comes in `file`.
+        file = _encrypted_file(content.get("file"))
+        url = file["url"] if file else content.get("url")
         if not isinstance(url, str) or not url.startswith("mxc://"):
-            return None  # encrypted media (file) cannot be read by the hub
+            return None  # no file, or one we could not read
         info = _object(content.get("info"))
         filename = content.get("filename") if isinstance(content.get("filename"), str) else body
         caption = body if content.get("filename") and body != filename else None
@@ -102,10 +114,32 @@ def outbound_values(event: dict[str, Any], conversation: Conversation) -> dict[s
                 "media_id": None,
             },
         }
+        if file:
+            values["media"]["file"] = file
     in_reply = relates.get("m.in_reply_to")
     if isinstance(in_reply, dict) and isinstance(in_reply.get("event_id"), str):
         values["_reply_event"] = in_reply["event_id"]
     return values
+
+
+def _encrypted_file(value: object) -> dict[str, Any] | None:
+    """The `file` of an encrypted attachment (EncryptedFile of the spec), if well formed."""
+    file = _object(value)
+    key, hashes = _object(file.get("key")), _object(file.get("hashes"))
+    if (
+        isinstance(file.get("url"), str)
+        and isinstance(file.get("iv"), str)
+        and isinstance(key.get("k"), str)
+        and isinstance(hashes.get("sha256"), str)
+    ):
+        return {
+            "url": file["url"],
+            "key": key,
+            "iv": file["iv"],
+            "hashes": hashes,
+            "v": file.get("v", "v2"),
+        }
+    return None
 
 
 def _reply_target(content: dict[str, Any]) -> str | None:
@@ -113,6 +147,33 @@ def _reply_target(content: dict[str, Any]) -> str | None:
     in_reply = _object(_object(content.get("m.relates_to")).get("m.in_reply_to"))
     target = in_reply.get("event_id")
     return target if isinstance(target, str) else None
+
+
+class _Unreadable(Exception):
+    """An encrypted event the hub cannot read: `code` is the metric's label, `detail` the
+    decryptor's reason for the log."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def key_retry_delay(attempts: int, wait_seconds: float) -> float | None:
+    """How long until the next try of an event whose room key is missing, after `attempts`
+    tries; None once `wait_seconds` have been waited.
+
+    Counted in the job's attempts, not by the event's origin_server_ts against the hub's
+    clock: that timestamp is the sending homeserver's clock (skewed, or in the future, on a
+    federated server), HUB_CLOCK moves the hub's clock on staging hubs and in tests, and an
+    event that waited in the queue while the hub was down would be given up at once although
+    its key may sit in the same backlog. Delays double from one second (keys usually come
+    within a moment), so a wait of 20 s takes 5 retries and the longest allowed (600 s) 10:
+    within the job queue's default of 12 attempts, so an event never dies unexplained."""
+    waited = 2.0**attempts - 1  # 1 + 2 + 4 + ... seconds
+    if waited >= wait_seconds:
+        return None
+    return min(2.0**attempts, wait_seconds - waited)
 
 
 def _reaction_of(event: dict[str, Any]) -> tuple[str, str] | None:
@@ -135,21 +196,61 @@ class Dispatcher:
         runner: CommandRunner,
         prefix: str,
         advisers: Iterable[str] | None = None,
+        *,
+        decryptor: Decryptor | None = None,
+        key_wait_seconds: float = 20.0,
     ) -> None:
         """`advisers`: who speaks to the customer (default: those the runner lets run
-        commands, i.e. `shop.advisers`)."""
+        commands, i.e. `shop.advisers`). `decryptor`: end-to-bridge encryption (None: the
+        hub does not take part in encrypted rooms); `key_wait_seconds`: how long an event
+        whose room key has not arrived yet is retried."""
         self.db = db
         self.is_own = is_own
         self.commands = commands
         self.runner = runner
         self.prefix = prefix
         self.advisers = runner.advisers if advisers is None else frozenset(advisers)
+        self.decryptor = decryptor
+        self.key_wait_seconds = key_wait_seconds
 
     @handles(kinds.MATRIX_EVENT, preload=conversations.preload_room)
     async def handle(self, job: Job) -> Finish | None:
         event = job.payload
         if self.is_own(event["sender"]):
             return None
+        if event["type"] == ENCRYPTED:
+            try:
+                event = await self._decrypt(job)
+            except _Unreadable as exc:
+                return self._unreadable(event, await self._conversation(job), exc)
+        return await self._handle_event(job, event)
+
+    async def _decrypt(self, job: Job) -> dict[str, Any]:
+        """The plaintext of an encrypted event, RetryLater while its key may still come, or
+        _Unreadable."""
+        event = job.payload
+        if self.decryptor is None:
+            raise _Unreadable("no_encryption", "the hub does not take part in encrypted rooms")
+        try:
+            plain = await self.decryptor.decrypt(event)
+        except RoomKeyMissing as exc:
+            delay = key_retry_delay(job.attempts, self.key_wait_seconds)
+            if delay is not None:
+                raise RetryLater(f"room key of {event['event_id']} not here yet", delay) from None
+            raise _Unreadable("no_key", exc.reason) from None
+        except Undecryptable as exc:
+            raise _Unreadable("broken", exc.reason) from None
+        # Who sent it, where and as which event is what the homeserver vouches for, not what
+        # the ciphertext claims: the advisers-only rule and every idempotency key rest on it.
+        return {
+            **plain,
+            "event_id": event["event_id"],
+            "room_id": event["room_id"],
+            "sender": event["sender"],
+        }
+
+    async def _handle_event(self, job: Job, event: dict[str, Any]) -> Finish | None:
+        """A clear event (as pushed, or decrypted): a command, a reply, or nothing."""
         if event["type"] == "m.reaction":
             reaction = _reaction_of(event)
             if reaction is None:
@@ -201,6 +302,56 @@ class Dispatcher:
                 reply_to=reply_to,
             )
             self.runner.run(ctx, parsed)
+
+        return finish
+
+    @staticmethod
+    def _unreadable(
+        event: dict[str, Any], conversation: Conversation | None, why: _Unreadable
+    ) -> Finish | None:
+        """An encrypted event the hub cannot read: logged and counted; a portal room is told
+        once per conversation (advisers would otherwise wait for answers to replies the
+        customer never got)."""
+        room_id = event["room_id"]
+        log.warning(
+            "encrypted event %s in %s from %s not relayed to the customer: %s (%s)",
+            event["event_id"],
+            room_id,
+            event["sender"],
+            why.code,
+            why.detail,
+        )
+        UNDECRYPTABLE_EVENTS.labels(why.code).inc()
+        if conversation is None:
+            return None  # not a portal: nothing would have been relayed anyway
+        if why.code == "no_encryption":
+            reason = _(
+                "the hub does not take part in encrypted rooms (encryption.enabled is off in "
+                "its configuration)"
+            )
+        elif why.code == "no_key":
+            reason = _(
+                "the hub's device did not receive the key of this message (the sending "
+                "device may not trust it; sending again may help)"
+            )
+        else:
+            reason = _(
+                "the hub could not decrypt it (the message is damaged or uses an encryption "
+                "the hub does not know)"
+            )
+        # TRANSLATORS: {reason} is one of the reasons above, starting in lower case.
+        text = _("🔒 This message is encrypted and cannot reach the customer: {reason}").format(
+            reason=reason
+        )
+
+        def finish(tx: Tx) -> None:
+            current = conversations.conversation(tx, conversation.id)
+            if current is None or (current.meta or {}).get(_ENCRYPTED_TOLD):
+                return
+            conversations.set_meta(tx, current.id, **{_ENCRYPTED_TOLD: True})
+            notices.notice(
+                tx, room_id, text, f"undecryptable:{current.id}", reply_to=event["event_id"]
+            )
 
         return finish
 

@@ -15,7 +15,7 @@ from hub.config import PLACEHOLDER_MARKER, Config
 def registration(config: Config) -> dict[str, Any]:
     domain = re.escape(config.homeserver.domain)
     app = config.appservice
-    return {
+    doc: dict[str, Any] = {
         "id": app.id,
         "url": config.http.appservice_base,
         "as_token": app.as_token,
@@ -34,6 +34,15 @@ def registration(config: Config) -> dict[str, Any]:
             "rooms": [],
         },
     }
+    if config.encryption.enabled:
+        # The bot's device lives without /sync, so the homeserver must push what /sync would
+        # bring: MSC3202 adds device list changes and one-time key counts to transactions
+        # (to-device messages, the room keys, come with receive_ephemeral: MSC2409).
+        doc["org.matrix.msc3202"] = True
+        # MSC4190: the hub creates and deletes its bot's device with the as_token, as
+        # homeservers that refuse appservice logins (OAuth2 delegation) demand.
+        doc["io.element.msc4190"] = True
+    return doc
 
 
 def write_registration(config: Config, path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -51,7 +52,9 @@ _DEVICE_LISTS_KEYS = ("org.matrix.msc3202.device_lists", "device_lists")
 _CHUNK = 20  # to-device messages per request, as nio sends them
 # The seeds of the bot's cross-signing keys and the room keys the bot created, in the store.
 _CROSS_SIGNING = "cross_signing"
-_OWN_KEYS = "own_room_keys"  # {room_id: [session_key, ...]}: what a late adviser needs
+# Per room, the sessions the bot started ([[session id, unix time], ...]) and, per session,
+# its key at the first message (a secret): what a late adviser's device needs.
+_OWN_ROOMS_PREFIX = "own_sessions|"
 
 
 class CryptoMachine:
@@ -65,8 +68,10 @@ class CryptoMachine:
         device_id: str,
         advisers: Iterable[str],
         share_history: bool,
+        history_days: float = 7,
     ) -> None:
         self.matrix = matrix
+        self.history_days = history_days
         self.store = store
         self.olm = olm
         self.bot_mxid = bot_mxid
@@ -90,6 +95,7 @@ class CryptoMachine:
         device_id: str,
         advisers: Iterable[str],
         share_history: bool,
+        history_days: float,
         display_name: str,
     ) -> CryptoMachine:
         """Make sure the device exists with our keys on the homeserver, cross-signed."""
@@ -112,6 +118,7 @@ class CryptoMachine:
             device_id=device_id,
             advisers=advisers,
             share_history=share_history,
+            history_days=history_days,
         )
         for room_id in store.load_encrypted_rooms():
             machine._encrypted[room_id] = True
@@ -199,10 +206,12 @@ class CryptoMachine:
 
     # -- what the homeserver pushes --------------------------------------------------------
 
-    async def transaction(self, body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    async def transaction(self, body: dict[str, Any]) -> list[tuple[str | None, str, str]]:
         """The encryption parts of an appservice transaction, handled before it is
-        acknowledged. Returns (room id, user id, a key naming the join) of advisers who
-        joined an encrypted portal: the caller queues sharing the room's history with them."""
+        acknowledged. Returns what the caller queues as history sharing: (room id, adviser,
+        a key naming the cause) of advisers who joined an encrypted portal, and (None,
+        adviser, key) of advisers whose devices changed (a new device reads the history of
+        their recent rooms)."""
         to_device = _first_list(body, _TO_DEVICE_KEYS)
         counts = _first_dict(body, _OTK_KEYS)
         lists = _first_dict(body, _DEVICE_LISTS_KEYS)
@@ -224,14 +233,23 @@ class CryptoMachine:
                 if self.olm.should_upload_keys:
                     await self._upload_keys()
             changed = lists.get("changed") if lists else None
-            if isinstance(changed, list):
-                self.olm.add_changed_users({u for u in changed if isinstance(u, str)})
+            users = (
+                {u for u in changed if isinstance(u, str)} if isinstance(changed, list) else set()
+            )
+            self.olm.add_changed_users(users)
             await self.store.flush()
-        return joined if self.share_history else []
+        if not self.share_history:
+            return []
+        # A device list change has no id of its own; sharing twice sends nothing twice.
+        devices: list[tuple[str | None, str, str]] = [
+            (None, user, f"new-devices:{user}:{uuid.uuid4().hex}")
+            for user in sorted(users & self.advisers)
+        ]
+        return [*joined, *devices]
 
-    def _memberships(self, events: object) -> list[tuple[str, str, str]]:
+    def _memberships(self, events: object) -> list[tuple[str | None, str, str]]:
         """Forget the members of rooms whose membership changed; advisers who joined."""
-        joined: list[tuple[str, str, str]] = []
+        joined: list[tuple[str | None, str, str]] = []
         if not isinstance(events, list):
             return joined
         for event in events:
@@ -391,11 +409,14 @@ class CryptoMachine:
             session = self.olm.outbound_group_sessions[room_id]
             self._remember_own_key(room_id, session.id, session.session_key)
         todo = [d for d in devices if (d.user_id, d.id) not in session.users_shared_with]
+        # The key from the session's first message: a device that comes later reads what
+        # the room showed before it came (portals share their history with members).
+        first = self.store.get_secret(_own_key_name(session.id))
         key = {
             "algorithm": MEGOLM,
             "room_id": room_id,
             "session_id": session.id,
-            "session_key": session.session_key,
+            "session_key": first.decode() if first else session.session_key,
         }
         await self._send_olm(todo, "m.room_key", key)
         session.users_shared_with.update((d.user_id, d.id) for d in todo)
@@ -405,10 +426,10 @@ class CryptoMachine:
         """The key of a session at its first message: what an adviser's device that comes
         later needs to read the room's history from the start. Only the signed form of an
         outbound session makes an m.room_key, and it cannot be made again later."""
-        ids = self.store.get_json(_OWN_KEYS) or {}
-        ids.setdefault(room_id, []).append(session_id)
-        self.store.set_json(_OWN_KEYS, ids)
-        self.store.set_secret(f"{_OWN_KEYS}|{session_id}", session_key.encode())
+        sessions = self.store.get_json(_own_room_name(room_id)) or []
+        sessions.append([session_id, int(time.time())])
+        self.store.set_json(_own_room_name(room_id), sessions)
+        self.store.set_secret(_own_key_name(session_id), session_key.encode())
 
     async def _send_olm(self, devices: list[OlmDevice], kind: str, content: dict[str, Any]) -> None:
         """Olm-encrypt `content` to each device (with a session) and send it to-device."""
@@ -434,33 +455,57 @@ class CryptoMachine:
 
     # -- history for advisers who come later ---------------------------------------------
 
-    async def share_history_with(self, room_id: str, user_id: str) -> int:
-        """Send an adviser's devices the keys of every session the bot started in the room
-        (as m.room_key, from the first message on). Returns how many keys were sent."""
+    async def share_history_with(self, room_id: str | None, user_id: str) -> int:
+        """Send an adviser's devices the keys of the sessions the bot started in a room (as
+        m.room_key, from each session's first message on), or, with `room_id` None (a new
+        device of theirs), of every room they are in with a session of the last
+        `history_days`. Devices that had a room's keys are not sent them again. Returns how
+        many keys were sent."""
         if user_id not in self.advisers:
             return 0
         async with self._lock:
-            own = (self.store.get_json(_OWN_KEYS) or {}).get(room_id) or []
-            if not own:
-                return 0
             await self._ensure_devices([user_id])
-            devices = self._devices([user_id])
+        if room_id is not None:
+            rooms = [room_id]
+        else:
+            since = time.time() - self.history_days * 86400
+            rooms = []
+            for name in self.store.json_names(_OWN_ROOMS_PREFIX):
+                sessions = self.store.get_json(name) or []
+                if any(created >= since for _, created in sessions):
+                    rooms.append(name[len(_OWN_ROOMS_PREFIX) :])
+        sent = 0
+        for room in rooms:
+            if room_id is None and user_id not in await self._room_members(room):
+                continue
+            sent += await self._share_room_history(room, user_id)
+        if sent:
+            log.info("encryption: shared %d room keys with %s", sent, user_id)
+        return sent
+
+    async def _share_room_history(self, room_id: str, user_id: str) -> int:
+        async with self._lock:
+            sessions = self.store.get_json(_own_room_name(room_id)) or []
+            done_name = f"history_devices|{room_id}|{user_id}"
+            done = set(self.store.get_json(done_name) or [])
+            devices = [d for d in self._devices([user_id]) if d.id not in done]
+            if not sessions or not devices:
+                return 0
             sent = 0
-            for session_id in own:
-                secret = self.store.get_secret(f"{_OWN_KEYS}|{session_id}")
+            for session_id, _created in sessions:
+                secret = self.store.get_secret(_own_key_name(session_id))
                 if secret is None:
                     continue
-                session_key = secret.decode()
                 key = {
                     "algorithm": MEGOLM,
                     "room_id": room_id,
                     "session_id": session_id,
-                    "session_key": session_key,
+                    "session_key": secret.decode(),
                 }
                 await self._send_olm(devices, "m.room_key", key)
                 sent += len(devices)
+            self.store.set_json(done_name, sorted(done | {d.id for d in devices}))
             await self.store.flush()
-        log.info("encryption: shared %d room keys of %s with %s", sent, room_id, user_id)
         return sent
 
     async def _answer_key_request(self, event: RoomKeyRequest) -> None:
@@ -492,6 +537,14 @@ class CryptoMachine:
             event.sender,
             event.requesting_device_id,
         )
+
+
+def _own_room_name(room_id: str) -> str:
+    return f"{_OWN_ROOMS_PREFIX}{room_id}"
+
+
+def _own_key_name(session_id: str) -> str:
+    return f"own_session_key|{session_id}"
 
 
 def _first_list(body: dict[str, Any], keys: tuple[str, ...]) -> list[Any]:
