@@ -49,6 +49,7 @@ from hub.core.bot import CommandHandler, CommandRunner, help_command
 from hub.core.commands import CommandRegistry
 from hub.core.ingest import Ingest
 from hub.core.media import MediaStore
+from hub.db import conversations
 from hub.db.database import Database
 from hub.db.engine import migrate, open_database
 from hub.errors import ExternalError, StartupError
@@ -217,6 +218,7 @@ async def start_crypto(app: web.Application, client: MatrixClient) -> Any:
             share_history=enc.share_history_with_advisers,
             history_days=enc.history_days,
             display_name=config.appservice.bot_displayname,
+            is_portal=lambda room: is_portal(app[DB], room),
         )
     except MatrixError as exc:
         raise StartupError(
@@ -395,6 +397,10 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def is_portal(db: Database, room_id: str) -> bool:
+    return await db.read(conversations.conversation_by_room, room_id) is not None
 
 
 def encrypted_uploads(app: web.Application) -> Any:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -69,8 +69,12 @@ class CryptoMachine:
         advisers: Iterable[str],
         share_history: bool,
         history_days: float = 7,
+        is_portal: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """`is_portal`: whether a room is a customer's portal (key requests are answered
+        there only); None: every room the hub holds keys of."""
         self.matrix = matrix
+        self.is_portal = is_portal
         self.history_days = history_days
         self.store = store
         self.olm = olm
@@ -97,6 +101,7 @@ class CryptoMachine:
         share_history: bool,
         history_days: float,
         display_name: str,
+        is_portal: Callable[[str], Awaitable[bool]] | None = None,
     ) -> CryptoMachine:
         """Make sure the device exists with our keys on the homeserver, cross-signed."""
         fresh = store.load_account() is None
@@ -119,6 +124,7 @@ class CryptoMachine:
             advisers=advisers,
             share_history=share_history,
             history_days=history_days,
+            is_portal=is_portal,
         )
         for room_id in store.load_encrypted_rooms():
             machine._encrypted[room_id] = True
@@ -513,6 +519,9 @@ class CryptoMachine:
         key the hub does not hold, is ignored (logged)."""
         if event.sender not in self.advisers or not event.room_id:
             log.info("encryption: ignored a key request from %s", event.sender)
+            return
+        if self.is_portal is not None and not await self.is_portal(event.room_id):
+            log.info("encryption: ignored a key request for %s: not a portal", event.room_id)
             return
         group = self.olm.inbound_group_store.get(event.room_id, event.sender_key, event.session_id)
         if group is None:
