@@ -40,6 +40,10 @@ NO_KEY = (
     "receive the key of this message (the sending device may not trust it; sending again "
     "may help)"
 )
+BROKEN = (
+    "🔒 This message is encrypted and cannot reach the customer: the hub could not decrypt it "
+    "(the message is damaged or uses an encryption the hub does not know)"
+)
 MEGOLM = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEn…", "session_id": "s1"}
 
 
@@ -113,7 +117,7 @@ async def test_an_unreadable_event_is_told_once_per_conversation_logged_and_coun
     await room.push(ANNA, second)
     [notice] = await room_notices(sessions, room.room_id)
     assert notice["msgtype"] == "m.notice"
-    assert notice["body"] == NO_KEY
+    assert notice["body"] == BROKEN
     assert notice["m.relates_to"] == {"m.in_reply_to": {"event_id": first}}
     assert undecryptable("broken") == before + 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -131,7 +135,7 @@ async def test_an_unreadable_event_is_told_once_per_conversation_logged_and_coun
     third = other.next_id()
     decryptor.answers[third] = Undecryptable("bad payload")
     await other.push(BOB, third)
-    assert [n["body"] for n in await room_notices(sessions, other.room_id)] == [NO_KEY]
+    assert [n["body"] for n in await room_notices(sessions, other.room_id)] == [BROKEN]
 
 
 async def test_a_missing_room_key_is_waited_for_then_told(db: Database, sessions: Sessions) -> None:
