@@ -399,6 +399,13 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def check_to_device(machine: Any, timeout: float) -> None:
+    try:
+        await machine.check_to_device(max(timeout, 1.0))
+    except ExternalError as exc:
+        log.warning("encryption: could not check the homeserver's to-device push: %s", exc)
+
+
 async def is_portal(db: Database, room_id: str) -> bool:
     return await db.read(conversations.conversation_by_room, room_id) is not None
 
@@ -437,6 +444,9 @@ async def started(app: web.Application) -> AsyncIterator[None]:
         await work
 
     tasks = [asyncio.create_task(when_listening(ping_homeserver(app[MATRIX], app[CONFIG])))]
+    if app[CRYPTO] is not None:
+        wait = app[CONFIG].encryption.key_wait_seconds
+        tasks.append(asyncio.create_task(when_listening(check_to_device(app[CRYPTO], wait))))
     tasks += [
         asyncio.create_task(when_listening(channel.on_start()))
         for channel in app[CHANNELS].values()

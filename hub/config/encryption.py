@@ -31,5 +31,6 @@ class EncryptionConfig(Section):
     # they are in that had messages in this many days.
     history_days: float = Field(7, ge=0, le=3650)
     # An encrypted event whose room key has not arrived yet is retried this long before the
-    # room is told it cannot reach the customer.
+    # room is told it cannot reach the customer; also how long the start-up check waits for
+    # the homeserver to push the hub's own to-device message back.
     key_wait_seconds: float = Field(20.0, ge=0, le=600)

@@ -118,6 +118,30 @@ def bot_notice_replying_to(es: EncryptedStack, event_id: str) -> Callable[[dict[
 # --- the tests ---------------------------------------------------------------------------
 
 
+async def test_the_bot_device_is_cross_signed_and_to_device_push_was_checked(
+    es: EncryptedStack,
+) -> None:
+    # The start-up check: the hub's own to-device message came back in a transaction.
+    deadline = asyncio.get_running_loop().time() + 20
+    while not es.hub_log_lines("pushes to-device messages to the hub"):
+        assert asyncio.get_running_loop().time() < deadline, es.hub_log_lines("encryption")
+        await asyncio.sleep(0.2)
+    # The bot's device carries a signature of the bot's self-signing key, which the master
+    # key signed: clients show it as verified by its owner.
+    url = f"{es.synapse.url}/_matrix/client/v3/keys/query"
+    headers = {"Authorization": f"Bearer {es.anna.client.access_token}"}
+    body = {"device_keys": {es.bot_mxid: []}}
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
+        doc = await r.json()
+    master = doc["master_keys"][es.bot_mxid]
+    ssk = doc["self_signing_keys"][es.bot_mxid]
+    [ssk_id] = ssk["keys"]
+    [master_id] = master["keys"]
+    assert master_id in ssk["signatures"][es.bot_mxid]
+    device = doc["device_keys"][es.bot_mxid][BOT_DEVICE]
+    assert ssk_id in device["signatures"][es.bot_mxid]
+
+
 async def test_customer_message_arrives_encrypted_and_decrypts(es: EncryptedStack) -> None:
     anna = es.anna
     wa_id, name = new_wa_id(), "Verena Verschlüsselt"
@@ -293,3 +317,41 @@ async def test_new_adviser_device_reads_history(es: EncryptedStack) -> None:
         print("--- phone's undecryptable events:", len(phone.undecryptable(room_id)))
         await phone.close()
     await asyncio.sleep(0)
+
+
+async def test_a_key_that_never_comes_is_asked_for_then_the_room_is_told(
+    es: EncryptedStack,
+) -> None:
+    """An adviser's message whose room key never reached the hub (Synapse resends a failed
+    transaction without its to-device messages): the hub asks the sender's devices for the
+    key, waits `key_wait_seconds`, then tells the room once; nothing reaches the customer."""
+    anna = es.anna
+    wa_id, name = new_wa_id(), "Karl Keinschlüssel"
+    room_id, _ = await open_room(es, wa_id, name, "Hallo, ist jemand da?")
+    before = len(texts_to(es, wa_id))
+    mark = anna.mark()
+    since = es.hub_log_size()
+    event_id = await anna.send_raw(
+        room_id,
+        "m.room.encrypted",
+        {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": anna.client.olm.account.identity_keys["curve25519"],
+            "device_id": anna.client.device_id,
+            "session_id": "aW52ZW50ZWQgc2Vzc2lvbiB0aGF0IG5vYm9keSBzaGFyZWQ",
+            "ciphertext": "AwgAEhCq0fake0ciphertext0that0no0key0opens",
+        },
+    )
+    notice = await anna.wait_event(
+        room_id,
+        lambda ev: (
+            is_message(sender=es.bot_mxid, msgtype="m.notice")(ev)
+            and str(ev["content"].get("body", "")).startswith("🔒")
+        ),
+        timeout=45,
+        after=mark,
+    )
+    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event_id
+    asked = es.hub_log_lines(f"asked {anna.mxid} for the room key of {event_id}", since=since)
+    assert asked, es.hub_log_lines("encryption", since=since)
+    assert len(texts_to(es, wa_id)) == before

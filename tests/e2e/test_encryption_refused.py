@@ -23,7 +23,14 @@ import yaml
 from hub.config import load_config
 from hub.devserver.synapse import ensure_synapse_installed, free_port, synapse_for_hub
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import REPO, Adviser, Visitor, generate_registration, open_portal
+from tests.e2e.helpers import (
+    REPO,
+    Adviser,
+    HubProcess,
+    Visitor,
+    generate_registration,
+    open_portal,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +85,48 @@ async def test_a_hub_without_encryption_refuses_a_homeserver_that_encrypts_new_r
     assert "encryption_enabled_by_default_for_room_type" in output, output
     assert "encryption.enabled" in output, output
     assert "Traceback" not in output, output
+
+
+async def test_a_homeserver_that_never_pushes_to_device_messages_is_named_at_start(
+    tmp_path: Path,
+) -> None:
+    """Encryption on in the hub, but a Synapse without msc2409_to_device_messages_enabled:
+    room keys could never arrive. The hub runs and says so in one WARNING line."""
+    hub_port, hs_port = free_port(), free_port()
+    config = {
+        "data_dir": str(tmp_path / "hub"),
+        "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
+        "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
+        "http": {"host": "127.0.0.1", "port": hub_port},
+        "shop": {"name": "Farbenhaus Halb", "advisers": [f"@anna:{DOMAIN}"]},
+        "channels": {"webchat": {"allowed_origins": ["http://shop.test"]}},
+        "encryption": {"enabled": True, "key_wait_seconds": 3},
+    }
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    registration = tmp_path / "registration.yaml"
+    await generate_registration(config_path, registration)
+    synapse = synapse_for_hub(
+        load_config(config_path),
+        registration,
+        tmp_path / "synapse",
+        await ensure_synapse_installed(),
+        secrets.token_hex(16),
+        for_tests=True,
+        appservice_encryption=False,
+    )
+    await synapse.start()
+    hub = HubProcess(config_path, f"http://127.0.0.1:{hub_port}", tmp_path / "hub.log")
+    try:
+        await hub.start()
+        deadline = asyncio.get_running_loop().time() + 20
+        while "did not push a to-device message" not in hub.log_tail():
+            assert asyncio.get_running_loop().time() < deadline, hub.log_tail()
+            await asyncio.sleep(0.2)
+        assert "msc2409_to_device_messages_enabled" in hub.log_tail()
+    finally:
+        await hub.stop()
+        await synapse.stop()
 
 
 async def put(

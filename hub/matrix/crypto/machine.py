@@ -34,6 +34,7 @@ from nio.events import (
 from nio.exceptions import EncryptionError
 from nio.responses import KeysClaimResponse, KeysQueryResponse, KeysUploadResponse
 
+from hub.errors import ExternalError
 from hub.matrix.client import MatrixClient, MatrixError, _path
 from hub.matrix.crypto import cross_signing
 from hub.matrix.crypto.store import CryptoStore
@@ -49,6 +50,7 @@ _OTK_KEYS = (
     "device_one_time_keys_count",
 )
 _DEVICE_LISTS_KEYS = ("org.matrix.msc3202.device_lists", "device_lists")
+_PING = "org.matrix.commerce_hub.ping"  # the hub's own to-device message to itself
 _CHUNK = 20  # to-device messages per request, as nio sends them
 # The seeds of the bot's cross-signing keys and the room keys the bot created, in the store.
 _CROSS_SIGNING = "cross_signing"
@@ -86,6 +88,8 @@ class CryptoMachine:
         # room id -> joined members; dropped when a membership event of the room arrives.
         self._members: dict[str, set[str]] = {}
         self._encrypted: dict[str, bool] = {}
+        self._ping: tuple[str, asyncio.Event] | None = None  # see check_to_device
+        self._requested: set[str] = set()  # Megolm sessions whose key the hub asked for
 
     # -- start ---------------------------------------------------------------------------
 
@@ -277,7 +281,44 @@ class CryptoMachine:
                 joined.append((room_id, user, f"share-history:{event.get('event_id')}"))
         return joined
 
+    async def check_to_device(self, timeout: float = 30.0) -> bool:
+        """Send the bot's device a to-device message and wait for the homeserver to push it
+        back in a transaction: without that (Synapse's msc2409_to_device_messages_enabled
+        off) no room key ever reaches the hub, and every adviser's message would be
+        reported undecryptable. Says so in the log at once, in one line."""
+        # Three tries: a to-device message in a transaction that failed once (the homeserver
+        # tried before the hub listened) is not resent by Synapse.
+        for _attempt in range(3):
+            nonce = uuid.uuid4().hex
+            self._ping = (nonce, asyncio.Event())
+            path = _path("sendToDevice", _PING, f"hub-ping-{nonce}")
+            body = {"messages": {self.bot_mxid: {self.device_id: {"nonce": nonce}}}}
+            await self._as_device("PUT", path, body)
+            try:
+                await asyncio.wait_for(self._ping[1].wait(), timeout / 3)
+                break
+            except TimeoutError:
+                continue
+        else:
+            log.warning(
+                "encryption: the homeserver did not push a to-device message to the hub within "
+                "%.0f s: room keys will not arrive and advisers' encrypted messages cannot be "
+                "read. Enable Synapse's experimental_features msc2409_to_device_messages_enabled "
+                "and msc3202_transaction_extensions, check `receive_ephemeral: true` in the "
+                "registration (docs/encryption.md), and restart Synapse.",
+                timeout,
+            )
+            return False
+        log.info("encryption: the homeserver pushes to-device messages to the hub")
+        return True
+
     async def _to_device(self, raw: dict[str, Any]) -> None:
+        if raw.get("type") == _PING:
+            content = raw.get("content")
+            nonce = content.get("nonce") if isinstance(content, dict) else None
+            if self._ping is not None and nonce == self._ping[0]:
+                self._ping[1].set()
+            return
         event = ToDeviceEvent.parse_event(
             {k: v for k, v in raw.items() if k not in ("to_user_id", "to_device_id")}
         )
@@ -309,7 +350,13 @@ class CryptoMachine:
                 event["room_id"], parsed.sender_key, parsed.session_id
             )
             if known is None:
-                raise RoomKeyMissing(f"no room key for session {parsed.session_id}")
+                first_miss = parsed.session_id not in self._requested
+                self._requested.add(parsed.session_id)
+        if known is None:
+            if first_miss:
+                await self._request_key(event, parsed)
+            raise RoomKeyMissing(f"no room key for session {parsed.session_id}")
+        async with self._lock:
             try:
                 plain = self.olm.decrypt_megolm_event(parsed, event["room_id"])
             except EncryptionError as exc:
@@ -323,6 +370,36 @@ class CryptoMachine:
             "type": source["type"],
             "content": source["content"],
         }
+
+    async def _request_key(self, event: dict[str, Any], parsed: MegolmEvent) -> None:
+        """Ask the sender's devices for a room key that never came. Synapse keeps to-device
+        messages for an appservice only in memory: a transaction that fails once (the hub
+        restarting) is resent with its events but without them. The sender's client shares
+        the key again with a device it shared it with before."""
+        request_id = uuid.uuid4().hex
+        content = {
+            "action": "request",
+            "body": {
+                "algorithm": MEGOLM,
+                "room_id": event["room_id"],
+                "sender_key": parsed.sender_key,
+                "session_id": parsed.session_id,
+            },
+            "request_id": request_id,
+            "requesting_device_id": self.device_id,
+        }
+        path = _path("sendToDevice", "m.room_key_request", f"hub-keyreq-{request_id}")
+        try:
+            await self._as_device("PUT", path, {"messages": {event["sender"]: {"*": content}}})
+        except ExternalError as exc:
+            log.info("encryption: a room key request to %s failed: %s", event["sender"], exc)
+            return
+        log.info(
+            "encryption: asked %s for the room key of %s in %s",
+            event["sender"],
+            event["event_id"],
+            event["room_id"],
+        )
 
     # -- encrypting ----------------------------------------------------------------------
 
