@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from hub.config.advisers import CannedReply, NotesConfig, RoutingConfig
 from hub.config.channels import (
     ChannelsConfig,
     MetaPageConfig,
@@ -255,7 +256,18 @@ class Config(Section):
     newsletter: NewsletterConfig = Field(default_factory=NewsletterConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    notes: NotesConfig = Field(default_factory=NotesConfig)
+    canned_replies: list[CannedReply] = Field(default_factory=list)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _canned_names_unique(self) -> Config:
+        names = [c.name.casefold() for c in self.canned_replies]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise ValueError(f"canned_replies: names used twice: {', '.join(doubled)}")
+        return self
 
     @property
     def bot_mxid(self) -> str:

@@ -88,6 +88,7 @@ class Conversation(Base):
     """A portal: one Matrix room per channel identity."""
 
     __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_status_assignee", "status", "assignee"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     identity_id: Mapped[int] = mapped_column(
         ForeignKey("channel_identities.id", ondelete="CASCADE"), unique=True
@@ -99,6 +100,11 @@ class Conversation(Base):
     # Small per-conversation facts: {"blocked": true}, {"voice_reply_at": iso}...
     meta: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Who has it (an adviser's MXID; None: in the lobby) and since when; open or closed.
+    assignee: Mapped[str | None] = mapped_column(String(255))
+    assigned_at: Mapped[datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    closed_at: Mapped[datetime | None] = mapped_column()
 
 
 class Message(Base):
@@ -414,4 +420,25 @@ class CryptoState(Base):
     # e.g. a Megolm session: "<room id>|<sender key>|<session id>"
     key: Mapped[str] = mapped_column(String(600), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AdviserStatus(Base):
+    """An adviser's availability for automatic assignment (`!available` / `!unavailable`)
+    and when they were last given a conversation (round robin: the longest waiting first)."""
+
+    __tablename__ = "adviser_status"
+    mxid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    available: Mapped[bool] = mapped_column(default=True)
+    last_assigned_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HubState(Base):
+    """A few facts of the hub itself that must outlive a restart: the lobby listing's event,
+    the advisers' space. One JSON value per key."""
+
+    __tablename__ = "hub_state"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -20,6 +20,14 @@ MATRIX_RECEIPT_IN = "matrix.receipt_in"  # an adviser read the customer's messag
 # An adviser joined an encrypted portal: send their devices the room keys of its history; room
 CRYPTO_SHARE_HISTORY = "crypto.share_history"
 
+# -- the advisers' day (hub/advisers) ------------------------------------------------------
+# Bring the lobby's listing of waiting conversations up to date (one message, edited); lobby
+ADVISERS_LOBBY = "advisers.lobby"
+# Show who has a conversation in its room's name; conv
+ADVISERS_ROOM_LABEL = "advisers.room_label"
+# Make a portal a child of the advisers' space (and invite the advisers to the space); space
+ADVISERS_SPACE = "advisers.space"
+
 # -- towards the customer's channel ---------------------------------------------------------
 CHANNEL_SEND = "channel.send"  # a message to the customer; conv
 CHANNEL_REACT = "channel.react"  # an adviser's reaction to the customer's message; conv
