@@ -33,6 +33,7 @@ from hub.config.channels import (
     WhatsappTemplate,
 )
 from hub.config.commerce import BuiltinCheckoutConfig, CommerceConfig, CommerceTexts
+from hub.config.dashboard import DashboardConfig, MetricsConfig
 from hub.config.encryption import EncryptionConfig
 from hub.config.environment import apply_environment
 from hub.config.hours import (
@@ -259,6 +260,8 @@ class Config(Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     notes: NotesConfig = Field(default_factory=NotesConfig)
     canned_replies: list[CannedReply] = Field(default_factory=list)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
