@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from ipaddress import ip_network
 
 from pydantic import Field, IPvAnyNetwork, field_validator
 
@@ -36,5 +37,5 @@ class DashboardConfig(Section):
 class MetricsConfig(Section):
     # /metrics (Prometheus) answers only these addresses or networks (default: loopback).
     allowed: list[IPvAnyNetwork] = Field(
-        default_factory=lambda: [IPvAnyNetwork("127.0.0.0/8"), IPvAnyNetwork("::1/128")]  # type: ignore[arg-type]
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")]
     )
