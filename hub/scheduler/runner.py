@@ -16,8 +16,9 @@ staging hub, so an alarm rings at `due − offset`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -26,18 +27,32 @@ from hub.db import timers
 from hub.db.database import Database
 from hub.scheduler.automations import Automations
 
+if TYPE_CHECKING:
+    from hub.db.database import Tx
+
 log = logging.getLogger(__name__)
 
 # A timer whose firing failed this often is set aside ("failed") rather than retried forever.
 MAX_ATTEMPTS = 5
 
+# Fires the timers of its own kinds (e.g. hub.advisers.assignment's requeue check): True or
+# False as Automations.fire, None for a timer of another kind.
+TimerFirer = Callable[["Tx", int], "bool | None"]
+
 
 class TimerRunner:
     """The database's timer sink (hub.db.database.TimerSink)."""
 
-    def __init__(self, db: Database, automations: Automations, sweep_seconds: float = 30) -> None:
+    def __init__(
+        self,
+        db: Database,
+        automations: Automations,
+        sweep_seconds: float = 30,
+        firers: Sequence[TimerFirer] = (),
+    ) -> None:
         self._db = db
         self._automations = automations
+        self._firers = tuple(firers)
         self._sweep_seconds = sweep_seconds
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._failures: dict[int, int] = {}
@@ -96,9 +111,17 @@ class TimerRunner:
         for timer_id, _due in due:
             await self.fire(timer_id)
 
+    def _fire(self, tx: Tx, timer_id: int) -> bool:
+        """The unit of work that fires a timer: its kind's firer, else the automations."""
+        for firer in self._firers:
+            fired = firer(tx, timer_id)
+            if fired is not None:
+                return fired
+        return self._automations.fire(tx, timer_id)
+
     async def fire(self, timer_id: int) -> None:
         try:
-            fired = await self._db.write(self._automations.fire, timer_id)
+            fired = await self._db.write(self._fire, timer_id)
         except Exception:
             attempts = self._failures.get(timer_id, 0) + 1
             self._failures[timer_id] = attempts
