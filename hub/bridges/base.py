@@ -35,10 +35,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What the sender may hand the channel (hub.bridges.sending)."""
+    """What the sender may hand the channel (hub.bridges.sending). The dispatcher reads
+    `edits`, `deletes` and `reactions` to tell the room, once per conversation, what the
+    customer will not see: it never needs to know the channel itself."""
 
     buttons: bool = False  # reply buttons; without them the titles are added to the text
-    reactions: bool = False  # advisers' reactions reach the customer
+    reactions: bool = False  # advisers' reactions reach the customer (send_reaction)
+    edits: bool = False  # an adviser's edit changes the sent message (edit_message)
+    deletes: bool = False  # an adviser's redaction removes it for the customer (delete_message)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,17 @@ class Channel(ABC):
     async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
         """An adviser reacted to a customer's message ("" removes); called only when
         `capabilities.reactions`. Raise ExternalError."""
+        return None
+
+    async def edit_message(self, message: OutboundMessage, remote_id: str) -> None:
+        """Show the customer `message` (the new text of the message sent as `remote_id`)
+        instead of the first version; called only when `capabilities.edits`. Raise
+        ExternalError."""
+        return None
+
+    async def delete_message(self, external_id: str, remote_id: str, message_id: int) -> None:
+        """Remove the message sent as `remote_id` (the hub's `message_id`) from the
+        customer's chat; called only when `capabilities.deletes`. Raise ExternalError."""
         return None
 
     async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:

@@ -1,5 +1,6 @@
-"""Jobs that talk to a customer's channel: messages (channel.send), advisers' reactions
-(channel.react) and the customer's name (channel.profile)."""
+"""Jobs that talk to a customer's channel: messages (channel.send), advisers' edits and
+redactions of them (channel.edit, channel.delete), advisers' reactions (channel.react) and
+the customer's name (channel.profile)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hub.core.text import storable
 from hub.core.types import Button, MediaRef, OutboundMessage
 from hub.db import conversations, media, outbound
 from hub.db.database import Database, Tx
-from hub.db.messages import context_of, message_context, preload_message
+from hub.db.messages import MessageContext, context_of, message_context, preload_message
 from hub.db.models import ChannelIdentity, Message
 from hub.errors import BLOCKED, ExternalError
 from hub.i18n import _
@@ -166,6 +167,65 @@ class ChannelSender:
             outbound.send_failed, job.payload["message_id"], reason, code == BLOCKED
         )
 
+    @handles(kinds.CHANNEL_EDIT, on_dead="on_change_dead", preload=preload_message)
+    async def edit(self, job: Job) -> Finish | None:
+        """An adviser edited a message the customer got: the channel shows the new text."""
+        found = await self._sent(job)
+        if found is None:
+            return None
+        msg, identity = found.message, found.identity
+        text, html = job.payload["text"], job.payload.get("html")
+        channel = self.channels.channel(identity.channel)
+        if channel.capabilities.edits:
+            assert msg.remote_id is not None
+            await channel.edit_message(_edited(msg, identity, text, html), msg.remote_id)
+        event_id = job.payload["event_id"]
+
+        def finish(tx: Tx) -> None:
+            if channel.capabilities.edits:
+                outbound.record_edit(tx, msg.id, text, html, event_id)
+
+        return finish
+
+    @handles(kinds.CHANNEL_DELETE, on_dead="on_change_dead", preload=preload_message)
+    async def delete(self, job: Job) -> Finish | None:
+        """An adviser redacted a message the customer got: remove it from their chat."""
+        found = await self._sent(job)
+        if found is None:
+            return None
+        msg, identity = found.message, found.identity
+        channel = self.channels.channel(identity.channel)
+        if not channel.capabilities.deletes:
+            return None
+        assert msg.remote_id is not None
+        await channel.delete_message(identity.external_id, msg.remote_id, msg.id)
+
+        def finish(tx: Tx) -> None:
+            outbound.record_delete(tx, msg.id)
+
+        return finish
+
+    async def _sent(self, job: Job) -> MessageContext | None:
+        """The message an edit or deletion is about, once it reached the customer; None
+        when there is nothing to change (erased, never sent, deleted already)."""
+        message_id = job.payload["message_id"]
+        found = context_of(job.context, message_id) or await self.db.read(
+            message_context, message_id
+        )
+        if found is None or not found.message.remote_id:
+            return None
+        if found.message.status not in ("sent", "delivered", "read"):
+            return None
+        return found
+
+    async def on_change_dead(self, job: Job, reason: str, code: str | None) -> None:
+        """An edit or deletion the channel refused: the room learns the customer still sees
+        the message as it was."""
+        what = "edit" if job.kind == kinds.CHANNEL_EDIT else "delete"
+        await self.db.write(
+            outbound.change_failed, job.payload["message_id"], what, reason, job.payload["event_id"]
+        )
+
     @handles(kinds.CHANNEL_REACT)
     async def react(self, job: Job) -> None:
         """An adviser's reaction to a customer's message."""
@@ -198,6 +258,33 @@ class ChannelSender:
             outbound.set_display_name(tx, identity_id, storable(str(name)))
 
         return finish
+
+
+def _edited(
+    msg: Message, identity: ChannelIdentity, text: str, html: str | None
+) -> OutboundMessage:
+    """The message as the customer should now see it. Its file stays what was sent (no
+    media is fetched): an edit changes the words only."""
+    m = msg.media or {}
+    media = (
+        MediaRef(m["filename"], m["mimetype"], int(m["size"]), m["media_id"], m.get("mxc"))
+        if m.get("media_id")
+        else None
+    )
+    return OutboundMessage(
+        message_id=msg.id,
+        conversation_id=msg.conversation_id,
+        external_id=identity.external_id,
+        kind=msg.kind if media else "text",  # type: ignore[arg-type]
+        text=text,
+        html=html,
+        media=media,
+        reply_to_remote_id=None,
+        sender_mxid=msg.sender_mxid,
+        sender_name=msg.sender_name,
+        data=msg.data,
+        buttons=_buttons(msg.data),
+    )
 
 
 def _without_buttons(out: OutboundMessage) -> OutboundMessage:

@@ -8,6 +8,7 @@ is queued as a job.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,10 +112,40 @@ class CommandRunner:
             return REFUSED
 
 
+def notes_line(prefix: str, threads: bool) -> str:
+    """The help's line about private notes (`notes` in the config)."""
+    if threads:
+        # TRANSLATORS: {prefix} is what starts a note, e.g. //
+        text = _(
+            "Private notes: a message starting with {prefix}, or written in a thread, stays "
+            "in Matrix and never reaches the customer (commands work in threads too)."
+        )
+    else:
+        # TRANSLATORS: {prefix} is what starts a note, e.g. //
+        text = _(
+            "Private notes: a message starting with {prefix} stays in Matrix and never "
+            "reaches the customer."
+        )
+    return text.format(prefix=prefix)
+
+
 def help_command(
-    registry: CommandRegistry[CommandHandler], prefix: str
+    registry: CommandRegistry[CommandHandler],
+    prefix: str,
+    *,
+    notes_prefix: str | None = None,
+    notes_threads: bool = False,
 ) -> CommandSpec[CommandHandler]:
+    """`!help`; with `notes_prefix`, its last line says how to write a private note (advisers
+    who do not know would either not dare to discuss a case in its room or, worse, think a
+    note stays private when it does not)."""
+
     def show_help(ctx: CommandContext, parsed: ParsedCommand[Any]) -> None:
-        ctx.reply(registry.help_text(prefix), registry.help_html(prefix))
+        text, html_ = registry.help_text(prefix), registry.help_html(prefix)
+        line = notes_line(notes_prefix, notes_threads) if notes_prefix else None
+        if line:
+            text += "\n\n" + line
+            html_ += f"<p>{html.escape(line)}</p>"
+        ctx.reply(text, html_)
 
     return CommandSpec("help", show_help, help=N_("List the commands of this bot"))

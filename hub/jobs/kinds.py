@@ -27,10 +27,19 @@ ADVISERS_LOBBY = "advisers.lobby"
 ADVISERS_ROOM_LABEL = "advisers.room_label"
 # Make a portal a child of the advisers' space (and invite the advisers to the space); space
 ADVISERS_SPACE = "advisers.space"
+# Post the customer's context (channel, earlier conversations, carts, orders) into a new
+# portal and pin it; conv
+ADVISERS_CONTEXT = "advisers.context"
+# Send a canned reply (`!t NAME`) with the adviser's display name filled in; conv
+ADVISERS_CANNED = "advisers.canned"
 
 # -- towards the customer's channel ---------------------------------------------------------
 CHANNEL_SEND = "channel.send"  # a message to the customer; conv
 CHANNEL_REACT = "channel.react"  # an adviser's reaction to the customer's message; conv
+# An adviser edited (channel.edit) or redacted (channel.delete) a message the customer got,
+# after its channel.send; idempotent by the edit's or redaction's event id; conv
+CHANNEL_EDIT = "channel.edit"
+CHANNEL_DELETE = "channel.delete"
 CHANNEL_PROFILE = "channel.profile"  # ask the channel for the customer's name; conv
 
 # -- commerce -------------------------------------------------------------------------------

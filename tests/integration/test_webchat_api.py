@@ -124,9 +124,9 @@ async def hub(
         yield Hub(await aiohttp_client(app), db, sessions, sender)
 
 
-async def test_webchat_declares_buttons() -> None:
-    assert WebchatChannel.capabilities.buttons is True
-    assert WebchatChannel.capabilities.reactions is False
+async def test_webchat_declares_buttons_reactions_edits_and_deletes() -> None:
+    caps = WebchatChannel.capabilities
+    assert (caps.buttons, caps.reactions, caps.edits, caps.deletes) == (True, True, True, True)
 
 
 async def test_webchat_bot_buttons_in_history_and_live_push(hub: Hub) -> None:

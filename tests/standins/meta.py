@@ -101,6 +101,7 @@ class MetaStandin:
         self.verify_token = secrets.token_hex(12)
         self.requests: list[Recorded] = []
         self.sent: list[dict[str, Any]] = []  # accepted Send API bodies, with "message_id"
+        self.actions: list[dict[str, Any]] = []  # accepted sender actions (react, unreact...)
         self.uploads: dict[str, dict[str, Any]] = {}
         self.profiles: dict[str, dict[str, str]] = {}
         self.last_inbound_ms: dict[str, int] = {}  # customer id -> newest delivered message
@@ -208,12 +209,44 @@ class MetaStandin:
         if not self._node_ok(request.match_info["node"]):
             return _error(UNSUPPORTED_POST)
         body = rec.json if isinstance(rec.json, dict) else _form_json(rec.form or {})
+        if "sender_action" in body:
+            return self._sender_action(body)
         problem = self._check_send(body)
         if problem is not None:
             return _error(problem)
         mid = "m_" + secrets.token_urlsafe(30)
         self.sent.append({**body, "message_id": mid})
         return web.json_response({"recipient_id": body["recipient"]["id"], "message_id": mid})
+
+    def _sender_action(self, body: dict[str, Any]) -> web.Response:
+        """typing_on/off, mark_seen, react and unreact: no message, no messaging_type; the
+        answer names the recipient only. `react` needs payload.message_id and a reaction,
+        `unreact` the message id alone."""
+
+        def invalid(text: str) -> web.Response:
+            return _error(Failure(400, 100, f"(#100) {text}"))
+
+        recipient = body.get("recipient") if isinstance(body.get("recipient"), dict) else {}
+        if not recipient.get("id"):
+            return invalid("The parameter recipient is required")
+        action = body.get("sender_action")
+        if action not in ("typing_on", "typing_off", "mark_seen", "react", "unreact"):
+            return invalid(
+                "param sender_action must be one of "
+                "{typing_on, typing_off, mark_seen, react, unreact}"
+            )
+        if "message" in body:
+            return invalid("sender_action cannot be sent with message")
+        payload = body.get("payload") if isinstance(body.get("payload"), dict) else {}
+        if action in ("react", "unreact"):
+            if not payload.get("message_id"):
+                return invalid("param payload[message_id] is required")
+            if action == "react" and not payload.get("reaction"):
+                return invalid("param payload[reaction] is required")
+            if action == "unreact" and "reaction" in payload:
+                return invalid("param payload[reaction] must be omitted to unreact")
+        self.actions.append(body)
+        return web.json_response({"recipient_id": recipient["id"]})
 
     def _check_send(self, body: dict[str, Any]) -> Failure | None:
         def invalid(text: str) -> Failure:

@@ -8,6 +8,10 @@ token specified", other wrong tokens 401 "Unauthorized", unknown methods 404 "No
 tdlib/telegram-bot-api answers). Like Telegram it refuses chats it never saw ("chat not
 found"), invalid HTML ("can't parse entities"), texts over 4096 and captions over 1024
 characters, reactions outside its list, blocked chats (403) and unknown callback query ids.
+Edits (editMessageText, editMessageCaption) and deleteMessage change its record of the bot's
+messages (`messages`, `deleted`) and answer as Telegram does: "message is not modified" for
+an unchanged edit, "message to edit/delete not found", "message can't be deleted for
+everyone" after 48 hours, "there is no text/caption in the message to edit".
 Every request is recorded; the next N calls can fail with a documented error or be delayed.
 
 Webhooks (what Telegram sends): Update builders and `send_update`, which POSTs the JSON to the
@@ -100,6 +104,7 @@ class TelegramStandin:
         self.chats: dict[int, dict[str, Any]] = {}
         self.blocked: set[int] = set()
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.deleted: set[tuple[int, int]] = set()  # (chat, message) removed by deleteMessage
         self.files: dict[str, tuple[bytes, str, str]] = {}  # file_id -> data, path, mimetype
         self.callbacks: set[str] = set()
         self._failures: list[list[Any]] = []  # [methods or None, failure, calls to let pass]
@@ -346,6 +351,77 @@ class TelegramStandin:
         for r in reaction:
             if r.get("type") != "emoji" or r.get("emoji") not in REACTIONS:
                 return Failure(400, "Bad Request: REACTION_INVALID")
+        return True
+
+    def _own_message(self, p: dict[str, Any], what: str) -> tuple[Any, ...] | Failure:
+        """The bot's message `message_id` in `chat_id` that an edit or deletion is about."""
+        chat = self._chat(p)
+        if isinstance(chat, Failure):
+            return chat
+        key = (chat["id"], int(p.get("message_id") or 0))
+        msg = self.messages.get(key)
+        if msg is None or key in self.deleted:
+            return Failure(400, f"Bad Request: message to {what} not found")
+        return key, msg
+
+    def _edited_text(self, p: dict[str, Any], field_name: str, limit: int) -> str | Failure:
+        text = str(p.get(field_name) or "")
+        if p.get("parse_mode") == "HTML":
+            problem = check_html(text)
+            if problem:
+                return Failure(400, f"Bad Request: can't parse entities: {problem}")
+            text = unescape(re.sub(r"<[^>]*>", "", text))
+        if field_name == "text" and not text.strip():
+            return Failure(400, "Bad Request: message text is empty")
+        if _utf16(text) > limit:
+            what = "message" if field_name == "text" else "message caption"
+            return Failure(400, f"Bad Request: {what} is too long")
+        return text
+
+    def _edit(self, p: dict[str, Any], field_name: str, limit: int) -> Any:
+        found = self._own_message(p, "edit")
+        if isinstance(found, Failure):
+            return found
+        key, msg = found
+        if msg.get("from", {}).get("id") != self.bot["id"]:
+            return Failure(400, "Bad Request: message can't be edited")
+        has_media = any(k in msg for k in SEND_FILE_METHODS.values())
+        if field_name == "text" and "text" not in msg:
+            return Failure(400, "Bad Request: there is no text in the message to edit")
+        if field_name == "caption" and not has_media:
+            return Failure(400, "Bad Request: there is no caption in the message to edit")
+        text = self._edited_text(p, field_name, limit)
+        if isinstance(text, Failure):
+            return text
+        markup = p.get("reply_markup")
+        if msg.get(field_name, "") == text and msg.get("reply_markup") == markup:
+            return Failure(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup of "
+                "the message",
+            )
+        edited = {k: v for k, v in msg.items() if k != "reply_markup"}
+        edited |= {field_name: text, "edit_date": int(time.time())}
+        if markup:
+            edited["reply_markup"] = markup
+        self.messages[key] = edited
+        return edited
+
+    def _m_editmessagetext(self, p: dict[str, Any], f: Any) -> Any:
+        return self._edit(p, "text", 4096)
+
+    def _m_editmessagecaption(self, p: dict[str, Any], f: Any) -> Any:
+        return self._edit(p, "caption", 1024)
+
+    def _m_deletemessage(self, p: dict[str, Any], f: Any) -> Any:
+        found = self._own_message(p, "delete")
+        if isinstance(found, Failure):
+            return found
+        key, msg = found
+        if time.time() - int(msg.get("date") or 0) > 48 * 3600:
+            return Failure(400, "Bad Request: message can't be deleted for everyone")
+        self.deleted.add(key)
         return True
 
     def _m_answercallbackquery(self, p: dict[str, Any], f: Any) -> Any:

@@ -29,6 +29,7 @@ from hub.bridges.meta.mapping import (
     messaging_fields,
     parse_webhook,
     quick_replies,
+    reaction_body,
     split_text,
     utf8_len,
     window_closed_text,
@@ -48,7 +49,9 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 class MetaChannel(Channel):
     """The shared implementation; subclasses set the channel's identity and text limit."""
 
-    capabilities = Capabilities(buttons=True)
+    # Reactions are Send API sender actions (react / unreact). The Send API has no way to
+    # edit or delete a message the page sent.
+    capabilities = Capabilities(buttons=True, reactions=True)
     reply_window = timedelta(hours=24)
     looks_up_names = True
     text_limit = 2000
@@ -141,6 +144,9 @@ class MetaChannel(Channel):
         if not media.remote_id:
             raise ExternalError(_("the attachment has no download address"), permanent=True)
         return await self.client.download(media.remote_id, self.config.max_media_bytes)
+
+    async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
+        await self.client.sender_action(reaction_body(external_id, target_remote_id, emoji))
 
     async def fetch_display_name(self, external_id: str) -> str | None:
         """The customer's name from Meta's profile API, for a later job (never in the

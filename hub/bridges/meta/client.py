@@ -52,6 +52,12 @@ class MetaClient:
             raise ExternalError(_("Meta's answer carried no message id"), permanent=True)
         return mid
 
+    async def sender_action(self, body: dict[str, Any]) -> None:
+        """POST a sender action (react, unreact): Meta answers with the recipient only."""
+        await self.graph.call(
+            "POST", messages_path(self.channel, self.config.page_id), json_body=body
+        )
+
     async def upload_attachment(
         self, attachment_type: str, data: bytes, filename: str, mimetype: str
     ) -> str:

@@ -464,3 +464,19 @@ def window_closed_text(
             "again first"
         )
     return text.format(ago=ago, kind=kind)
+
+
+def reaction_body(recipient_id: str, target_mid: str, emoji: str) -> dict[str, Any]:
+    """The Send API sender action that sets the page's reaction on a customer's message
+    ("react" with the emoji; "unreact", with the message id only, for "")."""
+    if not emoji:
+        return {
+            "recipient": {"id": recipient_id},
+            "sender_action": "unreact",
+            "payload": {"message_id": target_mid},
+        }
+    return {
+        "recipient": {"id": recipient_id},
+        "sender_action": "react",
+        "payload": {"message_id": target_mid, "reaction": emoji},
+    }

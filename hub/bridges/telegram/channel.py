@@ -21,6 +21,7 @@ from hub.bridges.base import Capabilities, Channel, ChannelDeps, Refusal
 from hub.bridges.http import same_secret
 from hub.bridges.telegram import mapping
 from hub.bridges.telegram.client import TelegramClient
+from hub.bridges.telegram.errors import MESSAGE_GONE, NOT_MODIFIED
 from hub.bridges.telegram.markup import (
     escape_text,
     plain_text,
@@ -88,13 +89,16 @@ class _Step:
     params: dict[str, Any]
     upload: tuple[str, str, str] | None = None  # (field, filename, mimetype)
     plain_fallback: str | None = None  # the text without formatting, if Telegram refuses it
+    fallback_field: str = "text"  # where the plain text goes (a caption's edit: "caption")
 
 
 class TelegramChannel(Channel):
     kind = mapping.KIND
     code = "tg"
     label = "Telegram"
-    capabilities = Capabilities(buttons=True, reactions=True)
+    # Bots may edit their messages in private chats and delete them within 48 hours
+    # (editMessageText, editMessageCaption, deleteMessage).
+    capabilities = Capabilities(buttons=True, reactions=True, edits=True, deletes=True)
     webhook_path = WEBHOOK_PATH
 
     def __init__(self, deps: ChannelDeps, config: TelegramConfig) -> None:
@@ -279,7 +283,7 @@ class TelegramChannel(Channel):
             # more than the formatting.
             log.warning("telegram refused the formatting of a message; sending it plain")
             params = {k: v for k, v in step.params.items() if k != "parse_mode"}
-            params["text"] = step.plain_fallback
+            params[step.fallback_field] = step.plain_fallback
             return await self.client.call(step.method, params)
 
     async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
@@ -288,6 +292,64 @@ class TelegramChannel(Channel):
             log.info("telegram: reaction to a non-message (%s) not sent", target_remote_id[:12])
             return
         await self.client.call("setMessageReaction", params)
+
+    async def edit_message(self, message: OutboundMessage, remote_id: str) -> None:
+        """editMessageCaption for a file, editMessageText for a text. A long text was sent
+        in parts and only the first is known: the new text must fit in one."""
+        target = mapping.parse_message_remote_id(remote_id)
+        if target is None:
+            raise ExternalError(_("Telegram cannot edit this message."), permanent=True)
+        if message.html:
+            html = to_telegram_html(message.html)
+        else:
+            html = escape_text((message.text or "").strip())
+        params: dict[str, Any] = {"chat_id": mapping.chat_id(target[0]), "message_id": target[1]}
+        if message.media:
+            if visible_length(html) > mapping.CAPTION_LIMIT:
+                raise ExternalError(
+                    _("The new caption is too long for Telegram."), permanent=True, code="too_long"
+                )
+            step = _Step(
+                "editMessageCaption",
+                params | {"caption": html, "parse_mode": "HTML"},
+                plain_fallback=plain_text(html),
+                fallback_field="caption",
+            )
+        else:
+            if not html.strip():
+                raise ExternalError(_("The message is empty."), permanent=True)
+            if visible_length(html) > mapping.TEXT_LIMIT:
+                raise ExternalError(
+                    _("The new text is too long for one Telegram message."),
+                    permanent=True,
+                    code="too_long",
+                )
+            step = _Step(
+                "editMessageText",
+                params | {"text": html, "parse_mode": "HTML"},
+                plain_fallback=plain_text(html),
+            )
+        keyboard = mapping.inline_keyboard(message.buttons)
+        if keyboard:
+            step.params["reply_markup"] = keyboard  # an edit without it removes the buttons
+        try:
+            await self._run(step, b"")
+        except ExternalError as exc:
+            if exc.code != NOT_MODIFIED:
+                raise
+            # The text is what the customer sees already (a retry after a lost answer).
+
+    async def delete_message(self, external_id: str, remote_id: str, message_id: int) -> None:
+        target = mapping.parse_message_remote_id(remote_id)
+        if target is None:
+            raise ExternalError(_("Telegram cannot delete this message."), permanent=True)
+        params = {"chat_id": mapping.chat_id(target[0]), "message_id": target[1]}
+        try:
+            await self.client.call("deleteMessage", params)
+        except ExternalError as exc:
+            if exc.code != MESSAGE_GONE:
+                raise
+            # Gone already: deleted by an earlier attempt, or by the customer.
 
     async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
         """Bots cannot mark a customer's messages as read in Telegram: nothing to do."""

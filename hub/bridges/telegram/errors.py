@@ -15,6 +15,11 @@ from typing import Any
 from hub.errors import BLOCKED, ExternalError
 from hub.i18n import N_, _
 
+# Codes the channel acts on: an edit that changes nothing, or a message already gone, is what
+# a retried edit or deletion meets when its first attempt went through.
+NOT_MODIFIED = "not_modified"
+MESSAGE_GONE = "message_gone"
+
 
 @dataclass(frozen=True)
 class ErrorRow:
@@ -98,6 +103,36 @@ ERRORS: tuple[ErrorRow, ...] = (
         "reaction_invalid",
         "reaction_invalid",
         N_("Telegram does not allow this emoji as a reaction."),
+        True,
+    ),
+    # Edits and deletions of the bot's messages (channel.edit, channel.delete).
+    ErrorRow(400, "message is not modified", NOT_MODIFIED, N_("The message is unchanged."), True),
+    ErrorRow(
+        400,
+        "message to edit not found",
+        MESSAGE_GONE,
+        N_("The message is no longer in the customer's Telegram chat."),
+        True,
+    ),
+    ErrorRow(
+        400,
+        "message to delete not found",
+        MESSAGE_GONE,
+        N_("The message is no longer in the customer's Telegram chat."),
+        True,
+    ),
+    ErrorRow(
+        400,
+        "message can't be deleted",
+        "too_old",
+        N_("Telegram lets a bot delete its messages only within 48 hours of sending them."),
+        True,
+    ),
+    ErrorRow(
+        400,
+        "message can't be edited",
+        "cannot_edit",
+        N_("Telegram does not let the bot edit this message."),
         True,
     ),
     ErrorRow(400, None, "bad_request", N_("Telegram refused the message: {description}"), True),

@@ -42,6 +42,8 @@ class WhatsappChannel(Channel):
     kind = mapping.KIND
     code = "wa"
     label = "WhatsApp"
+    # Reactions and replies (context) exist for business messages; edits and deletions do
+    # not: the dispatcher tells the room once per conversation instead.
     capabilities = Capabilities(buttons=True, reactions=True)
     reply_window = WINDOW
     webhook_path = "/webhooks/whatsapp"
