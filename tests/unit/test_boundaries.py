@@ -43,6 +43,7 @@ PURE = [
     "hub.consent.newsletter",
     "hub.consent.gdpr",
     "hub.advisers.routing",
+    "hub.bridges.webchat.formatting",
     "hub.kpi.model",
     "hub.matrix.crypto.cross_signing",
     "hub.bridges.whatsapp.mapping",

@@ -206,6 +206,65 @@
   }
   function count(s, ch) { return s.split(ch).length - 1; }
 
+  // An adviser's formatting, as the hub sends it (`formatted`, see
+  // hub/bridges/webchat/formatting.py): a node is a string or {t: tag, c: [nodes]}, with `href`
+  // on "a" and `start` on "ol". Built with createElement and text nodes only: the hub already
+  // allowed just these tags and links, and they are checked here again, so neither a bug there
+  // nor a message can put other markup (or script) into the page. Never uses innerHTML.
+  var RICH_TAGS = { b: 1, strong: 1, i: 1, em: 1, s: 1, del: 1, code: 1, pre: 1, a: 1, ul: 1, ol: 1, li: 1, br: 1, p: 1, blockquote: 1 };
+  var RICH_MAX_DEPTH = 16, RICH_MAX_ELEMENTS = 2000;
+  function isRichTag(t) { return typeof t === "string" && Object.prototype.hasOwnProperty.call(RICH_TAGS, t); }
+  // A link of a message: absolute http(s) with a host, or mailto; "" for anything else.
+  function richHref(u) {
+    if (typeof u !== "string" || !u || /[\s\u0000-\u001f\u007f-\u009f\\]/.test(u)) return "";
+    var p;
+    try { p = new URL(u); } catch (e) { return ""; }
+    if ((p.protocol === "http:" || p.protocol === "https:") && p.host) return p.href;
+    if (p.protocol === "mailto:") return p.href;
+    return "";
+  }
+  function appendRich(parent, nodes) {
+    var budget = { n: RICH_MAX_ELEMENTS };
+    (function walk(into, list, depth, inLink, inCode) {
+      if (!Array.isArray(list)) return;
+      for (var i = 0; i < list.length; i++) {
+        var n = list[i];
+        if (typeof n === "string") {
+          // Bare addresses in the text become links too, except in code and inside a link.
+          if (inLink || inCode) into.appendChild(document.createTextNode(n)); else appendLinkified(into, n);
+          continue;
+        }
+        if (!n || typeof n !== "object") continue;
+        var tag = n.t;
+        if (tag === "br") { if (budget.n-- > 0) into.appendChild(document.createElement("br")); continue; }
+        var href = tag === "a" ? richHref(n.href) : "";
+        // Unknown tags, links we would not open, a link in a link, too deep or too many: the text only.
+        if (!isRichTag(tag) || (tag === "a" && (!href || inLink)) || depth >= RICH_MAX_DEPTH || budget.n-- <= 0) {
+          walk(into, n.c, depth + 1, inLink, inCode);
+          continue;
+        }
+        var e = document.createElement(tag);
+        if (tag === "a") { e.className = "lnk"; e.href = href; e.target = "_blank"; e.rel = "noopener noreferrer"; }
+        if (tag === "ol" && typeof n.start === "number" && isFinite(n.start) && n.start >= 0 && n.start <= 1e6) e.start = Math.floor(n.start);
+        into.appendChild(e);
+        walk(e, n.c, depth + 1, inLink || tag === "a", inCode || tag === "code" || tag === "pre");
+      }
+    })(parent, nodes, 0, false, false);
+  }
+  // The words of a formatted message (for screen readers' announcements).
+  function richText(nodes) {
+    var out = "";
+    (function walk(list, depth) {
+      if (!Array.isArray(list) || depth > RICH_MAX_DEPTH) return;
+      for (var i = 0; i < list.length; i++) {
+        var n = list[i];
+        if (typeof n === "string") out += n;
+        else if (n && typeof n === "object") { if (n.t === "br") out += " "; else { walk(n.c, depth + 1); if (n.t === "p" || n.t === "li") out += " "; } }
+      }
+    })(nodes, 0);
+    return out.replace(/\s+/g, " ").trim();
+  }
+
   function backoff(attempt, base, max) {
     var d = Math.min(max, base * Math.pow(2, attempt));
     return Math.round(d / 2 + Math.random() * d / 2); // "equal jitter": [d/2, d]
@@ -359,6 +418,24 @@
     ".row.pending .bubble{opacity:.72}",
     ".row.failed .bubble{opacity:.6}",
     ".bubble .lnk{color:inherit;text-decoration:underline;text-underline-offset:2px}",
+    /* an adviser's formatting (bold, lists, quotes, code: the hub's `formatted` tree) */
+    ".bubble.rich{white-space:normal}",
+    ".rich p,.rich ul,.rich ol,.rich pre,.rich blockquote{margin:0 0 6px}",
+    ".rich>:last-child,.rich li>:last-child,.rich blockquote>:last-child{margin-bottom:0}",
+    ".rich ul,.rich ol{padding-left:22px}",
+    ".rich li{margin:1px 0}",
+    ".rich strong,.rich b{font-weight:650}",
+    ".rich blockquote{border-left:3px solid rgba(17,24,39,.22);padding:1px 0 1px 10px}",
+    ".rich code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'Liberation Mono',monospace;font-size:.88em;",
+    "background:rgba(17,24,39,.07);padding:1px 4px;border-radius:4px}",
+    ".rich pre{white-space:pre-wrap;background:rgba(17,24,39,.07);padding:8px 10px;border-radius:8px}",
+    ".rich pre code{background:none;padding:0}",
+    ".bubble .edited{font-size:11.5px;opacity:.7;margin-left:6px;white-space:nowrap;font-style:normal}",
+    ".bubble.deleted{font-style:italic;color:var(--hc-muted)!important;background:transparent!important;border:1px dashed var(--hc-border)}",
+    /* the shop's reaction on a customer's message */
+    ".reaction{align-self:flex-end;margin:-8px 8px 0 0;min-width:28px;height:24px;padding:0 6px;border-radius:12px;",
+    "background:var(--hc-bg);border:1px solid var(--hc-border);box-shadow:0 1px 3px rgba(17,24,39,.12);",
+    "font-size:14px;line-height:22px;text-align:center;position:relative;z-index:1}",
     ".row.out .bubble .lnk{color:var(--hc-link,#1d4ed8)}",
     ".bubble.media{padding:4px;background:transparent!important;border:1px solid var(--hc-border)}",
     ".bubble.media a.imglink{display:block;border-radius:14px;overflow:hidden;line-height:0;background:var(--hc-surface)}",
@@ -753,6 +830,11 @@
     r.direction = m.direction === "out" ? "out" : "in";
     r.kind = m.kind === "image" || m.kind === "file" ? m.kind : "text";
     r.text = typeof m.text === "string" ? m.text : null;
+    r.formatted = r.direction === "out" && r.kind === "text" && Array.isArray(m.formatted) && m.formatted.length ? m.formatted : null;
+    // Once edited or deleted, always: a late copy of the message must not undo either.
+    r.edited = !!(r.edited || m.edited || (opts && opts.edited));
+    r.deleted = !!(r.deleted || m.deleted);
+    r.reaction = r.direction === "in" ? validReaction(m.reaction) : null;
     r.media = m.media && typeof m.media === "object" ? m.media : null;
     r.senderName = typeof m.sender_name === "string" ? m.sender_name : null;
     r.createdAt = parseDate(m.created_at);
@@ -769,13 +851,40 @@
       else { state.unread++; updateBadge(); }
       if (!(opts && opts.history)) {
         var choices = r.buttons.map(function (b) { return b.title; }).join(" / ");
-        announce((r.senderName || state.title || T("adviser", "Adviser")) + ": " + (r.text || (r.media && r.media.filename) || "") +
+        var words = r.formatted ? richText(r.formatted) : r.text;
+        announce((r.senderName || state.title || T("adviser", "Adviser")) + ": " + (words || (r.media && r.media.filename) || "") +
           (choices ? " (" + choices + ")" : ""));
       }
     }
+    if (r.deleted) forget(r);
     renderRecord(r);
     return r;
   }
+
+  // An adviser deleted the message in Matrix: it stays in its place, saying so (the customer
+  // saw it and would otherwise wonder where it went); after a reload the hub leaves it out.
+  function markDeleted(id) {
+    var r = typeof id === "number" ? byId[id] : null;
+    if (!r || r.deleted) return;
+    r.deleted = true;
+    r.text = null;
+    forget(r);
+    renderRecord(r);
+    announce(T("deleted", "Message deleted"));
+  }
+  function forget(r) { r.kind = "text"; r.formatted = null; r.media = null; r.buttons = []; r.edited = false; }
+
+  // The shop's reaction on a customer's message ("" or null: taken back).
+  function setReaction(id, emoji) {
+    var r = typeof id === "number" ? byId[id] : null;
+    if (!r || r.direction !== "in") return;
+    var v = validReaction(emoji);
+    if (v === r.reaction) return;
+    r.reaction = v;
+    renderRecord(r);
+    if (v) announce(T("reaction", "Reaction of the shop: {emoji}", { emoji: v }));
+  }
+  function validReaction(v) { return typeof v === "string" && v.trim() && v.length <= 64 ? v : null; }
 
   // The reply buttons of a message of the shop: [{id, title}] (at most 10, both non-empty strings).
   function validButtons(list) {
@@ -817,7 +926,9 @@
     // Images keep their <img> when an upload is confirmed (no flicker); file boxes become links.
     var pending = r.kind === "image" ? "" : (r.local ? "L" : "");
     var buttons = (r.buttons || []).map(function (b) { return b.id + "\u0001" + b.title; }).join("\u0002");
-    return [r.kind, r.text, r.previewUrl || m.url, m.filename, m.size, r.senderName, r.direction, pending, buttons].join("\u0000");
+    var rich = r.formatted ? JSON.stringify(r.formatted) : "";
+    return [r.kind, r.text, r.previewUrl || m.url, m.filename, m.size, r.senderName, r.direction, pending, buttons,
+      rich, r.edited ? "E" : "", r.deleted ? "D" : ""].join("\u0000");
   }
 
   function renderRecord(r) {
@@ -841,6 +952,16 @@
       r.choicesEl = r.direction === "out" && r.buttons && r.buttons.length ? buildChoices(r) : null;
       if (r.choicesEl) r.row.insertBefore(r.choicesEl, r.metaEl);
     }
+    if (r.reaction && !r.deleted) {
+      if (!r.reactionEl) {
+        r.reactionEl = el("span", "reaction");
+        r.reactionEl.setAttribute("data-testid", "hubchat-reaction");
+        r.reactionEl.setAttribute("role", "img");
+      }
+      r.reactionEl.textContent = r.reaction;
+      r.reactionEl.setAttribute("aria-label", T("reaction", "Reaction of the shop: {emoji}", { emoji: r.reaction }));
+      if (r.reactionEl.previousSibling !== r.bubble) r.row.insertBefore(r.reactionEl, r.bubble.nextSibling);
+    } else if (r.reactionEl && r.reactionEl.parentNode) r.reactionEl.parentNode.removeChild(r.reactionEl);
     var b = r.bubble;
     if (r.kind === "image") {
       var link = b.querySelector("a.imglink"), fullUrl = safeUrl((r.media || {}).url, false);
@@ -908,6 +1029,15 @@
         info.appendChild(r.progressEl);
       } else r.progressEl = null;
       b.appendChild(ic); b.appendChild(info);
+    } else if (r.deleted) {
+      // The hub's words when it sent them (a refused photo says so), else ours.
+      b = el("div", "bubble deleted", r.text || T("deleted", "Message deleted"));
+      b.setAttribute("data-deleted", "true");
+      r.progressEl = null;
+    } else if (r.formatted) {
+      b = el("div", "bubble rich");
+      appendRich(b, r.formatted);
+      r.progressEl = null;
     } else {
       b = el("div", "bubble");
       appendLinkified(b, r.text || "");
@@ -920,6 +1050,11 @@
       cap.setAttribute("dir", "auto");
       appendLinkified(cap, r.text);
       b.appendChild(cap);
+    }
+    if (r.edited && !r.deleted) {
+      var ed = el("span", "edited", T("edited", "edited"));
+      ed.setAttribute("data-testid", "hubchat-edited");
+      b.appendChild(ed);
     }
     b.setAttribute("dir", "auto");
     return b;
@@ -1299,6 +1434,13 @@
         sendRead();
       } else if (data.type === "message") {
         upsert(data.message);
+      } else if (data.type === "message_edited") {
+        // An adviser changed it in Matrix: the new version in the old one's place.
+        upsert(data.message, { edited: true });
+      } else if (data.type === "message_deleted") {
+        markDeleted(data.id);
+      } else if (data.type === "reaction") {
+        setReaction(data.id, data.emoji);
       } else if (data.type === "status") {
         applyStatus(data.ids, data.status);
       } else if (data.type === "error") {

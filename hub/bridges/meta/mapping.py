@@ -8,6 +8,7 @@ webhook handler can log it instead of dropping it silently.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -333,33 +334,58 @@ def media_ref(kind: str, url: str) -> MediaRef:
 
 
 class _TextExtractor(HTMLParser):
-    """Matrix HTML → plain text for the customer: links keep their address."""
+    """Matrix HTML → plain text for the customer (Messenger has no markup): links keep their
+    address, numbered lists their numbers, code blocks their lines; script and style go with
+    their content. Whitespace is HTML's: Element's newlines between tags are not lines."""
 
     _BLOCKS = frozenset({"p", "div", "ul", "ol", "blockquote", "pre", "tr", "table"})
     _BLOCKS |= frozenset({f"h{n}" for n in range(1, 7)})
+    _SKIP = frozenset({"mx-reply", "script", "style", "head", "title", "template", "noscript"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self._links: list[tuple[str | None, int]] = []
-        self._skip = 0
+        self._skip: list[str] = []
+        self._lists: list[list[int]] = []  # per open ul/ol: [next number] (-1: bullets)
+        self._pre = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "mx-reply":
-            self._skip += 1
+        if self._skip or tag in self._SKIP:
+            self._skip.append(tag)
         elif tag == "br":
             self.out.append("\n")
         elif tag == "li":
-            self.out.append("\n• ")
+            indent = "  " * max(0, len(self._lists) - 1)
+            counter = self._lists[-1] if self._lists else [-1]
+            if counter[0] < 0:
+                self.out.append(f"\n{indent}• ")
+            else:
+                self.out.append(f"\n{indent}{counter[0]}. ")
+                counter[0] += 1
+        elif tag in ("ul", "ol"):
+            start = dict(attrs).get("start") or "1"
+            number = int(start) if tag == "ol" and start.isdigit() else 1
+            if not self._lists:  # a list in an item starts on the item's next line anyway
+                self.out.append("\n")
+            self._lists.append([number if tag == "ol" else -1])
         elif tag in self._BLOCKS:
+            self._pre += tag == "pre"
             self.out.append("\n")
         elif tag == "a":
             self._links.append((dict(attrs).get("href"), len(self.out)))
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "mx-reply":
-            self._skip = max(0, self._skip - 1)
+        if self._skip:
+            if tag in self._skip:
+                del self._skip[self._skip.index(tag) :]
+            return
+        if tag in ("ul", "ol") and self._lists:
+            self._lists.pop()
+            if not self._lists:
+                self.out.append("\n")
         elif tag in self._BLOCKS:
+            self._pre -= tag == "pre" and self._pre > 0
             self.out.append("\n")
         elif tag == "a" and self._links:
             href, start = self._links.pop()
@@ -370,8 +396,9 @@ class _TextExtractor(HTMLParser):
                 self.out.append(f" ({target})" if label else target)
 
     def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.out.append(data)
+        if self._skip:
+            return
+        self.out.append(data if self._pre else re.sub(r"[ \t\r\n\f]+", " ", data))
 
 
 def html_to_text(html: str) -> str:
@@ -379,6 +406,8 @@ def html_to_text(html: str) -> str:
     parser.feed(html)
     parser.close()
     lines = [line.rstrip() for line in "".join(parser.out).split("\n")]
+    # A space HTML would not show at a line's start ("\n" between tags became " ").
+    lines = [line[1:] if line[:1] == " " and line[1:2] != " " else line for line in lines]
     text = "\n".join(lines).strip()
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")

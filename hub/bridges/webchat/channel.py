@@ -20,7 +20,8 @@ from hub.config import WebchatConfig
 from hub.core.addresses import Network
 from hub.core.ingest import Ingest
 from hub.core.types import OutboundMessage
-from hub.db import webchat
+from hub.db import outbound, webchat
+from hub.db.messages import message_by_id
 from hub.db.models import Message
 from hub.errors import ExternalError
 from hub.i18n import N_, _
@@ -37,7 +38,13 @@ KIND = webchat.KIND
 def message_json(msg: Message, public_base: str) -> dict[str, Any]:
     """The widget's view of a message (see web/static/widget.js). `buttons`: the reply
     buttons of the shop's message, `[{"id", "title"}]` (empty for every other message); a
-    tap is posted back with the button's id (hub.bridges.webchat.api)."""
+    tap is posted back with the button's id (hub.bridges.webchat.api). `formatted`: an
+    adviser's formatting as a tree of allowed tags (hub.bridges.webchat.formatting), None
+    for plain text; `edited`: an adviser changed it; `deleted`: it is gone, `text` says so;
+    `reaction`: the shop's emoji on a customer's message, None without one."""
+    from hub.bridges.webchat.formatting import formatted
+
+    data = msg.data or {}
     media = None
     if msg.media and msg.media.get("media_id"):
         m = msg.media
@@ -48,23 +55,34 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
             "size": m["size"],
         }
     kind, text = msg.kind, msg.text
-    if (msg.data or {}).get("deleted"):
+    # Only advisers' messages carry formatting; a customer's "<b>" stays the text they typed.
+    rich = formatted(msg.html) if msg.direction == "out" and kind == "text" else None
+    deleted = bool(data.get("deleted")) or msg.status == "deleted"
+    if data.get("deleted"):
         # A photo refused or withdrawn (hub.consent): the visitor sees that it is gone.
-        kind, text = "text", _("🗑 Photo deleted")
+        kind, text, media, rich = "text", _("🗑 Photo deleted"), None, None
+    elif msg.status == "deleted":
+        # An adviser deleted it in Matrix (hub.db.outbound.record_delete): nothing of it stays.
+        kind, text, media, rich = "text", _("Message deleted"), None, None
     client_id = None
     if msg.direction == "in" and msg.remote_id and ":" in msg.remote_id:
         client_id = msg.remote_id.split(":", 1)[1]
+    reaction = data.get("reaction") if msg.direction == "in" else None
     return {
         "id": msg.id,
         "direction": msg.direction,
         "kind": kind,
         "text": text,
+        "formatted": rich,
         "media": media,
         "sender_name": msg.sender_name if msg.direction == "out" else None,
         "created_at": msg.created_at.isoformat(),
         "client_id": client_id,
         "status": msg.status,
         "buttons": webchat.buttons_of(msg.data) if msg.direction == "out" else [],
+        "edited": bool(data.get("edited")) and not deleted,
+        "deleted": deleted,
+        "reaction": reaction if isinstance(reaction, str) and reaction else None,
     }
 
 
@@ -73,8 +91,10 @@ class WebchatChannel(Channel):
     code = "web"
     label = N_("Web chat")  # shown with _() (hub.matrix.portal)
     # The widget shows a bot message's reply buttons under it; a tap comes back as an
-    # "interactive" message (hub.bridges.webchat.api).
-    capabilities = Capabilities(buttons=True)
+    # "interactive" message (hub.bridges.webchat.api). Advisers' edits, deletions and
+    # reactions are pushed to the visitor's widgets ("message_edited", "message_deleted",
+    # "reaction") and kept in the rows its history reads.
+    capabilities = Capabilities(buttons=True, reactions=True, edits=True, deletes=True)
 
     def __init__(
         self,
@@ -119,6 +139,29 @@ class WebchatChannel(Channel):
 
     async def status_changed(self, external_id: str, message_ids: list[int], status: str) -> None:
         await self._broadcast(external_id, {"type": "status", "ids": message_ids, "status": status})
+
+    async def edit_message(self, message: OutboundMessage, remote_id: str) -> None:
+        """The new text to the open widgets; the row is rewritten when the job finishes
+        (hub.db.outbound.record_edit), so a widget that reconnects later reads it."""
+        row = await self.deps.db.read(message_by_id, message.message_id)
+        if row is None:
+            return
+        row.text, row.html = message.text, message.html
+        row.data = {**(row.data or {}), "edited": True}
+        shown = message_json(row, self.deps.public_base)
+        await self._broadcast(message.external_id, {"type": "message_edited", "message": shown})
+
+    async def delete_message(self, external_id: str, remote_id: str, message_id: int) -> None:
+        """Gone from the open widgets; the history leaves it out once its status says so."""
+        await self._broadcast(external_id, {"type": "message_deleted", "id": message_id})
+
+    async def send_reaction(self, external_id: str, target_remote_id: str, emoji: str) -> None:
+        """The shop's reaction on the visitor's message ("" takes it back), kept in the
+        message's `data.reaction` for widgets that load the history later."""
+        message_id = await self.deps.db.write(outbound.set_reaction, KIND, target_remote_id, emoji)
+        if message_id is None:
+            return
+        await self._broadcast(external_id, {"type": "reaction", "id": message_id, "emoji": emoji})
 
     async def _broadcast(self, visitor_id: str, doc: dict[str, Any]) -> None:
         for ws in list(self.sockets.get(visitor_id, ())):

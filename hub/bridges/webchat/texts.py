@@ -2,7 +2,8 @@
 web/static/widget.js has no catalogue of its own. Its English strings stay as fallbacks there
 (a widget served by an older hub still reads well); the keys are the widget's.
 
-`{n}`, `{name}`, `{size}`, `{percent}`, `{error}` and `{status}` are filled in by the widget.
+`{n}`, `{name}`, `{size}`, `{percent}`, `{error}`, `{status}` and `{emoji}` are filled in by
+the widget.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ WIDGET_TEXTS: Mapping[str, str] = {
     "not_delivered": N_("Not delivered"),
     "retrying": N_("Not sent — retrying…"),
     "retry_now": N_("Retry now"),
+    # an adviser changed or deleted a message in Matrix; reacted to the customer's message
+    "edited": N_("edited"),
+    "deleted": N_("Message deleted"),
+    "reaction": N_("Reaction of the shop: {emoji}"),
     # over the hub's rate limits (429): the message is kept and sent again by itself
     "rate_limited": N_("Too many messages — sending again in a moment…"),
     "not_sent": N_("Not sent."),
