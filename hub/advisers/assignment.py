@@ -85,6 +85,7 @@ class Assignment:
             conversation_id,
             _("👤 Assigned to {adviser}.").format(adviser=chosen),
             f"assigned:{key}",
+            status="assignment",
         )
 
     # -- a customer's message ---------------------------------------------------------

@@ -185,7 +185,8 @@ class ShopConfig(Section):
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     timezone: str = "UTC"
     # The advisers' room: alerts (missed conversations, closed reply windows) go there.
-    lobby_room: str | None = Field(None, pattern=r"^![^:\s]+:[A-Za-z0-9.\-]+(:\d+)?$")
+    # Room ids of room version 12 have no ":server" part.
+    lobby_room: str | None = Field(None, pattern=r"^![^:\s]+(:[A-Za-z0-9.\-]+(:\d+)?)?$")
 
     @field_validator("timezone")
     @classmethod

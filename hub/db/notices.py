@@ -56,13 +56,13 @@ def reaction(tx: Tx, room_id: str, event_id: str, key: str) -> None:
     room_event(tx, room_id, "m.reaction", content, f"react:{event_id}")
 
 
-def conversation_notice(tx: Tx, conversation_id: int, text: str, idempotency_key: str) -> None:
+def conversation_notice(
+    tx: Tx, conversation_id: int, text: str, idempotency_key: str, status: str | None = None
+) -> None:
     """An m.notice into a conversation's room once what was queued for it before has run
-    (a new conversation's room is made by its first message's delivery)."""
-    enqueue(
-        tx,
-        MATRIX_NOTICE,
-        conversation_key(conversation_id),
-        {"conversation_id": conversation_id, "text": text},
-        idempotency_key,
-    )
+    (a new conversation's room is made by its first message's delivery). `status`: a
+    standing notice's kind (hub.matrix.render.STATUS_KEY), e.g. "assignment"."""
+    payload: dict[str, Any] = {"conversation_id": conversation_id, "text": text}
+    if status:
+        payload["status"] = status
+    enqueue(tx, MATRIX_NOTICE, conversation_key(conversation_id), payload, idempotency_key)

@@ -16,7 +16,13 @@ from hub.jobs import kinds
 from hub.jobs.job import Finish, Job, PermanentFailure, handles
 from hub.matrix.client import MatrixClient, MatrixError
 from hub.matrix.portal import Portals
-from hub.matrix.render import edit_content, message_contents, reaction_content, with_reply
+from hub.matrix.render import (
+    STATUS_KEY,
+    edit_content,
+    message_contents,
+    reaction_content,
+    with_reply,
+)
 
 if TYPE_CHECKING:
     from hub.matrix.crypto.media import EncryptedUploads
@@ -198,6 +204,8 @@ class MatrixDelivery:
             log.warning("notice for conversation %s dropped: it has no room", conversation_id)
             return None
         content = {"msgtype": "m.notice", "body": job.payload["text"]}
+        if job.payload.get("status"):
+            content[STATUS_KEY] = job.payload["status"]
         await self.matrix.send_event(
             conversation.room_id, "m.room.message", content, f"hub-job-{job.id}"
         )

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from hub.db import conversations
+from hub.db import conversations, lobby
 from hub.db.database import Database
 from hub.db.delivery import set_ghost_profile_name
 from hub.db.models import ChannelIdentity, Conversation
@@ -32,6 +32,8 @@ class PortalSettings:
     alias_prefix: str
     advisers: tuple[str, ...]
     shop_name: str
+    # Portals become children of the advisers' space (routing.space).
+    space: bool = False
 
 
 @dataclass
@@ -79,11 +81,13 @@ class Portals:
             ghost = await self.ensure_ghost(identity)
             room_id = await self._create_room(conversation, identity, channel_label, ghost)
             await self.matrix.join(room_id, ghost)
+            # With the room: its context notice, its place in the space, the lobby's link.
             await self.db.write(
-                conversations.set_room,
+                lobby.portal_recorded,
                 conversation.id,
                 room_id,
                 room_name(channel_label, identity),
+                space=self.settings.space,
             )
             log.info("portal room %s created for conversation %s", room_id, conversation.id)
             self._locks.pop(conversation.id, None)

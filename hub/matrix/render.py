@@ -161,6 +161,11 @@ def message_contents(
     return contents
 
 
+# A standing notice of the bot (who has the conversation, what we know of the customer) says
+# what it is in this content key, so clients, scripts and tests can tell it from answers.
+STATUS_KEY = "chat.commerce_hub.status"
+
+
 def with_reply(content: dict[str, Any], reply_event: str | None) -> dict[str, Any]:
     if reply_event:
         return {**content, "m.relates_to": {"m.in_reply_to": {"event_id": reply_event}}}

@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 from nio import AsyncClient, InviteMemberEvent, LoginResponse, SyncResponse
 
+from hub.matrix.render import STATUS_KEY
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -195,8 +197,15 @@ class Adviser:
 
 
 def is_message(
-    body: str | None = None, sender: str | None = None, msgtype: str | None = None
+    body: str | None = None,
+    sender: str | None = None,
+    msgtype: str | None = None,
+    status: str | None = None,
 ) -> Callable[[dict[str, Any]], bool]:
+    """A message event matching what is given. The bot's standing notices (who has the
+    conversation, what we know of the customer: marked with STATUS_KEY) match only when
+    their `status` is asked for: they are not answers to anything a test did."""
+
     def check(ev: dict[str, Any]) -> bool:
         if ev.get("type") != "m.room.message":
             return False
@@ -205,6 +214,7 @@ def is_message(
             (body is None or c.get("body") == body)
             and (sender is None or ev.get("sender") == sender)
             and (msgtype is None or c.get("msgtype") == msgtype)
+            and c.get(STATUS_KEY) == status
         )
 
     return check
