@@ -9,8 +9,9 @@ step fails, the clean-ups of the steps before it run (aiohttp's cleanup_ctx):
 4. channels   the enabled channels with their webhook routes, the ingest, the pages
 5. shop       the shop, the checkout and its payment provider, the commerce pages
 6. worker     the bot's commands and every job kind's handler; the job worker runs
-7. timers     the alarms of timers (holding replies' follow-ups, scheduled messages)
-8. started    once the hub listens: the homeserver ping and the channels' start-up work
+7. monitoring /metrics (Prometheus, for `metrics.allowed`) and /readyz
+8. timers     the alarms of timers (holding replies' follow-ups, scheduled messages)
+9. started    once the hub listens: the homeserver ping and the channels' start-up work
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hub.advisers.assignment import Assignment
+from hub.advisers.labels import RoomLabels
+from hub.advisers.space import (
+    AdvisersSettings,
+    AdvisersSpace,
+    CannedReplies,
+    CustomerContext,
+    LobbyListing,
+)
 from hub.bridges.base import Channel, ChannelDeps, Channels
 from hub.bridges.sending import ChannelSender
 from hub.bridges.webchat.channel import WebchatChannel
@@ -52,8 +62,10 @@ from hub.core.media import MediaStore
 from hub.db import conversations
 from hub.db.database import Database
 from hub.db.engine import migrate, open_database
+from hub.db.lobby import at_start as advisers_at_start
 from hub.errors import ExternalError, StartupError
-from hub.http.pages import add_page_routes
+from hub.http.metrics import MetricsEndpoint
+from hub.http.pages import Readiness, add_page_routes
 from hub.i18n import set_locale
 from hub.jobs.worker import Worker
 from hub.matrix.admin import HomeserverAdmin
@@ -82,7 +94,9 @@ SHOP = web.AppKey("shop", Shop)
 CHECKOUT = web.AppKey("checkout", Checkout)
 WORKER = web.AppKey("worker", Worker)
 AUTOMATIONS = web.AppKey("automations", Automations)
+ASSIGNMENT = web.AppKey("assignment", Assignment)
 TIMERS = web.AppKey("timers", TimerRunner)
+LOBBY = web.AppKey("lobby", LobbyListing)
 LISTENING = web.AppKey("listening", asyncio.Event)
 PHOTO_CONSENT = web.AppKey("photo_consent", PhotoConsent)
 DELETION = web.AppKey("deletion", PhotoDeletion)
@@ -182,6 +196,7 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
             alias_prefix=config.appservice.alias_prefix,
             advisers=tuple(config.shop.advisers),
             shop_name=config.shop.name,
+            space=config.routing.space,
         ),
     )
     app[MATRIX], app[PORTALS] = client, portals
@@ -236,6 +251,7 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     deps = ChannelDeps(app[DB], app[HTTP], app[MEDIA], config.http.public_base)
     automations = app[AUTOMATIONS] = make_automations(config, app[HOLIDAYS])
+    assignment = app[ASSIGNMENT] = Assignment(config.routing, list(config.shop.advisers))
     enabled = Channels()
     photo_consent = app[PHOTO_CONSENT] = PhotoConsent(
         config.consent,
@@ -256,6 +272,8 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
         shop_name=config.shop.name,
         # Answers to the bot's questions first: they are not messages to hold or greet.
         after_message=(
+            # First: a message the bot takes as an answer still reopens a closed conversation.
+            assignment.after_message,
             photo_consent.after_message,
             newsletter.after_message,
             automations.after_message,
@@ -284,6 +302,11 @@ async def channels(app: web.Application) -> AsyncIterator[None]:
         public_base=config.http.public_base,
         demo_page=webchat.enabled and webchat.demo_page,
     )
+    if config.dashboard.admins:
+        # Imported only when on: a hub without admins never loads argon2 or the KPI queries.
+        from hub.http.dashboard import add_dashboard_routes
+
+        add_dashboard_routes(app, config, app[DB], app[HOLIDAYS])
     app[CHANNELS] = enabled
     yield
     for channel in enabled.values():
@@ -345,11 +368,24 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     db, enabled, portals = app[DB], app[CHANNELS], app[PORTALS]
     commands: CommandRegistry[CommandHandler] = CommandRegistry()
-    specs = [help_command(commands, config.bot.command_prefix)]
+    specs = [
+        help_command(
+            commands,
+            config.bot.command_prefix,
+            notes_prefix=config.notes.prefix,
+            notes_threads=config.notes.threads,
+        )
+    ]
     specs += CommerceCommands(app[SHOP]).specs()
     specs += SchedulerCommands(app[AUTOMATIONS]).specs()
     specs += app[PHOTO_CONSENT].specs()
     specs += app[NEWSLETTER].specs()
+    specs += app[ASSIGNMENT].specs()
+    advisers = AdvisersSettings.of(config, {kind: ch.label for kind, ch in enabled.items()})
+    context = CustomerContext(db, app[MATRIX], advisers)
+    canned = CannedReplies(db, app[MATRIX], app[SHOP], advisers, config.canned_replies)
+    app[LOBBY] = LobbyListing(db, app[MATRIX], advisers)
+    specs += context.specs() + canned.specs()
     for channel in enabled.values():
         specs += channel.commands()
     for spec in specs:
@@ -377,8 +413,16 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
             advisers=config.shop.advisers,
             decryptor=app[CRYPTO],
             key_wait_seconds=config.encryption.key_wait_seconds,
+            channels=enabled,
+            others_may_answer=config.routing.others_may_answer,
+            notes=config.notes,
         ),
         Receipts(db, app[MATRIX], enabled, portals.is_own),
+        RoomLabels(db, app[MATRIX]),
+        app[LOBBY],
+        AdvisersSpace(db, app[MATRIX], advisers),
+        context,
+        canned,
         app[SHOP],
         app[CHECKOUT],
         app[DELETION],
@@ -388,6 +432,7 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
 
         job_worker.register_handlers(HistorySharing(app[CRYPTO]))
     db.sink = job_worker  # every commit that queues jobs now reaches the worker
+    await db.write(advisers_at_start)
     await app[DELETION].resume()
     task = asyncio.create_task(job_worker.run(), name="job-worker")
     app[WORKER] = job_worker
@@ -397,6 +442,25 @@ async def worker(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def monitoring(app: web.Application) -> AsyncIterator[None]:
+    """/metrics and /readyz: after the worker, whose job kinds the queue's figures list."""
+    config = app[CONFIG]
+    webchat = app[CHANNELS].get("webchat")
+    MetricsEndpoint(
+        app[DB],
+        config.metrics.allowed,
+        config.http.trusted_proxies,
+        kinds=lambda: app[WORKER].handlers,
+        webchat_connections=(
+            (lambda: sum(len(s) for s in webchat.sockets.values()))
+            if isinstance(webchat, WebchatChannel)
+            else None
+        ),
+    ).add_routes(app)
+    Readiness(app[DB], app[HTTP], config.homeserver.base_url).add_routes(app)
+    yield
 
 
 async def check_to_device(machine: Any, timeout: float) -> None:
@@ -420,9 +484,15 @@ def encrypted_uploads(app: web.Application) -> Any:
 
 async def timer_alarms(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    runner = TimerRunner(app[DB], app[AUTOMATIONS], config.scheduled.sweep_seconds)
+    runner = TimerRunner(
+        app[DB],
+        app[AUTOMATIONS],
+        config.scheduled.sweep_seconds,
+        firers=(app[ASSIGNMENT].fire,),
+    )
     await runner.start()
     runner.every("consent:resume", app[DELETION].resume, timedelta(hours=1))
+    runner.every("lobby:refresh", app[LOBBY].queue_refresh, timedelta(minutes=1))
     if config.privacy.retention_days:
 
         async def retention() -> int:
@@ -463,6 +533,7 @@ STEPS: list[Step] = [
     channels,
     shop,
     worker,
+    monitoring,
     timer_alarms,
     started,
 ]

@@ -29,6 +29,7 @@ from hub.bridges.http import parse_json_object
 from hub.core.ingest import Ingest
 from hub.core.text import storable_envelope
 from hub.core.types import Parsed, exception_summary
+from hub.metrics import counted_webhook
 from hub.net import read_body
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Webhook:
         path = self.channel.webhook_path
         if path is None:
             return
-        app.router.add_post(path, self.post)
+        app.router.add_post(path, counted_webhook(self.channel.kind, self.post))
         app.router.add_get(path, self.get)
 
     async def post(self, request: web.Request) -> web.Response:

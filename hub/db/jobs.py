@@ -368,3 +368,41 @@ def release_leases(tx: Tx, worker_ids: list[str]) -> int:
         .values(leased_until=None)
     )
     return int(result.rowcount)
+
+
+# -- monitoring ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KindBacklog:
+    """What one kind of job has waiting (pending: due, leased or backing off) and given up
+    on (dead, kept DEAD_RETENTION_DAYS for a human)."""
+
+    kind: str
+    pending: int
+    oldest_pending_seconds: float  # 0 when none is pending
+    dead: int
+
+
+def backlog(tx: Tx) -> list[KindBacklog]:
+    """The queue by kind, for /metrics: one GROUP BY over the rows that are not done, which
+    the (status, next_attempt_at) index narrows to the few waiting and dead ones, however
+    many done rows the week holds. Ages are on the hub's clock, like `created_at`."""
+    now = utcnow()
+    rows = tx.conn.execute(
+        select(O.c.kind, O.c.status, func.count(), func.min(O.c.created_at))
+        .where(O.c.status.in_(("pending", "dead")))
+        .group_by(O.c.kind, O.c.status)
+    )
+    pending: dict[str, tuple[int, float]] = {}
+    dead: dict[str, int] = {}
+    for kind, status, count, oldest in rows:
+        if status == "pending":
+            age = (now - oldest).total_seconds() if oldest is not None else 0.0
+            pending[kind] = (int(count), max(0.0, age))
+        else:
+            dead[kind] = int(count)
+    return [
+        KindBacklog(kind, *pending.get(kind, (0, 0.0)), dead.get(kind, 0))
+        for kind in sorted(pending.keys() | dead.keys())
+    ]

@@ -1,14 +1,18 @@
-"""Pages the hub serves itself: the demo shop (embedding the widget) and a health check;
-the page renderer. The security headers of these and of every other response are
-hub.http.security's, installed on the application with the pages' routes."""
+"""Pages the hub serves itself: the demo shop (embedding the widget), the health check
+(/healthz: the process answers) and the readiness check (/readyz: the database and the
+homeserver answer too); the page renderer. The security headers of these and of every other
+response are hub.http.security's, installed on the application with the pages' routes."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from hub import i18n
@@ -19,7 +23,12 @@ from hub.http.security import install_security_headers, page_csp, page_headers
 if TYPE_CHECKING:
     import jinja2
 
+log = logging.getLogger(__name__)
+
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+# Each check of /readyz gives up after this long (both run side by side): a probe with a
+# timeout of 3 s or more gets its answer, and a slow homeserver counts as not ready.
+READY_TIMEOUT_SECONDS = 2.0
 
 
 def page_language() -> str:
@@ -110,3 +119,74 @@ def add_page_routes(
     if demo_page:
         app.router.add_get("/", demo_shop)
     app.router.add_get("/healthz", healthz)
+
+
+class Readiness:
+    """/readyz: 200 when the database answers a trivial query and the homeserver answers
+    /_matrix/client/versions, each within `timeout`; else 503 with a JSON body naming what
+    is not ready (`not_ready`) and, briefly, why. The reasons are words, never an
+    exception's text: the route is public and the text would tell addresses and versions.
+    A change between ready and not ready is logged once, not at every probe."""
+
+    def __init__(
+        self,
+        db: Database,
+        http: aiohttp.ClientSession,
+        homeserver_url: str,
+        timeout: float = READY_TIMEOUT_SECONDS,
+    ) -> None:
+        self.db = db
+        self.http = http
+        self.versions_url = homeserver_url.rstrip("/") + "/_matrix/client/versions"
+        self.timeout = timeout
+        self._was_ready: bool | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/readyz", self.readyz)
+
+    async def database(self) -> str | None:
+        """None when ready, else why not."""
+        try:
+            await asyncio.wait_for(self.db.read(alive), self.timeout)
+        except TimeoutError:
+            return "timeout"
+        except Exception as exc:
+            log.debug("readyz: database: %r", exc)
+            return "error"
+        return None
+
+    async def homeserver(self) -> str | None:
+        try:
+            async with self.http.get(
+                self.versions_url,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                return None if resp.status == 200 else f"status {resp.status}"
+        except TimeoutError:
+            return "timeout"
+        except aiohttp.ClientError as exc:
+            log.debug("readyz: homeserver: %r", exc)
+            return "unreachable"
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        database, homeserver = await asyncio.gather(self.database(), self.homeserver())
+        problems = {
+            name: why
+            for name, why in (("database", database), ("homeserver", homeserver))
+            if why is not None
+        }
+        ready = not problems
+        if ready != self._was_ready:
+            if ready:
+                log.info("readyz: ready")
+            else:
+                log.warning("readyz: not ready: %s", problems)
+            self._was_ready = ready
+        if ready:
+            return web.json_response({"status": "ready"})
+        return web.json_response(
+            {"status": "not ready", "not_ready": sorted(problems), "problems": problems},
+            status=503,
+        )

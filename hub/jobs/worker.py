@@ -38,6 +38,7 @@ from hub.jobs.job import (
     RetryLater,
     handlers_of,
 )
+from hub.metrics import count_job_failure
 
 log = logging.getLogger(__name__)
 
@@ -236,15 +237,19 @@ class Worker:
         try:
             handler = self.handlers.get(job.kind)
             if handler is None:
+                count_job_failure(job.kind, "no_handler")
                 await self._fail(job, f"no handler for job kind {job.kind!r}", permanent=True)
                 return None
             try:
                 finish = await handler(job)
             except PermanentFailure as exc:
+                count_job_failure(job.kind, exc)
                 await self._fail(job, str(exc), permanent=True, code=exc.code)
             except RetryLater as exc:
+                count_job_failure(job.kind, exc)
                 await self._fail(job, str(exc), delay=exc.delay)
             except ExternalError as exc:
+                count_job_failure(job.kind, exc)
                 await self._fail(
                     job, exc.human, permanent=exc.permanent, delay=exc.retry_after, code=exc.code
                 )
@@ -252,6 +257,7 @@ class Worker:
                 raise
             except Exception as exc:
                 log.exception("jobs: job %s (%s) failed unexpectedly", job.id, job.kind)
+                count_job_failure(job.kind, exc)
                 await self._fail(job, _("internal error: {error}").format(error=repr(exc)))
             else:
                 try:
@@ -260,6 +266,7 @@ class Worker:
                     # Rolled back: counted like a handler failure, so it backs off and is
                     # dead-lettered after max_attempts instead of looping on lease expiry.
                     log.exception("jobs: finishing job %s (%s) failed", job.id, job.kind)
+                    count_job_failure(job.kind, "internal")
                     await self._fail(
                         job, _("internal error while finishing: {error}").format(error=repr(exc))
                     )

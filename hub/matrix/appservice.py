@@ -24,6 +24,7 @@ from hub.db.inbox import QueuedJob, store_transaction
 from hub.db.jobs import room_key
 from hub.errors import ExternalError
 from hub.jobs.kinds import CRYPTO_SHARE_HISTORY, MATRIX_EVENT, MATRIX_RECEIPT_IN
+from hub.metrics import count_transaction
 from hub.net import read_body
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class AppserviceApi:
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list):
             return _matrix_error(400, "M_BAD_JSON", "events must be a list")
+        count_transaction(events)  # its lag: now - the oldest event's origin_server_ts
         jobs: list[QueuedJob] = []
         for event in events:
             if not _is_event(event):

@@ -1,17 +1,9 @@
-"""The Matrix side's Prometheus metrics, in one place so /metrics finds them all.
-
-Counters live in prometheus-client's default registry: defined once at import, so a module
-imported twice (tests) never registers a name twice."""
+"""The Matrix side's Prometheus metrics. They live with every other metric of the hub in
+hub.metrics (one module, so /metrics and a reader find them all); this name stays for the
+modules that import it from here."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from hub.metrics import MATRIX_TRANSACTION_LAG, MATRIX_TRANSACTIONS, UNDECRYPTABLE_EVENTS
 
-# Encrypted events that could not reach the customer, by why: `no_encryption` (the hub does
-# not take part in encrypted rooms), `no_key` (the room key never reached the hub's device),
-# `broken` (an unknown algorithm, a malformed payload, a failed decryption).
-UNDECRYPTABLE_EVENTS = Counter(
-    "hub_undecryptable_events",
-    "Encrypted Matrix events the hub could not read, so they did not reach the customer",
-    ["reason"],
-)
+__all__ = ["MATRIX_TRANSACTIONS", "MATRIX_TRANSACTION_LAG", "UNDECRYPTABLE_EVENTS"]
