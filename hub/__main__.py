@@ -1,6 +1,6 @@
 """Command line: hub run | demo | generate-registration | check-config | migrate |
 catalog import | telegram set-webhook | hours simulate | ugc export | gdpr export|erase |
-broadcast."""
+broadcast | report | dashboard hash-password."""
 
 from __future__ import annotations
 
@@ -235,6 +235,76 @@ def cmd_hours_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (e.g. 2026-11-01)") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from hub.core import clock
+    from hub.db.engine import migrate, open_database
+    from hub.kpi import render
+    from hub.kpi.report import build, make_period
+    from hub.scheduler.holiday_dates import UnknownHolidays, public_holidays
+
+    config = load_config(args.config)
+    since: date = args.since
+    # Without --until: up to today, in the shop's time zone.
+    until: date = args.until or clock.now().astimezone(ZoneInfo(config.shop.timezone)).date()
+    try:
+        period = make_period(config, since, until)
+    except ValueError as exc:
+        print(f"hub report: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> Any:
+        holidays = None
+        if config.hours.configured:
+            try:
+                holidays = await public_holidays(
+                    config.hours.holidays, config.shop.locale, period.since.year
+                )
+            except UnknownHolidays as exc:
+                raise ConfigError(args.config, [str(exc)]) from None
+        db = open_database(config.database_url)
+        try:
+            await migrate(db)
+            return await build(db, config, period, holidays)
+        finally:
+            await db.close()
+
+    report = asyncio.run(go())
+    shown = {"table": render.as_table, "csv": render.as_csv, "json": render.as_json}
+    sys.stdout.write(shown[args.format](report))
+    return 0
+
+
+def cmd_dashboard_hash_password(args: argparse.Namespace) -> int:
+    from hub.http.dashboard_auth import MAX_PASSWORD_CHARS, hash_password
+
+    if args.stdin:
+        # One line: the newline that ends it (echo, a password manager's pipe) is not part
+        # of the password.
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("the two passwords differ; nothing printed", file=sys.stderr)
+            return 2
+    if len(password) < 8 or len(password) > MAX_PASSWORD_CHARS:
+        print(f"a password needs 8 to {MAX_PASSWORD_CHARS} characters", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    print("put it in the config as dashboard.admins[].password_hash", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hub.consent.broadcast import add_broadcast_parser
     from hub.consent.gdpr_cli import add_gdpr_parser
@@ -293,6 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_ugc_export)
+    p = sub.add_parser("report", help="the shop's KPIs for a period (days in shop.timezone)")
+    p.add_argument("--since", type=_report_date, required=True, help="first day, e.g. 2026-11-01")
+    p.add_argument("--until", type=_report_date, help="last day, inclusive (default: today)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("dashboard", help="admin dashboard tools")
+    dashboard = p.add_subparsers(dest="dashboard_command", required=True)
+    p = dashboard.add_parser(
+        "hash-password", help="print the argon2 hash of a password for dashboard.admins"
+    )
+    p.add_argument(
+        "--stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    p.set_defaults(func=cmd_dashboard_hash_password)
     add_gdpr_parser(sub)
     add_broadcast_parser(sub)
     return parser

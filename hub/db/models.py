@@ -88,7 +88,10 @@ class Conversation(Base):
     """A portal: one Matrix room per channel identity."""
 
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_status_assignee", "status", "assignee"),)
+    __table_args__ = (
+        Index("ix_conversations_status_assignee", "status", "assignee"),
+        Index("ix_conversations_created_at", "created_at"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     identity_id: Mapped[int] = mapped_column(
         ForeignKey("channel_identities.id", ondelete="CASCADE"), unique=True
@@ -114,6 +117,15 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("channel", "remote_id"),
         Index("ix_messages_conversation", "conversation_id", "id"),
+        # The KPIs' range scans (hub/db/kpi.py): covering, no table reads.
+        Index(
+            "ix_messages_kpi",
+            "created_at",
+            "direction",
+            "conversation_id",
+            "channel",
+            "sender_mxid",
+        ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -225,6 +237,10 @@ class CartRow(Base):
 
 class Order(Base):
     __tablename__ = "orders"
+    __table_args__ = (
+        Index("ix_orders_created_at", "created_at"),
+        Index("ix_orders_paid_at", "paid_at"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
@@ -264,6 +280,7 @@ class ShortLink(Base):
     """Every link sent to a customer goes through one of these: it counts the clicks."""
 
     __tablename__ = "short_links"
+    __table_args__ = (Index("ix_short_links_created_at", "created_at"),)
     code: Mapped[str] = mapped_column(String(32), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     conversation_id: Mapped[int | None] = mapped_column(
@@ -304,6 +321,7 @@ class MissedConversation(Base):
     count these)."""
 
     __tablename__ = "missed_conversations"
+    __table_args__ = (Index("ix_missed_conversations_since", "since"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
@@ -319,6 +337,7 @@ class ConsentRequest(Base):
     customer's answer with its message ids and time, and later a revocation."""
 
     __tablename__ = "consent_requests"
+    __table_args__ = (Index("ix_consent_requests_requested_at", "requested_at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
@@ -363,6 +382,7 @@ class NewsletterOptin(Base):
     the request, both confirmations and an opt-out, each with its time and message ids."""
 
     __tablename__ = "newsletter_optins"
+    __table_args__ = (Index("ix_newsletter_optins_requested_at", "requested_at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     identity_id: Mapped[int] = mapped_column(
         ForeignKey("channel_identities.id", ondelete="CASCADE"), unique=True

@@ -48,6 +48,8 @@ PURE = [
     "hub.advisers.canned",
     "hub.advisers.context",
     "hub.kpi.model",
+    "hub.kpi.compute",
+    "hub.kpi.render",
     "hub.matrix.crypto.cross_signing",
     "hub.bridges.whatsapp.mapping",
     "hub.bridges.whatsapp.markup",
