@@ -33,11 +33,15 @@ def named(name: str) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-def bot_notice(stack: Stack, contains: str) -> Callable[[dict[str, Any]], bool]:
+def bot_notice(
+    stack: Stack, contains: str, status: str | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    """A notice of the bot containing `contains`; `status`: a standing notice's kind (the
+    automatic assignment's notice is one: "assignment")."""
+
     def check(ev: dict[str, Any]) -> bool:
-        return is_message(sender=stack.bot_mxid, msgtype="m.notice")(ev) and contains in str(
-            ev.get("content", {}).get("body")
-        )
+        notice = is_message(sender=stack.bot_mxid, msgtype="m.notice", status=status)(ev)
+        return notice and contains in str(ev.get("content", {}).get("body"))
 
     return check
 
@@ -67,7 +71,7 @@ async def test_the_room_name_follows_assignment_close_and_reopen(
     base = adviser.invites[room_id]["name"]
     # A new conversation goes to the only adviser: the room says so.
     await adviser.wait_event(room_id, named(f"{base} · 👤 {ANNA_NAME}"))
-    await adviser.wait_event(room_id, bot_notice(stack, stack.adviser_mxid))
+    await adviser.wait_event(room_id, bot_notice(stack, stack.adviser_mxid, status="assignment"))
     await command(adviser, room_id, "!unassign")
     await adviser.wait_event(room_id, named(base))
     await command(adviser, room_id, "!unassign", "⛔")
@@ -133,7 +137,11 @@ async def test_two_advisers_cap_handover_and_claim(
         def assigned(ev: dict[str, Any]) -> bool:
             if ev.get("type") == "m.room.name":
                 return "👤" in str(ev.get("content", {}).get("name"))
-            return bot_notice(stack, CARL)(ev) or bot_notice(stack, stack.adviser_mxid)(ev)
+            return any(
+                bot_notice(stack, who, status)(ev)
+                for who in (CARL, stack.adviser_mxid)
+                for status in (None, "assignment")
+            )
 
         assert not anna.room_events(room_c, assigned)
         # Carl hands B over to Anna with a note; she is mentioned.
