@@ -41,7 +41,10 @@ def _port(preferred: int) -> int:
 
 def _write_first_config(path: Path) -> None:
     """A config for the demo, written once; later runs reuse it as it is."""
+    from hub.http.dashboard_auth import hash_password
+
     hs_port, hub_port = _port(8008), _port(29330)
+    dashboard_password = persistent_secret(path.parent / "dashboard-password", nbytes=9)
     config = {
         "data_dir": ".",
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
@@ -67,6 +70,11 @@ def _write_first_config(path: Path) -> None:
         "commerce": {"catalogue_file": str(DEMO_CATALOGUE), "provider": "builtin"},
         # Element and FluffyChat see a normal encrypted room; the hub's device takes part.
         "encryption": {"enabled": True},
+        # The KPIs at /dashboard; plain http on loopback, so no Secure-only cookies.
+        "dashboard": {
+            "admins": [{"username": "admin", "password_hash": hash_password(dashboard_password)}],
+            "secure_cookies": False,
+        },
         "logging": {"level": "WARNING"},
     }
     path.write_text(
@@ -126,8 +134,14 @@ async def run_demo(config: Config, data_dir: Path) -> None:
             "  Matrix commerce hub demo is running.\n\n"
             f"  Demo shop with the chat widget:  {base}/\n"
             f"  Homeserver for your Matrix client (Element, FluffyChat, Nheko…):  {synapse.url}\n"
-            f"  Adviser login:  user {ADVISER}  password {password}   ({adviser})\n\n"
-            "  Write in the widget on the shop page: a room appears for the adviser.\n"
+            f"  Adviser login:  user {ADVISER}  password {password}   ({adviser})\n"
+            + (
+                f"  Shop KPIs:  {base}/dashboard  user admin  password "
+                f"{persistent_secret(data_dir / 'dashboard-password', nbytes=9)}\n\n"
+                if config.dashboard.admins
+                else "\n"
+            )
+            + "  Write in the widget on the shop page: a room appears for the adviser.\n"
             "  Type !help in that room for the bot's commands; try !p wandfarbe,\n"
             "  !cart add WF-W-10 2 and !pay (a demo catalogue is loaded), !hours and\n"
             "  !schedule in 2min Ihre Farbe ist da! Send a photo from the widget and\n"
