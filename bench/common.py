@@ -292,6 +292,19 @@ async def start_stack(
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
         "shop": {"name": shop_name, "advisers": [f"@anna:{DOMAIN}"]},
+        # Every visitor of a bench comes from 127.0.0.1: the widget's per-address limits
+        # (issue 12) would refuse them as one abuser.
+        "channels": {
+            "webchat": {
+                "limits": {
+                    "sessions_per_address": 1_000_000,
+                    "messages_per_visitor": 1_000_000,
+                    "messages_per_address": 10_000_000,
+                    "uploads_per_visitor": 1_000_000,
+                    "new_conversations": 1_000_000,
+                }
+            }
+        },
         "logging": {"level": "INFO"},
         **(extra_config or {}),
     }

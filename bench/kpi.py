@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import random
 import sqlite3
@@ -46,6 +47,7 @@ from hub.kpi.compute import build_report  # noqa: E402
 from hub.kpi.model import Period  # noqa: E402
 from hub.kpi.report import read_facts, schedule_of  # noqa: E402
 
+MIGRATION_0010 = REPO / "hub/db/migrations/versions/0010_kpi_exchanges.py"
 TZ = "Europe/Berlin"
 END = datetime(2026, 12, 1, tzinfo=UTC)
 SPAN_DAYS = 400
@@ -364,10 +366,23 @@ async def run_engine(url: str, rows: Rows, args: argparse.Namespace) -> list[dic
     print(f"  loaded in {time.perf_counter() - began:.1f} s")
     db = open_database(url)
     try:
+        # The rows were loaded as messages alone: write the KPIs' exchanges and inbound spans
+        # as migration 0010 does for a hub that had messages before it (timed: the upgrade).
+        began = time.perf_counter()
+        await db.write(_backfill)
+        print(f"  migration 0010's backfill in {time.perf_counter() - began:.1f} s")
         await db.write(_analyze)
         return [await measure(db, days, args.runs) for days in (30, 365)]
     finally:
         await db.close()
+
+
+def _backfill(tx: Any) -> None:
+    spec = importlib.util.spec_from_file_location("m0010", MIGRATION_0010)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.backfill(tx.conn)
 
 
 def _analyze(tx: Any) -> None:

@@ -27,7 +27,7 @@ from hub.core.types import (
     Sender,
     StatusUpdate,
 )
-from hub.db import conversations, notices
+from hub.db import conversations, exchanges, notices
 from hub.db.answers import automatic_answers
 from hub.db.identities import IdentityConversation, identity_conversation
 from hub.db.jobs import conversation_key, enqueue
@@ -175,6 +175,7 @@ def store_message(
     message = insert_message(tx, _inbound_values(found.conversation_id, sender, msg, reply_to_id))
     if message is None:
         return None
+    exchanges.customer_message(tx, message)  # the KPIs' rows, in this unit of work
     if msg.media is not None and msg.media.media_id and msg.media.sha256:
         _record_file(tx, found.conversation_id, msg)
     written = _written_at(msg, found.last_inbound_at)
@@ -290,6 +291,7 @@ def _related(
     )
     if message is None:
         return 0
+    exchanges.customer_message(tx, message)
     enqueue(
         tx,
         MATRIX_DELIVER,

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import TextClause, bindparam, text
 
 from hub.db.database import Tx
+from hub.db.exchanges import SPAN_SECONDS, epoch
 from hub.db.models import UTCDateTime
-from hub.kpi.compute import EXCHANGE_GAP_SECONDS, Exchange, Facts, LinkFact
+from hub.kpi.compute import Exchange, Facts, LinkFact
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,19 @@ def _stmt(sql: str) -> TextClause:
 
 
 def _conversations(w: Window, d: str) -> str:
-    day = _day(w, d, "m.created_at")
+    # inbound_spans (hub.db.exchanges): a conversation's customer messages of one half UTC
+    # day lie on the local days of its first and its last one, so those two days (when in
+    # the period) are exactly its days with a customer message. The bucket bounds make it a
+    # range scan of the primary key; the instants' ranges keep only the period's days.
+    first, last = _day(w, d, "s.first_at"), _day(w, d, "s.last_at")
+    buckets = "s.bucket >= :blo AND s.bucket <= :bhi"
     return f"""
         WITH cd AS MATERIALIZED (
-            SELECT DISTINCT m.conversation_id AS cid, m.channel AS ch, {day} AS d
-            FROM messages m WHERE m.direction = 'in' AND {_range("m.created_at")}
+            SELECT s.conversation_id AS cid, s.channel AS ch, {first} AS d
+            FROM inbound_spans s WHERE {buckets} AND {_range("s.first_at")}
+            UNION
+            SELECT s.conversation_id, s.channel, {last}
+            FROM inbound_spans s WHERE {buckets} AND {_range("s.last_at")}
         )
         SELECT 0, d, ch, COUNT(*) FROM cd GROUP BY d, ch
         UNION ALL
@@ -96,29 +105,13 @@ def _new(w: Window, d: str) -> str:
 
 
 def _exchanges(w: Window, d: str) -> str:
-    # r: the customer's and the advisers' messages (bot messages have no sender_mxid) from
-    # one gap before the period on, so that LAG sees whether a message of the period's start
-    # follows a quiet gap. reply_id: the first adviser message after each row (a running MIN
-    # from the conversation's end), even after the period. "+ 0": SQLite would otherwise
-    # walk ix_messages_conversation (whole table) for its order instead of the range.
-    t = _epoch(d, "m.created_at")
+    # One row per exchange of the period, written with the messages (hub.db.exchanges).
     return f"""
-        WITH r AS (
-            SELECT m.id, m.conversation_id AS cid, m.channel AS ch, m.direction AS dir,
-                m.created_at AS at, {t} AS t,
-                LAG({t}) OVER (PARTITION BY m.conversation_id + 0 ORDER BY m.id) AS prev_t,
-                MIN(CASE WHEN m.direction = 'out' THEN m.id END) OVER (
-                    PARTITION BY m.conversation_id + 0 ORDER BY m.id DESC
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-                ) AS reply_id
-            FROM messages m
-            WHERE m.created_at >= :gap_lo AND (m.direction = 'in' OR m.sender_mxid IS NOT NULL)
-        )
-        SELECT r.t, {_day(w, d, "r.at")}, {_hour_of_week(w, d, "r.at")}, r.ch, r.cid,
-            {_epoch(d, "x.created_at")}, x.sender_mxid
-        FROM r LEFT JOIN messages x ON x.id = r.reply_id
-        WHERE r.dir = 'in' AND {_range("r.at")}
-            AND (r.prev_t IS NULL OR r.prev_t < r.t - {EXCHANGE_GAP_SECONDS})"""
+        SELECT {_epoch(d, "e.started_at")}, {_day(w, d, "e.started_at")},
+            {_hour_of_week(w, d, "e.started_at")}, e.channel, e.conversation_id,
+            {_epoch(d, "e.first_reply_at")}, e.first_reply_by
+        FROM exchanges e
+        WHERE {_range("e.started_at")}"""
 
 
 def _missed(w: Window, d: str) -> str:
@@ -181,24 +174,21 @@ def facts(tx: Tx, window: Window) -> Facts:
     def rows(name: str, sql: str, extra: dict[str, Any] | None = None) -> list[Any]:
         began = time.perf_counter()
         stmt = _stmt(sql)
-        if extra and "gap_lo" in extra:
-            stmt = stmt.bindparams(bindparam("gap_lo", type_=UTCDateTime()))
         result = list(tx.conn.execute(stmt, {**params, **(extra or {})}))
         found.timings[name] = time.perf_counter() - began
         return result
 
+    buckets = {
+        "blo": epoch(window.start) // SPAN_SECONDS,
+        "bhi": (epoch(window.end) - 1) // SPAN_SECONDS,
+    }
     found.conversations = [
         (int(k), int(n), str(ch), int(c))
-        for k, n, ch, c in rows("conversations", _conversations(window, d))
+        for k, n, ch, c in rows("conversations", _conversations(window, d), buckets)
     ]
     found.new = [(int(n), str(ch), int(c)) for n, ch, c in rows("new", _new(window, d))]
-    gap_lo = window.start - timedelta(seconds=EXCHANGE_GAP_SECONDS)
-    found.exchanges = [
-        Exchange(int(t), int(day), int(how), str(ch), int(cid), _int(rt), sender)
-        for t, day, how, ch, cid, rt, sender in rows(
-            "exchanges", _exchanges(window, d), {"gap_lo": gap_lo}
-        )
-    ]
+    # Straight from the rows: every column is an int or a str (or NULL) on both engines.
+    found.exchanges = [Exchange._make(r) for r in rows("exchanges", _exchanges(window, d))]
     found.missed = [
         (int(n), int(how), str(ch), int(c)) for n, how, ch, c in rows("missed", _missed(window, d))
     ]
@@ -225,7 +215,3 @@ def facts(tx: Tx, window: Window) -> Facts:
         for n, ch, adviser, asked, given in rows("optins", _optins(window, d))
     ]
     return found
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)

@@ -462,3 +462,42 @@ class HubState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Exchange(Base):
+    """An exchange (hub.kpi.compute says what one is), written when its first customer
+    message is stored and answered when the first adviser message after it is (hub.db.
+    exchanges): the KPIs read these rows instead of looking for exchanges among all messages."""
+
+    __tablename__ = "exchanges"
+    __table_args__ = (
+        Index("ix_exchanges_started_at", "started_at"),
+        Index("ix_exchanges_conversation", "conversation_id", "first_reply_at"),
+    )
+    message_id: Mapped[int] = mapped_column(BigId, primary_key=True)  # the customer's message
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column()  # the message's created_at
+    first_reply_at: Mapped[datetime | None] = mapped_column()  # the adviser message's created_at
+    first_reply_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class InboundSpan(Base):
+    """When a conversation's customer wrote within one half UTC day (`bucket`: epoch seconds
+    // 43200): the first and the last customer message's created_at. A half day touches at
+    most two local days of any zone, so these two instants give every local day with a
+    customer message exactly, whatever the shop's zone (hub.db.kpi counts conversations per
+    day from them: one row per conversation and half day instead of every message)."""
+
+    __tablename__ = "inbound_spans"
+    __table_args__ = (
+        Index("ix_inbound_spans_conversation", "conversation_id"),
+        {"sqlite_with_rowid": False},  # clustered by (bucket, conversation): range scans
+    )
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(32))
+    first_at: Mapped[datetime] = mapped_column()
+    last_at: Mapped[datetime] = mapped_column()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.sql import Executable
 
-from hub.db import conversations, notices
+from hub.db import conversations, exchanges, notices
 from hub.db.jobs import conversation_key, enqueue
 from hub.db.messages import MessageContext, insert_message
 from hub.db.models import ChannelIdentity, Conversation, Message, OutboxItem, table, utcnow
@@ -43,6 +43,7 @@ def queue(
     )
     if message is None:
         return None
+    exchanges.adviser_message(tx, message)  # the KPIs' rows (an adviser's answer)
     enqueue(
         tx,
         CHANNEL_SEND,
@@ -102,6 +103,7 @@ def adviser_message(
     )
     if message is None:
         return None
+    exchanges.adviser_message(tx, message)  # the KPIs' rows
     now = utcnow()
     run(tx, _set_last_adviser_reply, {"cid": conversation_id, "at": now})
     cv["last_adviser_reply_at"] = now

@@ -21,6 +21,7 @@ C4 Telegram, from October (customer and anna on Oct 1; order O3, 25.00, by anna 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta
@@ -29,17 +30,22 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from hub.__main__ import main
 from hub.config import Config, parse_config
-from hub.db.database import Database
+from hub.db import exchanges
+from hub.db.database import Database, Tx
 from hub.db.engine import migrate, open_database
 from hub.db.models import (
     ChannelIdentity,
     ConsentRequest,
     Conversation,
     Customer,
+    Exchange,
+    InboundSpan,
     Message,
     MissedConversation,
     NewsletterOptin,
@@ -92,7 +98,15 @@ def config() -> Config:
     return parse_config(SHOP)
 
 
-async def seed(sessions: async_sessionmaker[AsyncSession]) -> None:
+def _book(session: Session, message: Message) -> None:
+    if message.direction == "in":
+        exchanges.customer_message(session.connection(), message)
+    else:
+        exchanges.adviser_message(session.connection(), message)
+
+
+async def seed(sessions: async_sessionmaker[AsyncSession], *, book: bool = True) -> None:
+    """The shop's rows; `book` False: without the KPIs' bookkeeping (as before 0010)."""
     async with sessions() as s, s.begin():
         convs: dict[str, Conversation] = {}
         for name, channel, created in (
@@ -154,6 +168,8 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> None:
             s.add(message)
             await s.flush()
             ids[key] = message.id
+            if book:  # what hub.db.inbound and hub.db.outbound write with each message
+                await s.run_sync(_book, message)
         s.add(
             MissedConversation(
                 conversation_id=convs["C3"].id,
@@ -277,6 +293,112 @@ async def test_a_period_without_rows_has_zeros_and_nones(db: Database) -> None:
     assert report.totals == Metrics()
     assert len(report.by_day) == 3 and report.by_channel == []
     assert [s.key for s in report.by_adviser] == [ANNA, BEN]
+
+
+# --- the bookkeeping (hub.db.exchanges) and migration 0010's backfill -----------------------
+
+MIGRATION_0010 = Path(__file__).parents[2] / "hub/db/migrations/versions/0010_kpi_exchanges.py"
+
+
+def _migration_0010() -> Any:
+    spec = importlib.util.spec_from_file_location("migration_0010", MIGRATION_0010)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _kpi_rows(tx: Tx) -> tuple[list[Any], list[Any]]:
+    ex, sp = Exchange.__table__, InboundSpan.__table__
+    found = tx.conn.execute(select(ex).order_by(ex.c.message_id))
+    spans = tx.conn.execute(select(sp).order_by(sp.c.bucket, sp.c.conversation_id))
+    return [tuple(r) for r in found], [tuple(r) for r in spans]
+
+
+def _clear(tx: Tx) -> None:
+    tx.conn.execute(text("DELETE FROM exchanges"))
+    tx.conn.execute(text("DELETE FROM inbound_spans"))
+
+
+async def test_the_backfill_writes_what_the_bookkeeping_writes(
+    db: Database, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    booked = await db.read(_kpi_rows)
+    # C1 (Mon), C2, C3, C4 in October and C4 on Tuesday: the "thanks" and C1's Tuesday
+    # message start none.
+    assert len(booked[0]) == 5 and [r[5] for r in booked[0]] == [ANNA, ANNA, BEN, None, ANNA]
+    await db.write(_clear)
+    await db.write(lambda tx: _migration_0010().backfill(tx.conn))
+    assert await db.read(_kpi_rows) == booked
+
+
+async def test_a_database_backfilled_by_0010_gives_the_hand_computed_table(
+    db: Database, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions, book=False)  # messages stored before 0010
+    assert await db.read(_kpi_rows) == ([], [])
+    await db.write(lambda tx: _migration_0010().backfill(tx.conn))
+    check(await build(db, config(), PERIOD))
+
+
+async def test_silence_is_counted_from_customer_and_adviser_messages_only(
+    db: Database, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A bot message neither answers nor breaks the silence; 24 h to the second is no gap
+    (more than 24 h is); each answer closes every open exchange before it."""
+    t0 = local(11, 2, 10)
+    async with sessions() as s, s.begin():
+        customer = Customer(display_name="X", created_at=t0)
+        s.add(customer)
+        await s.flush()
+        identity = ChannelIdentity(
+            customer_id=customer.id,
+            channel="telegram",
+            external_id="X",
+            ghost_localpart="customer_x",
+            created_at=t0,
+        )
+        s.add(identity)
+        await s.flush()
+        conv = Conversation(identity_id=identity.id, created_at=t0)
+        s.add(conv)
+        await s.flush()
+        for direction, sender, at in (
+            ("in", None, t0),  # starts
+            ("out", None, t0 + timedelta(hours=20)),  # the bot: no answer, no activity
+            ("in", None, t0 + timedelta(days=1)),  # exactly 24 h: the same exchange
+            ("in", None, t0 + timedelta(days=2, seconds=1)),  # 24 h 1 s: starts
+            ("out", BEN, t0 + timedelta(days=2, minutes=5)),  # answers both
+            ("out", ANNA, t0 + timedelta(days=2, minutes=6)),
+        ):
+            message = Message(
+                conversation_id=conv.id,
+                channel="telegram",
+                direction=direction,
+                kind="text",
+                sender_mxid=sender,
+                status="sent",
+                created_at=at,
+            )
+            s.add(message)
+            await s.flush()
+            await s.run_sync(_book, message)
+    found, spans = await db.read(_kpi_rows)
+    answered = (t0 + timedelta(days=2, minutes=5)).timestamp()
+    assert [(r[3].timestamp(), r[4].timestamp(), r[5]) for r in found] == [
+        (t0.timestamp(), answered, BEN),
+        ((t0 + timedelta(days=2, seconds=1)).timestamp(), answered, BEN),
+    ]
+    # Half UTC days: 09:00 UTC on day 0 and 1, 09:00:01 on day 2.
+    assert [(r[0] % 2, r[3].timestamp(), r[4].timestamp()) for r in spans] == [
+        (0, t0.timestamp(), t0.timestamp()),
+        (0, (t0 + timedelta(days=1)).timestamp(), (t0 + timedelta(days=1)).timestamp()),
+        (0, *(2 * [(t0 + timedelta(days=2, seconds=1)).timestamp()])),
+    ]
+    await db.write(_clear)
+    await db.write(lambda tx: _migration_0010().backfill(tx.conn))
+    assert await db.read(_kpi_rows) == (found, spans)
 
 
 # --- hub report ------------------------------------------------------------------------------
