@@ -297,11 +297,12 @@ async def start_stack(
         "channels": {
             "webchat": {
                 "limits": {
-                    "sessions_per_address": 1_000_000,
-                    "messages_per_visitor": 1_000_000,
-                    "messages_per_address": 10_000_000,
-                    "uploads_per_visitor": 1_000_000,
-                    "new_conversations": 1_000_000,
+                    # The highest each key accepts (hub/config/channels.py).
+                    "sessions_per_address": 10_000,
+                    "messages_per_visitor": 10_000,
+                    "messages_per_address": 100_000,
+                    "uploads_per_visitor": 10_000,
+                    "new_conversations": 100_000,
                 }
             }
         },
