@@ -142,11 +142,28 @@ def _show(figures: Figures, metrics: Metrics, name: str, kind: str) -> str:
     return shown
 
 
-def _rows(figures: Figures, slices: list[Slice]) -> list[dict[str, Any]]:
+def channel_label(s: Slice) -> str:
+    """The channel's name in the shop's language (the report's labels are the catalogue's
+    English ids: "Web chat" is "Webchat" in German)."""
+    return _(s.label)
+
+
+def week_label(s: Slice) -> str:
+    """ "KW 45/2026" in German: the week's key is the ISO week ("2026-W45")."""
+    year, _sep, week = s.key.partition("-W")
+    if not (year.isdigit() and week.isdigit()):
+        return s.label
+    # TRANSLATORS: a calendar week; German "KW {week}/{year}".
+    return _("Week {week}/{year}").format(week=int(week), year=year)
+
+
+def _rows(
+    figures: Figures, slices: list[Slice], label: Any = lambda s: s.label
+) -> list[dict[str, Any]]:
     return [
         {
             "key": s.key,
-            "label": s.label,
+            "label": label(s),
             "cells": [_show(figures, s.metrics, name, kind) for name, _t, kind in COLUMNS],
         }
         for s in slices
@@ -209,8 +226,8 @@ def overview(report: Report, locale: str) -> dict[str, Any]:
         ],
         "columns": [_(heading) for _n, heading, _k in COLUMNS],
         "advisers": _rows(figures, report.by_adviser),
-        "channels": _rows(figures, report.by_channel),
-        "weeks": _rows(figures, report.by_week),
+        "channels": _rows(figures, report.by_channel, channel_label),
+        "weeks": _rows(figures, report.by_week, week_label),
         "heatmap": heatmap_rows(report, locale),
         "hours": list(range(24)),
         "charts": chart_data(report, figures),
