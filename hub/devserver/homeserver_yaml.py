@@ -1,6 +1,12 @@
 """Synapse's homeserver.yaml and log config for a loopback server (hub.devserver.synapse):
 offline (no federation, key servers, previews or presence), SQLite, and rate limits that
-tests never reach or that a few demo advisers on one address never see."""
+tests never reach or that a few demo advisers on one address never see.
+
+With `SynapseConfig.federation` the server also federates, on loopback only, with the peers
+named there (tests of advisers from another homeserver): a TLS federation listener on
+127.0.0.1, server names with explicit ports ("localhost:8448", so no .well-known or SRV
+lookup happens), self-signed certificates nobody verifies, and 127.0.0.1 allowed as a
+destination. Still no key servers: peers fetch each other's signing keys directly."""
 
 from __future__ import annotations
 
@@ -13,6 +19,33 @@ LOOPBACK = "127.0.0.1"
 # A limit nobody reaches in a test run; Synapse silently ignores misspelt rc_* keys, so the
 # key shapes below were checked against synapse/config/ratelimiting.py of 1.163.
 _UNLIMITED = {"per_second": 1000, "burst_count": 1000}
+
+
+@dataclass
+class FederationSettings:
+    """Federation with a few other loopback homeservers (all keys as Synapse 1.163 reads
+    them in synapse/config/server.py, tls.py and federation.py)."""
+
+    # The TLS federation listener on 127.0.0.1. The server name must carry this port
+    # ("localhost:PORT"): other servers connect to exactly the host and port it names.
+    port: int
+    # Server names ("localhost:PORT") this server federates with: its
+    # federation_domain_whitelist, which also refuses everyone else's inbound requests.
+    peers: list[str] = field(default_factory=list)
+    # PEM files of the listener; None: a self-signed pair in data_dir (tls.crt, tls.key)
+    # that hub.devserver.synapse creates on first use.
+    tls_certificate_path: Path | None = None
+    tls_private_key_path: Path | None = None
+
+
+def federation_tls_paths(config: SynapseConfig) -> tuple[Path, Path]:
+    """The certificate and key files of the federation listener (config.federation set)."""
+    assert config.federation is not None
+    fed = config.federation
+    return (
+        fed.tls_certificate_path or config.data_dir / "tls.crt",
+        fed.tls_private_key_path or config.data_dir / "tls.key",
+    )
 
 
 @dataclass
@@ -33,6 +66,8 @@ class SynapseConfig:
     # bot's to-device messages (room keys) and its device lists and one-time key counts are
     # pushed in transactions instead of being fetched through /sync, which appservices lack.
     appservice_encryption: bool = False
+    # None: no federation at all (the demo and most tests).
+    federation: FederationSettings | None = None
 
 
 def _rate_limits(for_tests: bool) -> dict[str, Any]:
@@ -99,22 +134,24 @@ def log_config(log_file: Path, level: str) -> dict[str, Any]:
     }
 
 
+def _client_listener(config: SynapseConfig) -> dict[str, Any]:
+    return {
+        "port": config.port,
+        "type": "http",
+        "tls": False,
+        "bind_addresses": [LOOPBACK],
+        "x_forwarded": False,
+        # `client` also serves /_synapse/admin; federation, if any, has its own listener.
+        "resources": [{"names": ["client"], "compress": False}],
+    }
+
+
 def homeserver_yaml(config: SynapseConfig, url: str, log_config_path: Path) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "server_name": config.server_name,
         "public_baseurl": url + "/",
         "report_stats": False,  # Synapse refuses to start without it
-        "listeners": [
-            {
-                "port": config.port,
-                "type": "http",
-                "tls": False,
-                "bind_addresses": [LOOPBACK],
-                "x_forwarded": False,
-                # `client` also serves /_synapse/admin; nothing federates here.
-                "resources": [{"names": ["client"], "compress": False}],
-            }
-        ],
+        "listeners": [_client_listener(config)],
         "database": {
             "name": "sqlite3",
             "args": {"database": str(config.data_dir / "homeserver.db")},
@@ -149,4 +186,33 @@ def homeserver_yaml(config: SynapseConfig, url: str, log_config_path: Path) -> d
             "msc2409_to_device_messages_enabled": True,
             "msc3202_transaction_extensions": True,
         }
+    if config.federation is not None:
+        cfg.update(_federation(config, config.federation))
     return cfg
+
+
+def _federation(config: SynapseConfig, fed: FederationSettings) -> dict[str, Any]:
+    cert, key = federation_tls_paths(config)
+    listener = {
+        "port": fed.port,
+        "type": "http",
+        "tls": True,
+        "bind_addresses": [LOOPBACK],
+        "x_forwarded": False,
+        # `federation` also serves /_matrix/key/v2: the peers fetch our signing key here.
+        "resources": [{"names": ["federation"], "compress": False}],
+    }
+    return {
+        "listeners": [_client_listener(config), listener],
+        "tls_certificate_path": str(cert.expanduser().absolute()),
+        "tls_private_key_path": str(key.expanduser().absolute()),
+        # Self-signed certificates on both sides.
+        "federation_verify_certificates": False,
+        # Only the peers, never anyone on the internet (an empty list: no federation).
+        "federation_domain_whitelist": list(fed.peers),
+        # Synapse refuses outbound requests to loopback and private ranges by default
+        # (ip_range_blacklist, which federation falls back to). Allowing 127.0.0.1 only:
+        # "localhost" may also resolve to ::1, which stays blocked, and the peers listen on
+        # 127.0.0.1 anyway.
+        "ip_range_whitelist": [f"{LOOPBACK}/32"],
+    }

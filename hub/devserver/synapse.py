@@ -21,7 +21,12 @@ API
 ``SynapseConfig``
     What goes into homeserver.yaml (data dir, server name, port, appservice registration
     files, registration shared secret, ``for_tests``, ``encrypt_new_rooms``,
-    ``appservice_encryption``).
+    ``appservice_encryption``, ``federation``).
+``FederationSettings(port, peers, tls_certificate_path=None, tls_private_key_path=None)``
+    Optional: a TLS federation listener on 127.0.0.1:port and federation with the peers'
+    server names only. The server name must then be "localhost:<port>". Without
+    certificate paths a self-signed pair (``tls.crt``, ``tls.key`` in data_dir) is made
+    with the ``cryptography`` package of Synapse's own venv on first use.
 ``LocalSynapse(config, python)``
     ``url``, ``server_name``, ``write_config() -> Path``, ``await start(timeout=60)``,
     ``await stop()``, ``await register_user(username, password, admin=False,
@@ -32,7 +37,8 @@ API
 Files in ``data_dir``: ``homeserver.yaml``, ``log_config.yaml``, ``homeserver.log``
 (Synapse's own log, INFO), ``console.log`` (the process's stdout/stderr: startup errors and
 tracebacks), ``homeserver.db`` (SQLite), ``media_store/``, ``signing.key``,
-``macaroon_secret.key``, ``form_secret.key``. The signing key is created by Synapse itself
+``macaroon_secret.key``, ``form_secret.key`` (and ``tls.crt``, ``tls.key`` when it
+federates). The signing key is created by Synapse itself
 on its first start (its default since 1.67), so ``write_config`` needs no Synapse import.
 
 Command line: ``python -m hub.devserver.synapse --ensure-installed`` installs Synapse (used
@@ -51,6 +57,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +70,9 @@ import yaml
 
 from hub.devserver.homeserver_yaml import (
     LOOPBACK,
+    FederationSettings,
     SynapseConfig,
+    federation_tls_paths,
     homeserver_yaml,
     log_config,
 )
@@ -79,6 +88,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SYNAPSE_VERSION",
+    "FederationSettings",
     "LocalSynapse",
     "LocalSynapseError",
     "SynapseConfig",
@@ -127,6 +137,50 @@ def _tail(path: Path, lines: int) -> str:
     except FileNotFoundError:
         return f"({path} does not exist)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+# Run by Synapse's python (its venv has `cryptography`; the hub's need not): a self-signed
+# certificate for the federation listener. Peers do not verify it
+# (federation_verify_certificates: false), so only its form matters.
+_SELF_SIGNED = """
+import datetime, ipaddress, os, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+cert_path, key_path, host = sys.argv[1:4]
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (
+    x509.CertificateBuilder()
+    .subject_name(name)
+    .issuer_name(name)
+    .public_key(key.public_key())
+    .serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(days=1))
+    .not_valid_after(now + datetime.timedelta(days=3650))
+    .add_extension(
+        x509.SubjectAlternativeName(
+            [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        ),
+        critical=False,
+    )
+    .sign(key, hashes.SHA256())
+)
+fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "wb") as out:
+    out.write(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+with open(cert_path, "wb") as out:
+    out.write(cert.public_bytes(serialization.Encoding.PEM))
+"""
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -187,6 +241,8 @@ class LocalSynapse:
         # Files rather than inline values: created once, they survive config rewrites.
         persistent_secret(d / "macaroon_secret.key")
         persistent_secret(d / "form_secret.key")
+        if self.config.federation is not None:
+            self._ensure_tls_pair()
         log_config_path = d / "log_config.yaml"
         log_config_path.write_text(
             yaml.safe_dump(log_config(self.log_path, self.config.log_level), sort_keys=False)
@@ -194,6 +250,24 @@ class LocalSynapse:
         cfg = homeserver_yaml(self.config, self.url, log_config_path)
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return self.config_path
+
+    def _ensure_tls_pair(self) -> None:
+        """A self-signed certificate for the federation listener, unless both files exist."""
+        cert, key = federation_tls_paths(self.config)
+        if cert.exists() and key.exists():
+            return
+        host = self.config.server_name.rsplit(":", 1)[0]
+        done = subprocess.run(
+            [str(self.python), "-I", "-c", _SELF_SIGNED, str(cert), str(key), host],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LocalSynapseError(
+                f"could not make a self-signed certificate for {host}: {done.stderr[-2000:]}"
+            )
 
     def log_tail(self, lines: int = 40) -> str:
         """What Synapse printed since the last start (startup errors land there), or the end
@@ -216,11 +290,15 @@ class LocalSynapse:
             if not path.exists():
                 raise LocalSynapseError(f"appservice registration file {path} does not exist")
         # A busy port would let another server answer /versions while ours died on bind.
-        if not _port_is_free(LOOPBACK, self.config.port):
-            raise LocalSynapseError(
-                f"port {self.config.port} on {LOOPBACK} is already in use: "
-                "stop whatever listens there or choose another port"
-            )
+        ports = [self.config.port]
+        if self.config.federation is not None:
+            ports.append(self.config.federation.port)
+        for port in ports:
+            if not _port_is_free(LOOPBACK, port):
+                raise LocalSynapseError(
+                    f"port {port} on {LOOPBACK} is already in use: "
+                    "stop whatever listens there or choose another port"
+                )
         self.write_config()
         with self.console_log_path.open("ab") as console:
             self._console_offset = console.tell()
@@ -387,12 +465,14 @@ def synapse_for_hub(
     *,
     encrypt_new_rooms: Literal["off", "invite", "all"] = "off",
     appservice_encryption: bool | None = None,
+    federation: FederationSettings | None = None,
 ) -> LocalSynapse:
     """The homeserver a hub config points at (its domain and port), with its registration.
 
     `appservice_encryption` (None: as the hub's `encryption.enabled`) turns on what the
     hub's end-to-bridge encryption needs of Synapse; `encrypt_new_rooms` is Synapse's
-    `encryption_enabled_by_default_for_room_type`."""
+    `encryption_enabled_by_default_for_room_type`. `federation`: see FederationSettings
+    (the hub's domain is then "localhost:<federation port>")."""
     if appservice_encryption is None:
         appservice_encryption = hub_config.encryption.enabled
     port = urlsplit(str(hub_config.homeserver.url)).port or 8008
@@ -406,6 +486,7 @@ def synapse_for_hub(
             for_tests=for_tests,
             encrypt_new_rooms=encrypt_new_rooms,
             appservice_encryption=appservice_encryption,
+            federation=federation,
         ),
         python,
     )
