@@ -104,6 +104,10 @@ class Assignment:
         cid = message.conversation_id
         key = f"{cid}:{message.id}"
         if status == routing.CLOSED:
+            # Read again, locked: a message or a !claim in another transaction may have
+            # reopened it since the store read it (several hub processes on PostgreSQL).
+            if assignments.for_update(tx, cid).status != routing.CLOSED:
+                return
             assignments.reopen(tx, cid)
             notices.conversation_notice(
                 tx, cid, _("↩️ The customer wrote again: the conversation is open."), f"reopen:{key}"

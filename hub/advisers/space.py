@@ -24,6 +24,7 @@ from hub.advisers.canned import (
 )
 from hub.advisers.context import CustomerFacts, render_context
 from hub.advisers.lobby import MAX_LINES, render_listing
+from hub.advisers.routing import may_answer
 from hub.commerce.service import Shop
 from hub.config import Config
 from hub.core import clock
@@ -61,6 +62,8 @@ class AdvisersSettings:
     command_prefix: str
     lobby_room: str | None
     space: bool
+    # routing.others_may_answer: whether a canned reply of a non-assignee reaches the customer
+    others_may_answer: bool = True
     # channel kind → its label ("whatsapp" → "WhatsApp"), an English msgid
     channel_labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -81,6 +84,7 @@ class AdvisersSettings:
             command_prefix=config.bot.command_prefix,
             lobby_room=config.shop.lobby_room,
             space=config.routing.space,
+            others_may_answer=config.routing.others_may_answer,
             channel_labels=dict(channel_labels),
         )
 
@@ -214,6 +218,9 @@ class AdvisersSpace:
             "power_level_content_override": {
                 "users": {a: ADVISER_POWER for a in advisers},
                 "events_default": 100,
+                # Name, topic and the children too: Synapse's defaults would let 50 change them.
+                "state_default": 100,
+                "events": {"m.room.name": 100, "m.room.topic": 100, "m.space.child": 100},
             },
         }
         try:
@@ -293,7 +300,9 @@ class CustomerContext:
             room, "m.room.message", content, f"hub-job-{job.id}"
         )
         pinned = await self.matrix.room_state(room, "m.room.pinned_events") or {}
-        pins = [p for p in pinned.get("pinned", []) if isinstance(p, str)]
+        # Whatever the room holds (another client may have written junk) is read defensively.
+        listed = pinned.get("pinned") if isinstance(pinned, dict) else None
+        pins = [p for p in listed if isinstance(p, str)] if isinstance(listed, list) else []
         if event_id not in pins:
             await self.matrix.put_state(room, "m.room.pinned_events", {"pinned": [*pins, event_id]})
         return None
@@ -386,6 +395,15 @@ class CannedReplies:
         def finish(tx: Tx) -> None:
             conversation = tx.orm.get(Conversation, conversation_id)
             if conversation is None:
+                return
+            sender = p["sender"]
+            if not may_answer(conversation.assignee, sender, self.settings.others_may_answer):
+                # The same rule as for typed messages (hub.matrix.dispatcher).
+                refusal = _(
+                    "{sender} does not have this conversation ({assignee} has it): their "
+                    "messages do not reach the customer."
+                ).format(sender=sender, assignee=conversation.assignee)
+                notices.notice(tx, room, "⛔ " + refusal, f"canned:{event_id}", reply_to=event_id)
                 return
             self.shop.tell_customer(
                 tx,

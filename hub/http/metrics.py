@@ -165,6 +165,12 @@ class MetricsEndpoint:
         address = client_address(
             request.remote, request.headers.get("X-Forwarded-For"), self.proxies
         )
+        forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+        if forwarded and not self.proxies:
+            # A reverse proxy on this host makes every visitor 127.0.0.1: a forwarded request
+            # without `http.trusted_proxies` cannot be told from the internet. Refused.
+            log.debug("metrics: refused a forwarded request (no http.trusted_proxies)")
+            return web.json_response({"error": "forbidden"}, status=403)
         if not address_allowed(address, self.allowed):
             # Debug only: anyone can ask, and a log line each would let them fill the log.
             log.debug("metrics: refused %s (not in metrics.allowed)", address)

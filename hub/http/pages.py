@@ -140,6 +140,10 @@ class Readiness:
         self.versions_url = homeserver_url.rstrip("/") + "/_matrix/client/versions"
         self.timeout = timeout
         self._was_ready: bool | None = None
+        # One check at a time, its answer reused for a second: the route is public, and a
+        # flood of probes must not become a flood of database reads and homeserver calls.
+        self._check: asyncio.Task[dict[str, str]] | None = None
+        self._checked_at = -1.0
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/readyz", self.readyz)
@@ -170,13 +174,20 @@ class Readiness:
             log.debug("readyz: homeserver: %r", exc)
             return "unreachable"
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def _problems(self) -> dict[str, str]:
         database, homeserver = await asyncio.gather(self.database(), self.homeserver())
-        problems = {
+        return {
             name: why
             for name, why in (("database", database), ("homeserver", homeserver))
             if why is not None
         }
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        now = asyncio.get_running_loop().time()
+        if self._check is None or (self._check.done() and now - self._checked_at >= 1.0):
+            self._check = asyncio.ensure_future(self._problems())
+            self._checked_at = now
+        problems = await asyncio.shield(self._check)
         ready = not problems
         if ready != self._was_ready:
             if ready:

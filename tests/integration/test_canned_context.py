@@ -28,7 +28,7 @@ from hub.core.commands import CommandRegistry, NotACommand, parse
 from hub.db import commerce, conversations, identities
 from hub.db import context as context_db
 from hub.db.database import Database, Tx
-from hub.db.models import ChannelIdentity, Message, OutboxItem
+from hub.db.models import ChannelIdentity, Conversation, Message, OutboxItem
 from hub.jobs.job import Job
 from hub.jobs.kinds import ADVISERS_CANNED, CHANNEL_SEND, MATRIX_SEND
 from hub.matrix.client import MatrixClient
@@ -286,3 +286,31 @@ async def test_an_erased_conversation_sends_nothing(hub: Hub) -> None:
     queued.payload = {**queued.payload, "conversation_id": cid + 100}
     await hub.run_canned(queued)
     assert await hub.out_messages() == []
+
+
+async def test_a_non_assignee_canned_reply_stays_in_the_room_when_others_may_not_answer(
+    hub: Hub,
+) -> None:
+    """routing.others_may_answer: false holds for canned replies as for typed messages."""
+    from dataclasses import replace
+
+    cid = await hub.db.write(seed)
+
+    def give_to_bob(tx: Tx) -> None:
+        conversation = tx.orm.get(Conversation, cid)
+        assert conversation is not None
+        conversation.assignee = "@bob:shop.example"
+
+    await hub.db.write(give_to_bob)
+    client = cast(MatrixClient, hub.matrix)
+    strict = replace(SETTINGS, others_may_answer=False)
+    hub.canned = CannedReplies(hub.db, client, hub.shop, strict, REPLIES)
+    hub.registry = CommandRegistry()
+    for spec in hub.canned.specs() + hub.context.specs():
+        hub.registry.register(spec)
+    assert await hub.command(cid, "!t hallo", "$n1") == ("✅", "")
+    await hub.run_canned((await hub.jobs(ADVISERS_CANNED))[-1])
+    assert await hub.out_messages() == []  # nothing for the customer
+    notes = {j.idempotency_key: j.payload for j in await hub.jobs(MATRIX_SEND)}
+    body = notes[f"{MATRIX_SEND}/canned:$n1"]["content"]["body"]
+    assert body.startswith("⛔ ") and "@bob:shop.example" in body

@@ -201,6 +201,15 @@ async def test_only_allowed_networks_read_metrics(hub: Hub) -> None:
         assert await spoofed.json() == {"error": "forbidden"}
 
 
+async def test_a_forwarded_request_without_trusted_proxies_is_refused(hub: Hub) -> None:
+    """A reverse proxy on the hub's host makes every visitor 127.0.0.1 (allowed by default):
+    without http.trusted_proxies a forwarded request cannot be told from the internet."""
+    async with hub() as (client, _app, _hs, _tg):
+        await scrape(client)  # loopback itself, not forwarded: allowed
+        for header in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}):
+            assert (await client.get("/metrics", headers=header)).status == 403
+
+
 async def test_behind_a_trusted_proxy_the_forwarded_client_decides(hub: Hub) -> None:
     async with hub(
         metrics={"allowed": ["192.0.2.0/24"]}, http={"trusted_proxies": ["127.0.0.1/32"]}
@@ -273,6 +282,9 @@ async def test_healthz_and_readyz(hub: Hub) -> None:
         assert await ready.json() == {"status": "ready"}
 
         await homeserver_runner.cleanup()  # the homeserver's port is closed now
+        # An answer is reused for a second (a flood of probes makes one check a second).
+        assert (await client.get("/readyz")).status == 200
+        await asyncio.sleep(1.05)
         ready = await client.get("/readyz")
         assert ready.status == 503
         body = await ready.json()

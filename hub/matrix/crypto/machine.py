@@ -90,6 +90,7 @@ class CryptoMachine:
         self._encrypted: dict[str, bool] = {}
         self._ping: tuple[str, asyncio.Event] | None = None  # see check_to_device
         self._requested: set[str] = set()  # Megolm sessions whose key the hub asked for
+        self._member_changes: dict[str, int] = {}  # room id -> membership events seen
 
     # -- start ---------------------------------------------------------------------------
 
@@ -167,24 +168,32 @@ class CryptoMachine:
         )
 
     async def _cross_sign(self) -> None:
-        seeds = self.store.get_json(_CROSS_SIGNING)
-        if isinstance(seeds, dict) and seeds.get("device") == self.device_id:
+        """The bot's master and self-signing keys (made and uploaded once; their seeds kept
+        as secrets), and the device signed by the self-signing key. A new `device_id` is
+        signed by the same keys: clients see a new device of the same bot, not a new bot."""
+        done = self.store.get_json(_CROSS_SIGNING)
+        if isinstance(done, dict) and done.get("device") == self.device_id:
             return
-        master, self_signing = (
-            cross_signing.SigningKey.generate(),
-            cross_signing.SigningKey.generate(),
-        )
-        await self.matrix.request(
-            "POST",
-            "/_matrix/client/v3/keys/device_signing/upload",
-            cross_signing.device_signing_upload(self.bot_mxid, master, self_signing),
-        )
-        device_keys = self._device_keys()
+        master_seed = self.store.get_secret(f"{_CROSS_SIGNING}|master")
+        ssk_seed = self.store.get_secret(f"{_CROSS_SIGNING}|self_signing")
+        if master_seed and ssk_seed:
+            master = cross_signing.SigningKey(master_seed)
+            self_signing = cross_signing.SigningKey(ssk_seed)
+        else:
+            master = cross_signing.SigningKey.generate()
+            self_signing = cross_signing.SigningKey.generate()
+            await self.matrix.request(
+                "POST",
+                "/_matrix/client/v3/keys/device_signing/upload",
+                cross_signing.device_signing_upload(self.bot_mxid, master, self_signing),
+            )
+            self.store.set_secret(f"{_CROSS_SIGNING}|master", master.seed)
+            self.store.set_secret(f"{_CROSS_SIGNING}|self_signing", self_signing.seed)
         await self.matrix.request(
             "POST",
             "/_matrix/client/v3/keys/signatures/upload",
             cross_signing.device_signature_upload(
-                self.bot_mxid, self.device_id, device_keys, self_signing
+                self.bot_mxid, self.device_id, self._device_keys(), self_signing
             ),
         )
         self.store.set_json(
@@ -237,7 +246,8 @@ class CryptoMachine:
                 if raw.get("to_device_id") not in (self.device_id, None):
                     continue
                 await self._to_device(raw)
-            mine = counts.get(self.bot_mxid, {}).get(self.device_id) if counts else None
+            ours = counts.get(self.bot_mxid) if counts else None
+            mine = ours.get(self.device_id) if isinstance(ours, dict) else None
             if isinstance(mine, dict) and isinstance(mine.get("signed_curve25519"), int):
                 self.olm.uploaded_key_count = mine["signed_curve25519"]
                 if self.olm.should_upload_keys:
@@ -271,6 +281,7 @@ class CryptoMachine:
             if not isinstance(room_id, str) or not isinstance(user, str):
                 continue
             self._members.pop(room_id, None)
+            self._member_changes[room_id] = self._member_changes.get(room_id, 0) + 1
             content = event.get("content")
             if (
                 isinstance(content, dict)
@@ -327,7 +338,12 @@ class CryptoMachine:
             return
         if isinstance(event, RoomKeyRequest):
             # nio answers only its own user's devices; advisers' devices are answered here.
-            await self._answer_key_request(event)
+            # Best effort: a failed answer must not fail the transaction, which Synapse would
+            # resend without its to-device messages (the room keys after this one).
+            try:
+                await self._answer_key_request(event)
+            except ExternalError as exc:
+                log.info("encryption: a key request of %s not answered: %s", event.sender, exc)
             return
         try:
             self.olm.handle_to_device_event(event)
@@ -422,9 +438,10 @@ class CryptoMachine:
             async with self._lock:
                 self._mark_encrypted(room_id)
                 await self.store.flush()
-        else:
-            self._encrypted[room_id] = False
-        return encrypted
+            return True
+        # An m.room.encryption that arrived in a transaction meanwhile wins: never overwrite
+        # what that said with the older answer.
+        return self._encrypted.setdefault(room_id, False)
 
     async def encrypt(
         self, room_id: str, event_type: str, content: dict[str, Any]
@@ -447,8 +464,12 @@ class CryptoMachine:
     async def _room_members(self, room_id: str) -> set[str]:
         members = self._members.get(room_id)
         if members is None:
+            generation = self._member_changes.get(room_id, 0)
             members = set(await self.matrix.joined_members(room_id))
-            self._members[room_id] = members
+            # Cache only if no membership event came in while we asked: else the answer may
+            # miss a new member, whose devices would then never get the key.
+            if self._member_changes.get(room_id, 0) == generation:
+                self._members[room_id] = members
         return members
 
     async def _ensure_devices(self, users: Iterable[str]) -> None:
@@ -501,8 +522,8 @@ class CryptoMachine:
             "session_id": session.id,
             "session_key": first.decode() if first else session.session_key,
         }
-        await self._send_olm(todo, "m.room_key", key)
-        session.users_shared_with.update((d.user_id, d.id) for d in todo)
+        sent = await self._send_olm(todo, "m.room_key", key)
+        session.users_shared_with.update((d.user_id, d.id) for d in sent)
         session.shared = True
 
     def _remember_own_key(self, room_id: str, session_id: str, session_key: str) -> None:
@@ -514,8 +535,12 @@ class CryptoMachine:
         self.store.set_json(_own_room_name(room_id), sessions)
         self.store.set_secret(_own_key_name(session_id), session_key.encode())
 
-    async def _send_olm(self, devices: list[OlmDevice], kind: str, content: dict[str, Any]) -> None:
-        """Olm-encrypt `content` to each device (with a session) and send it to-device."""
+    async def _send_olm(
+        self, devices: list[OlmDevice], kind: str, content: dict[str, Any]
+    ) -> list[OlmDevice]:
+        """Olm-encrypt `content` to each device (with a session) and send it to-device.
+        Returns the devices it went to: one without an Olm session (no one-time key could be
+        claimed) did not get it and must be tried again later, not recorded as served."""
         messages: list[tuple[OlmDevice, dict[str, Any]]] = []
         for device in devices:
             olm_session = self.olm.session_store.get(device.curve25519)
@@ -535,6 +560,7 @@ class CryptoMachine:
                 body.setdefault(device.user_id, {})[device.id] = payload
             path = _path("sendToDevice", "m.room.encrypted", f"hub-{uuid.uuid4().hex}")
             await self._as_device("PUT", path, {"messages": body})
+        return [device for device, _payload in messages]
 
     # -- history for advisers who come later ---------------------------------------------
 
@@ -575,6 +601,7 @@ class CryptoMachine:
             if not sessions or not devices:
                 return 0
             sent = 0
+            served: set[str] = set()
             for session_id, _created in sessions:
                 secret = self.store.get_secret(_own_key_name(session_id))
                 if secret is None:
@@ -585,9 +612,11 @@ class CryptoMachine:
                     "session_id": session_id,
                     "session_key": secret.decode(),
                 }
-                await self._send_olm(devices, "m.room_key", key)
-                sent += len(devices)
-            self.store.set_json(done_name, sorted(done | {d.id for d in devices}))
+                got = await self._send_olm(devices, "m.room_key", key)
+                sent += len(got)
+                served |= {d.id for d in got}
+            # Only devices that got the keys are done: the others are tried next time.
+            self.store.set_json(done_name, sorted(done | served))
             await self.store.flush()
         return sent
 
