@@ -37,6 +37,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import Generic, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -47,6 +48,13 @@ EXCHANGE_GAP_SECONDS = 24 * 3600
 K = TypeVar("K")
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 DAY_SECONDS = 86400
+HOUR_SECONDS = 3600
+# Local seconds + this, in whole hours, modulo a week: the hour of the week (Monday 00:00 =
+# 0), since day 0, 1970-01-01, was a Thursday.
+WEEK_SHIFT_SECONDS = 3 * DAY_SECONDS
+WEEK_HOURS = 7 * 24
+# Bounds of OpenClock's sentinel stretches, beyond any epoch second a report meets.
+_NEVER = 1 << 62
 CHANNEL_LABELS = {
     "webchat": "Web chat",
     "whatsapp": "WhatsApp",
@@ -129,14 +137,21 @@ def rate(part: int, whole: int) -> float | None:
 class OpenClock:
     """Open seconds between two instants: the schedule's openings from `first` to `last`
     (local days) as merged UTC stretches with the open seconds before each, so a duration is
-    two bisections. No schedule: wall-clock seconds."""
+    two bisections. No schedule: wall-clock seconds (one stretch without end).
+
+    The stretches start with an empty one at -inf, so that every instant has a stretch at or
+    before it (no branch in the loop that runs per exchange, which reads `starts`, `ends`
+    and `before` directly)."""
 
     def __init__(self, schedule: Schedule | None, first: date, last: date) -> None:
         self.schedule = schedule
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        self._before: list[int] = []  # open seconds before each stretch's start
+        self.starts: list[int] = [-_NEVER]
+        self.ends: list[int] = [-_NEVER]
+        self.before: list[int] = [0]  # open seconds before each stretch's start
         if schedule is None:
+            self.starts.append(-_NEVER + 1)
+            self.ends.append(_NEVER)
+            self.before.append(0)
             return
         tz = schedule.timezone
         spans: list[tuple[int, int]] = []
@@ -151,76 +166,77 @@ class OpenClock:
         spans.sort()
         total = 0
         for a, b in spans:
-            if self._ends and a <= self._ends[-1]:  # touching or through midnight: one stretch
-                total += max(0, b - self._ends[-1])
-                self._ends[-1] = max(self._ends[-1], b)
+            if a <= self.ends[-1]:  # touching or through midnight: one stretch
+                total += max(0, b - self.ends[-1])
+                self.ends[-1] = max(self.ends[-1], b)
                 continue
-            self._starts.append(a)
-            self._ends.append(b)
-            self._before.append(total)
+            self.starts.append(a)
+            self.ends.append(b)
+            self.before.append(total)
             total += b - a
 
-    def _open_until(self, t: int) -> int:
-        i = bisect_right(self._starts, t) - 1
-        if i < 0:
-            return 0
-        return self._before[i] + min(t, self._ends[i]) - self._starts[i]
+    def open_until(self, t: int) -> int:
+        """Open seconds from the first stretch to t (the wall clock's are offset by a
+        constant, which every difference cancels)."""
+        i = bisect_right(self.starts, t) - 1
+        return self.before[i] + min(t, self.ends[i]) - self.starts[i]
 
     def seconds(self, start: int, end: int) -> int:
         if end <= start:
             return 0
-        if self.schedule is None:
-            return end - start
-        # _open_until twice, inlined: it runs for every answered exchange of the period.
-        starts, ends, before = self._starts, self._ends, self._before
-        i = bisect_right(starts, end) - 1
-        upto_end = before[i] + min(end, ends[i]) - starts[i] if i >= 0 else 0
-        i = bisect_right(starts, start) - 1
-        upto_start = before[i] + min(start, ends[i]) - starts[i] if i >= 0 else 0
-        return upto_end - upto_start
+        return self.open_until(end) - self.open_until(start)
 
 
 # --- the facts (rows of hub.db.kpi) --------------------------------------------------------
 
 
 class Exchange(NamedTuple):
-    """A NamedTuple, not a dataclass: a year has ~200 000 of them, made straight from rows."""
+    """An exchange as hub.db.kpi reads it. The rows it hands over are plain tuples in this
+    column order (a year has ~200 000 of them; making objects of them cost more than the
+    slicing); tests may use this class, a tuple too."""
 
     started: int  # epoch seconds
-    day: int  # local day number of the start
-    how: int  # hour of the week of the start, 0 = Monday 00:00-01:00 local
-    channel: str
-    conversation_id: int
+    local: int  # local seconds since the epoch of the start (its day and hour of the week)
     replied: int | None  # epoch seconds of the first adviser message after the start
-    adviser: str | None
+    channel: str
+    adviser: str | None  # who sent that message
+    conversation_id: int
 
 
-@dataclass(frozen=True)
-class LinkFact:
+class LinkFact(NamedTuple):
     day: int
     channel: str | None
     adviser: str | None
     conversation_id: int | None
-    clicked: bool
+    clicked: int  # 1 clicked, 0 not
 
 
 @dataclass
 class Facts:
     """What hub.db.kpi reads for a period; the counts are grouped (day, channel[, adviser])."""
 
-    # (kind 0 day | 1 week | 2 period, day or week number (0 for the period), channel, count)
-    conversations: list[tuple[int, int, str, int]] = field(default_factory=list)
-    new: list[tuple[int, str, int]] = field(default_factory=list)  # (day, channel, count)
-    exchanges: list[Exchange] = field(default_factory=list)
-    missed: list[tuple[int, int, str, int]] = field(default_factory=list)  # (day, how, ch, n)
-    links: list[LinkFact] = field(default_factory=list)
+    # (channel, f, l, f counts for its day, l for its day, f for its week, l for its week,
+    # conversations first seen): hub.db.kpi._conversations, summed per (channel, f, l).
+    conversations: Sequence[tuple[str, int, int, int, int, int, int, int]] = field(
+        default_factory=list
+    )
+    new: Sequence[tuple[int, str, int]] = field(default_factory=list)  # (day, channel, count)
+    exchanges: Sequence[tuple[int, int, int | None, str, str | None, int]] = field(
+        default_factory=list
+    )
+    missed: Sequence[tuple[int, int, str, int]] = field(default_factory=list)  # (d, how, ch, n)
+    links: Sequence[tuple[int, str | None, str | None, int | None, int]] = field(
+        default_factory=list
+    )
     # (day, channel, adviser, count)
-    orders_created: list[tuple[int, str | None, str | None, int]] = field(default_factory=list)
+    orders_created: Sequence[tuple[int, str | None, str | None, int]] = field(default_factory=list)
     # (day, channel, adviser, count, revenue)
-    orders_paid: list[tuple[int, str | None, str | None, int, int]] = field(default_factory=list)
+    orders_paid: Sequence[tuple[int, str | None, str | None, int, int]] = field(
+        default_factory=list
+    )
     # (day, channel, adviser, asked, given)
-    consent: list[tuple[int, str | None, str | None, int, int]] = field(default_factory=list)
-    optins: list[tuple[int, str | None, str | None, int, int]] = field(default_factory=list)
+    consent: Sequence[tuple[int, str | None, str | None, int, int]] = field(default_factory=list)
+    optins: Sequence[tuple[int, str | None, str | None, int, int]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # query name -> seconds
 
 
@@ -303,7 +319,7 @@ class _Slices(Generic[K]):
 
 
 def _slice_exchanges(
-    exchanges: Sequence[Exchange],
+    exchanges: Iterable[tuple[int, int, int | None, str, str | None, int]],
     first: int,
     last: int,
     clock: OpenClock,
@@ -315,49 +331,44 @@ def _slice_exchanges(
     by_adviser: _Slices[str],
 ) -> None:
     """The exchanges' heatmap cells, waits and advisers' conversations: the one loop that
-    runs per exchange (a year: ~200 000), so it groups waits by key in plain dicts first and
-    hands each tally its list once."""
-    incoming = [0] * (7 * 24)
-    waits: list[int] = []
-    days: dict[int, list[int]] = {}
-    channels: dict[str, list[int]] = {}
-    advisers: dict[str, list[int]] = {}
-    handled: dict[str, set[int]] = {}
-    seconds = clock.seconds
-    for started, day, how, channel, cid, replied, adviser in exchanges:
-        if day < first or day > last:
+    runs per exchange (a year: ~200 000). It does the least per row: the wait (OpenClock.
+    seconds inlined), appended to the list of its (day, channel, adviser); the slices get
+    those lists afterwards, a few thousand of them instead of a row each."""
+    incoming = [0] * WEEK_HOURS
+    # (day, channel, adviser) -> (waits, conversations)
+    groups: dict[tuple[int, str, str | None], tuple[list[int], list[int]]] = {}
+    starts, ends, before = clock.starts, clock.ends, clock.before
+    lo, hi = first * DAY_SECONDS, (last + 1) * DAY_SECONDS
+    for started, local, replied, channel, adviser, cid in exchanges:
+        if local < lo or local >= hi:
             continue
-        incoming[how] += 1
+        incoming[(local + WEEK_SHIFT_SECONDS) // HOUR_SECONDS % WEEK_HOURS] += 1
         if replied is None:
             continue
-        wait = seconds(started, replied)
-        waits.append(wait)
-        found = days.get(day)
+        # clock.seconds(started, replied): open seconds up to each, a stretch at or before
+        # every instant (the sentinel), clamped at 0 for a reply stored out of order.
+        i = bisect_right(starts, replied) - 1
+        j = bisect_right(starts, started) - 1
+        end = ends[i]
+        wait = before[i] + (replied if replied < end else end) - starts[i]
+        end = ends[j]
+        wait -= before[j] + (started if started < end else end) - starts[j]
+        key = (local // DAY_SECONDS, channel, adviser)
+        found = groups.get(key)
         if found is None:
-            found = days[day] = []
-        found.append(wait)
-        found = channels.get(channel)
-        if found is None:
-            found = channels[channel] = []
-        found.append(wait)
-        if adviser is not None:
-            found = advisers.get(adviser)
-            if found is None:
-                found = advisers[adviser] = []
-                handled[adviser] = set()
-            found.append(wait)
-            handled[adviser].add(cid)
+            found = groups[key] = ([], [])
+        found[0].append(wait if wait > 0 else 0)
+        found[1].append(cid)
     for how, count in enumerate(incoming):
         heatmap[how // 24][how % 24][0] += count
-    total.waits.extend(waits)
-    for day, found in days.items():
-        by_day[day].waits.extend(found)
-        by_week[week_of(day)].waits.extend(found)
-    for channel, found in channels.items():
-        by_channel[channel].waits.extend(found)
-    for adviser, found in advisers.items():
-        by_adviser[adviser].waits.extend(found)
-        by_adviser[adviser].handled |= handled[adviser]
+    for (day, channel, adviser), (waits, cids) in groups.items():
+        total.waits.extend(waits)
+        by_day[day].waits.extend(waits)
+        by_week[week_of(day)].waits.extend(waits)
+        by_channel[channel].waits.extend(waits)
+        if adviser is not None:
+            by_adviser[adviser].waits.extend(waits)
+            by_adviser[adviser].handled.update(cids)
 
 
 def build_report(
@@ -390,21 +401,36 @@ def build_report(
             found.append(by_adviser[adviser])
         return found
 
-    for kind, number, conv_channel, count in facts.conversations:
-        if kind == 0:
-            if in_period(number):
-                by_day[number].conversations += count
-        elif kind == 1:
-            by_week[number].conversations += count
-        else:
-            total.conversations += count
-            by_channel[conv_channel].conversations += count
+    # Days and weeks the SQL counted are in the period (hub.db.kpi._conversations).
+    for (
+        conv_channel,
+        first_day,
+        last_day,
+        f_day,
+        l_day,
+        f_week,
+        l_week,
+        seen,
+    ) in facts.conversations:
+        if f_day:
+            by_day[first_day].conversations += f_day
+        if l_day:
+            by_day[last_day].conversations += l_day
+        if f_week:
+            by_week[week_of(first_day)].conversations += f_week
+        if l_week:
+            by_week[week_of(last_day)].conversations += l_week
+        if seen:
+            total.conversations += seen
+            by_channel[conv_channel].conversations += seen
     for day, new_channel, count in facts.new:
         if in_period(day):
             for tally in all_of(day, new_channel, None):
                 tally.conversations_new += count
 
-    last_reply = max((e.replied for e in facts.exchanges if e.replied is not None), default=None)
+    last_reply = max(
+        (r for r in map(itemgetter(2), facts.exchanges) if r is not None), default=None
+    )
     until = day_of((last_reply // DAY_SECONDS) + 1) if last_reply is not None else period.until
     clock = OpenClock(schedule, period.since - timedelta(days=1), max(until, period.until))
     _slice_exchanges(
@@ -415,13 +441,13 @@ def build_report(
             heatmap[how // 24][how % 24][1] += count
             for tally in all_of(day, missed_channel, None):
                 tally.missed += count
-    for link in facts.links:
-        if in_period(link.day):
-            for tally in all_of(link.day, link.channel, link.adviser):
+    for day, channel, adviser, cid, clicked in facts.links:
+        if in_period(day):
+            for tally in all_of(day, channel, adviser):
                 tally.links_sent += 1
-                tally.links_clicked += link.clicked
-                if link.conversation_id is not None:
-                    tally.link_conversations.add(link.conversation_id)
+                tally.links_clicked += clicked
+                if cid is not None:
+                    tally.link_conversations.add(cid)
     for day, channel, adviser, count in facts.orders_created:
         if in_period(day):
             for tally in all_of(day, channel, adviser):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from hub.config import Config
 from hub.db import kpi as queries
 from hub.db.database import Database
-from hub.kpi.compute import Facts, build_report, offset_steps, period_bounds
+from hub.kpi.compute import Facts, build_report, day_number, offset_steps, period_bounds
 from hub.kpi.model import Period, Report
 from hub.scheduler.hours import Schedule
 
@@ -36,6 +36,8 @@ async def read_facts(db: Database, period: Period, currency: str) -> Facts:
         end=end,
         offsets=offset_steps(period.timezone, start, end),
         currency=currency,
+        first_day=day_number(period.since),
+        last_day=day_number(period.until),
     )
     return await db.read(queries.facts, window)
 

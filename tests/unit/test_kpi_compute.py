@@ -84,6 +84,16 @@ def test_open_clock_merges_touching_and_midnight_openings() -> None:
 def test_without_a_schedule_durations_are_wall_clock() -> None:
     clock = OpenClock(None, date(2026, 11, 1), date(2026, 11, 1))
     assert clock.seconds(100, 4300) == 4200
+    assert clock.seconds(4300, 100) == 0
+
+
+def test_open_clock_before_and_after_its_openings() -> None:
+    # The sentinel stretch: instants before the first opening have no open seconds before
+    # them; after the last, the open seconds stop growing.
+    clock = OpenClock(weekdays_9_to_18(), date(2026, 11, 2), date(2026, 11, 2))
+    assert clock.seconds(at("2026-10-30T10:00"), at("2026-11-02T09:10")) == 600
+    assert clock.seconds(at("2026-11-02T17:50"), at("2026-11-20T12:00")) == 600
+    assert clock.seconds(at("2026-10-01T10:00"), at("2026-10-02T10:00")) == 0
 
 
 def test_open_clock_on_the_autumn_dst_day() -> None:
@@ -119,27 +129,29 @@ def test_weeks_are_iso_weeks() -> None:
 
 def facts() -> Facts:
     mon, tue = day_number(date(2026, 11, 2)), day_number(date(2026, 11, 3))
+
+    def exchange(start: str, cid: int, reply: str | None, adviser: str | None) -> Exchange:
+        local = at(start) + 3600  # CET
+        return Exchange(at(start), local, reply and at(reply), "whatsapp", adviser, cid)
+
     return Facts(
+        # hub.db.kpi._conversations' sums: conversations 1 and 2 wrote on Monday (2 in two
+        # half days: its second span counts nothing), 2 also on Tuesday (the same week).
+        # (channel, f, l, f's day, l's day, f's week, l's week, first seen)
         conversations=[
-            (0, mon, "whatsapp", 2),
-            (0, tue, "whatsapp", 1),
-            (1, week_of(mon), "whatsapp", 2),
-            (2, 0, "whatsapp", 2),
+            ("whatsapp", mon, mon, 2, 0, 2, 0, 2),
+            ("whatsapp", tue, tue, 1, 0, 0, 0, 0),
         ],
         new=[(mon, "whatsapp", 2)],
         exchanges=[
-            Exchange(
-                at("2026-11-02T10:00"), mon, 10, "whatsapp", 1, at("2026-11-02T10:05"), "@a:x"
-            ),
-            Exchange(
-                at("2026-11-02T17:50"), mon, 17, "whatsapp", 2, at("2026-11-03T09:10"), "@b:x"
-            ),
-            Exchange(at("2026-11-03T11:00"), tue, 35, "whatsapp", 2, None, None),
+            exchange("2026-11-02T10:00", 1, "2026-11-02T10:05", "@a:x"),
+            exchange("2026-11-02T17:50", 2, "2026-11-03T09:10", "@b:x"),
+            exchange("2026-11-03T11:00", 2, None, None),
         ],
         missed=[(tue, 35, "whatsapp", 1)],
         links=[
-            LinkFact(mon, "whatsapp", "@a:x", 1, True),
-            LinkFact(mon, "whatsapp", "@a:x", 1, False),
+            LinkFact(mon, "whatsapp", "@a:x", 1, 1),
+            LinkFact(mon, "whatsapp", "@a:x", 1, 0),
         ],
         orders_created=[(mon, "whatsapp", "@a:x", 2)],
         orders_paid=[(tue, "whatsapp", "@a:x", 2, 1001)],
@@ -164,6 +176,32 @@ def test_build_report_slices_and_rates() -> None:
     assert c == Metrics()
     assert report.heatmap[0][10] == (1, 0) and report.heatmap[1][11] == (1, 1)
     assert sum(i for hours in report.heatmap for i, _m in hours) == 3
+
+
+def test_build_report_waits_the_inlined_clock_like_open_clock() -> None:
+    """_slice_exchanges inlines OpenClock.seconds: the same waits, also for a reply stored
+    before its exchange (0) and outside the period's days (ignored)."""
+    schedule = weekdays_9_to_18()
+    mon = day_number(date(2026, 11, 2))
+    pairs = [
+        ("2026-11-02T08:00", "2026-11-02T09:30"),
+        ("2026-11-02T12:00", "2026-11-02T11:00"),
+        ("2026-11-03T17:59", "2026-11-05T09:01"),
+        ("2026-11-04T23:30", "2026-11-09T10:00"),
+    ]
+    exchanges = [
+        (at(a), at(a) + 3600, at(b), "telegram", "@a:x", i) for i, (a, b) in enumerate(pairs)
+    ]
+    outside = (at("2026-11-05T10:00"), at("2026-11-05T11:00"), None, "telegram", None, 9)
+    report = build_report(PERIOD, "EUR", Facts(exchanges=[*exchanges, outside]), schedule)
+    clock = OpenClock(schedule, date(2026, 11, 1), date(2026, 11, 10))
+    waits = sorted(clock.seconds(at(a), at(b)) for a, b in pairs)
+    assert waits == [0, 1800, 32520, 68400]  # Wednesday and Thursday+Friday count whole
+    assert report.totals.first_response_median == (waits[1] + waits[2]) / 2
+    assert report.by_adviser[0].metrics.conversations == 4
+    assert sum(i for hours in report.heatmap for i, _m in hours) == 4
+    assert report.by_day[0].metrics.first_response_median == 900  # [0, 1800]
+    assert mon == day_number(PERIOD.since)
 
 
 def test_renderings() -> None:
