@@ -50,6 +50,8 @@ EXPORTED = (
     "consent_images",
     "newsletter_optins",
     "broadcast_recipients",
+    "exchanges",
+    "inbound_spans",
 )
 # Erased but not exported, and why.
 NOT_EXPORTED: Mapping[str, str] = {

@@ -53,6 +53,8 @@ from hub.db.models import (
     Conversation,
     Customer,
     Erasure,
+    Exchange,
+    InboundSpan,
     MediaFile,
     Message,
     MissedConversation,
@@ -137,9 +139,14 @@ ROW_FILTERS: Mapping[str, Callable[[Ids], ColumnElement[bool]]] = {
     ),
     "newsletter_optins": _in_identities(table(NewsletterOptin)),
     "broadcast_recipients": _in_identities(table(BroadcastRecipient)),
+    # The KPIs' bookkeeping (hub.db.exchanges): when the customer wrote and was answered.
+    "exchanges": _in_conversations(table(Exchange)),
+    "inbound_spans": _in_conversations(table(InboundSpan)),
 }
 # Deleted whole, children before parents (the decided tables follow, by hand).
 DELETE_ORDER = (
+    "exchanges",
+    "inbound_spans",
     "consent_images",
     "consent_requests",
     "missed_conversations",
@@ -171,6 +178,8 @@ TABLES: Mapping[str, Table] = {
         CIM,
         table(NewsletterOptin),
         table(BroadcastRecipient),
+        table(Exchange),
+        table(InboundSpan),
     )
 }
 assert set(ROW_FILTERS) == set(EXPORTED) == set(TABLES) == set(DELETE_ORDER) | set(DECIDED)
