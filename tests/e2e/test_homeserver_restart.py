@@ -145,9 +145,15 @@ async def test_adviser_replies_survive_a_homeserver_restart(
         await visitor.say("Hallo, noch da?")
         await adviser.wait_event(room_id, is_message(body="Hallo, noch da?"), timeout=60)
 
-        after = [f"Antwort {n} nach dem Neustart" for n in range(1, REPLIES_AFTER + 1)]
-        for text in after:
-            await reply(text)
+        # Synapse numbers its transactions from 1 again; how many of them carry only the
+        # hub's own echoes (not stored) before one reuses a stored id depends on what the hub
+        # posts on its own (notices, room names): reply until a reused id came, at most 40.
+        after: list[str] = []
+        while len(after) < REPLIES_AFTER or (
+            "repeated with different content" not in hub_log(own_stack) and len(after) < 40
+        ):
+            after.append(f"Antwort {len(after) + 1} nach dem Neustart")
+            await reply(after[-1])
 
         # Every reply reached the customer, once, in order (the history is the hub's record).
         outgoing = [m["text"] for m in await visitor.history() if m["direction"] == "out"]
