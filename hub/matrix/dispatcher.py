@@ -411,10 +411,8 @@ class Dispatcher:
             event["room_id"],
             current.assignee,
         )
-        told = _strings((current.meta or {}).get(_NOT_ASSIGNEE_TOLD))
-        if sender in told:
+        if not _first_time(tx, current, _NOT_ASSIGNEE_TOLD, sender):
             return False
-        conversations.set_meta(tx, current.id, **{_NOT_ASSIGNEE_TOLD: [*told, sender]})
         # TRANSLATORS: {sender} and {assignee} are Matrix IDs (@bob:example.org).
         text = _(
             "{sender} does not have this conversation ({assignee} has it): their messages do "
@@ -502,10 +500,8 @@ class Dispatcher:
         current = conversations.conversation(tx, conversation.id)
         if current is None or not current.room_id:
             return
-        told = _strings((current.meta or {}).get(_CANNOT_TOLD))
-        if change in told:
+        if not _first_time(tx, current, _CANNOT_TOLD, change):
             return
-        conversations.set_meta(tx, current.id, **{_CANNOT_TOLD: [*told, change]})
         traits = self.channels.get(channel) if self.channels is not None else None
         label = _(traits.label) if traits is not None else channel
         notices.notice(
@@ -630,12 +626,8 @@ class Dispatcher:
 
         def finish(tx: Tx) -> None:
             current = conversations.conversation(tx, conversation.id)
-            if current is None:
+            if current is None or not _first_time(tx, current, _TOLD, sender):
                 return
-            told = _strings((current.meta or {}).get(_TOLD))
-            if sender in told:
-                return
-            conversations.set_meta(tx, current.id, **{_TOLD: [*told, sender]})
             # TRANSLATORS: {sender} is a Matrix ID (@bob:example.org) in the portal room.
             text = _(
                 "{sender} is not one of the shop's advisers: their messages do not reach "
@@ -655,3 +647,14 @@ class Dispatcher:
 def _strings(value: object) -> list[str]:
     """A list of strings kept in a conversation's `meta` (anything else: empty)."""
     return [m for m in value if isinstance(m, str)] if isinstance(value, list) else []
+
+
+def _first_time(tx: Tx, conversation: Conversation, meta_key: str, item: str) -> bool:
+    """Whether the room has not been told about `item` yet under `meta_key` (a list in the
+    conversation's `meta`), recording it: the notices a room gets once per conversation and
+    sender or kind, not per message."""
+    told = _strings((conversation.meta or {}).get(meta_key))
+    if item in told:
+        return False
+    conversations.set_meta(tx, conversation.id, **{meta_key: [*told, item]})
+    return True
