@@ -42,7 +42,7 @@ from hub.i18n import N_, _
 from hub.jobs import kinds
 from hub.jobs.job import Finish, Job, RetryLater, handles
 from hub.matrix.decryption import Decryptor, RoomKeyMissing, Undecryptable
-from hub.matrix.metrics import UNDECRYPTABLE_EVENTS
+from hub.metrics import UNDECRYPTABLE_EVENTS
 
 if TYPE_CHECKING:
     from hub.bridges.base import Capabilities

@@ -14,7 +14,6 @@ from hub.db.jobs import KindBacklog
 from hub.errors import BLOCKED, ExternalError
 from hub.http.metrics import QueueCollector, WebchatCollector, address_allowed
 from hub.jobs.job import PermanentFailure, RetryLater
-from hub.matrix import metrics as matrix_metrics
 
 LOOPBACK = [ip_network("127.0.0.0/8"), ip_network("::1/128")]
 
@@ -26,11 +25,6 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, st
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-def test_the_matrix_module_is_the_same_counter() -> None:
-    # One module holds every metric; the old import path names the same objects.
-    assert matrix_metrics.UNDECRYPTABLE_EVENTS is metrics.UNDECRYPTABLE_EVENTS
 
 
 def test_failure_reasons() -> None:
