@@ -63,6 +63,7 @@ from hub.db import conversations
 from hub.db.database import Database
 from hub.db.engine import migrate, open_database
 from hub.db.lobby import at_start as advisers_at_start
+from hub.db.locks import ProcessLock
 from hub.errors import ExternalError, StartupError
 from hub.http.metrics import MetricsEndpoint
 from hub.http.pages import Readiness, add_page_routes
@@ -107,6 +108,7 @@ ADMIN: web.AppKey[HomeserverAdmin | None] = web.AppKey("admin")
 HOLIDAYS: web.AppKey[Mapping[date, str] | None] = web.AppKey("holidays")
 # The bot's device in encrypted rooms (hub.matrix.crypto); None with encryption off.
 CRYPTO: web.AppKey[Any] = web.AppKey("crypto")
+CRYPTO_LOCK = web.AppKey("crypto_lock", ProcessLock)
 
 # Messenger channels, imported only when enabled: module:class.
 PROVIDER_CHANNELS = {
@@ -145,6 +147,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         raise
     app[DB] = db
     app[MEDIA] = MediaStore(config.media_dir)
+    await db.bus.start()  # PostgreSQL: hear what the other hub processes publish
     yield
     await db.close()
 
@@ -208,16 +211,30 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
         crypto=app[CRYPTO],
     ).add_routes(app)
     yield
+    if CRYPTO_LOCK in app:
+        await app[CRYPTO_LOCK].release()
 
 
 async def start_crypto(app: web.Application, client: MatrixClient) -> Any:
-    """The bot's device: its state loaded from the database, its keys on the homeserver."""
+    """The bot's device: its state loaded from the database, its keys on the homeserver.
+
+    One process of a database holds it: the Olm and Megolm sessions ratchet with every
+    message, and two processes encrypting with copies of one session would reuse message
+    indexes (which advisers' clients reject) and overwrite each other's state."""
     from hub.matrix.crypto.client import EncryptingClient
     from hub.matrix.crypto.machine import CryptoMachine
     from hub.matrix.crypto.store import CryptoStore
 
     config = app[CONFIG]
     enc = config.encryption
+    lock = ProcessLock(app[DB], "crypto")
+    if not await lock.try_acquire():
+        raise StartupError(
+            "encryption: another hub process of this database holds the bot's encryption "
+            "keys; with encryption.enabled only one hub process may run (docs/deploy.md, "
+            "'A second hub process')"
+        )
+    app[CRYPTO_LOCK] = lock
     pickle_key = (
         enc.pickle_key
         or hashlib.sha256(b"hub-crypto-pickle:" + config.appservice.as_token.encode()).hexdigest()

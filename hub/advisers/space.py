@@ -115,7 +115,8 @@ class LobbyListing:
     async def queue_refresh(self) -> None:
         """The every-minute refresh: waiting times move on though nothing else changed."""
         if self.settings.lobby_room:
-            await self.db.write(lobby_db.refresh_lobby)
+            tick = clock.now().strftime("%Y%m%d%H%M")
+            await self.db.write(lobby_db.refresh_lobby, tick)
 
     @handles(kinds.ADVISERS_LOBBY)
     async def refresh(self, job: Job) -> Finish | None:

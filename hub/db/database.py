@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
+from hub.db.bus import Bus
 from hub.db.sqlite import READ_OPTION, SqliteFile
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ class Database:
         path = engine.url.database if self.is_sqlite else None
         file = path and path != ":memory:" and not path.startswith("file:")
         self._file = SqliteFile(str(Path(path))) if file and path else None
+        # Messages to the other hub processes of this database (PostgreSQL NOTIFY).
+        self.bus = Bus(self)
 
     @property
     def serialised(self) -> bool:
@@ -227,6 +230,7 @@ class Database:
             yield
 
     async def close(self) -> None:
+        await self.bus.stop()
         if self._file is not None:
             self._file.close()
         await self.engine.dispose()

@@ -34,6 +34,11 @@ def _identity_conversation(dialect: str) -> Executable:
     )
 
 
+@statement
+def _lock_conversation(dialect: str) -> Executable:
+    return select(CV).where(CV.c.id == bindparam("cid")).with_for_update()
+
+
 @statement(insert=True)
 def _insert_customer(dialect: str) -> Executable:
     return CU.insert().returning(CU.c.id)
@@ -108,6 +113,14 @@ def identity_conversation(
     else:
         ci, cv = split(row, CI, CV)
         identity_id, known_name = ci["id"], ci["display_name"]
+        if cv["id"] is not None and tx.conn.dialect.name != "sqlite":
+            # Several processes may store messages of one conversation at once (a provider
+            # delivers two webhooks in parallel to two hub processes). Holding the
+            # conversation's row until commit makes their jobs' ids follow their commit
+            # order, so the queue's "oldest pending job of the key first" is the order the
+            # messages were stored in. SQLite has one writer at a time already. The row is
+            # read again under the lock: another process may just have changed it.
+            cv = split(run(tx, _lock_conversation, {"cid": cv["id"]}).one(), CV)[0]
         conversation_id, last = cv["id"], cv["last_inbound_at"]
     if display_name and known_name != display_name:
         run(tx, _set_identity_name, {"iid": identity_id, "n": display_name})

@@ -9,8 +9,9 @@ The rules, all kept here:
   strictly one after another in id order: only the oldest pending job of a key is claimable,
   so a retry never reorders a chat.
 - **Leases.** `claim` leases due jobs to a worker with a conditional UPDATE (of several
-  processes selecting the same job only one gets it); a lease that runs out makes the job
-  claimable again, so a dead process loses nothing.
+  processes selecting the same job only one gets it; on PostgreSQL the read skips rows
+  another process's claim has locked, `FOR UPDATE SKIP LOCKED`); a lease that runs out makes
+  the job claimable again, so a dead process loses nothing.
 - **Complete or fail.** `complete` marks a job done in the transaction that also applies the
   handler's writes, and may lease the next job of the same key to the same worker (`chain`:
   a busy conversation needs no claim per message). `fail` records an attempt: retry later,
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select
 
 from hub.db.models import InboxTransaction, OutboxItem, table, utcnow
 from hub.db.statements import run, statement
@@ -122,8 +123,7 @@ def _head_of_key() -> Any:
     )
 
 
-@statement
-def _claimable(dialect: str) -> Executable:
+def _claimable_select() -> Select[Any]:
     return (
         select(O.c.id, O.c.kind, O.c.ordering_key, O.c.payload, O.c.attempts)
         .where(O.c.status == "pending", O.c.next_attempt_at <= bindparam("now"))
@@ -131,6 +131,23 @@ def _claimable(dialect: str) -> Executable:
         .order_by(O.c.id)
         .limit(bindparam("n"))
     )
+
+
+@statement
+def _claimable(dialect: str) -> Executable:
+    return _claimable_select()
+
+
+@statement
+def _claim_candidates(dialect: str) -> Executable:
+    """The claim's read. On PostgreSQL several hub processes claim at once: each locks the
+    rows it reads and skips those another claim holds, so two processes never wait on (or
+    fight over) the same jobs and each leases a disjoint share; the conditional UPDATE stays
+    the guarantee. SQLite has no row locks and one writer at a time: plain SELECT there."""
+    query = _claimable_select()
+    if dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=O)
+    return query
 
 
 @statement
@@ -266,7 +283,7 @@ def claim(
     """Lease up to `limit` due jobs, each the oldest pending one of its key and of no key
     in `busy_keys` (the worker runs those already)."""
     now = utcnow()
-    rows = run(tx, _claimable, {"now": now, "n": limit + len(busy_keys)}).all()
+    rows = run(tx, _claim_candidates, {"now": now, "n": limit + len(busy_keys)}).all()
     wanted = [r for r in rows if r[2] not in busy_keys][:limit]
     if not wanted:
         return []

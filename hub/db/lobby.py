@@ -28,12 +28,15 @@ CI = table(ChannelIdentity)
 M = table(Message)
 
 
-def refresh_lobby(tx: Tx) -> None:
+def refresh_lobby(tx: Tx, tick: str | None = None) -> None:
     """Queue bringing the lobby's listing up to date, after whatever this transaction
     changed (a new, claimed, assigned, closed or reopened conversation). The refresh reads
     the state afresh and does nothing when the listing would not change, so queuing one per
-    change costs little and several in a row collapse into one edit."""
-    enqueue(tx, ADVISERS_LOBBY, LOBBY_KEY, {}, f"refresh:{uuid.uuid4().hex}")
+    change costs little and several in a row collapse into one edit. `tick` names a
+    periodic refresh (its minute): every hub process of a database asks for it, one job
+    comes of it."""
+    key = f"tick:{tick}" if tick else f"refresh:{uuid.uuid4().hex}"
+    enqueue(tx, ADVISERS_LOBBY, LOBBY_KEY, {}, key)
 
 
 # -- the hub's own state (hub_state) ----------------------------------------------------------

@@ -501,3 +501,15 @@ class InboundSpan(Base):
     channel: Mapped[str] = mapped_column(String(32))
     first_at: Mapped[datetime] = mapped_column()
     last_at: Mapped[datetime] = mapped_column()
+
+
+class BusSpill(Base):
+    """A message to the other hub processes too large for NOTIFY (hub.db.bus), kept a few
+    minutes for them to read."""
+
+    __tablename__ = "bus_spill"
+    __table_args__ = (Index("ix_bus_spill_created_at", "created_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()

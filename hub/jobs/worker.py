@@ -43,6 +43,7 @@ from hub.metrics import count_job_failure
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_SECONDS = 3600
+RELEASE_INTERVAL_SECONDS = 15
 DONE_RETENTION_DAYS = 7
 DEAD_RETENTION_DAYS = 30
 
@@ -154,12 +155,17 @@ class Worker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_purge = loop.time() + 60
+        next_release = loop.time() + RELEASE_INTERVAL_SECONDS
         await self._release_dead_leases()
         while not self.stopping:
             self._wake.clear()
             if loop.time() >= next_purge:
                 next_purge = loop.time() + PURGE_INTERVAL_SECONDS
                 await self._purge()
+            if loop.time() >= next_release:
+                # Another hub process of this machine that died (several processes on one
+                # PostgreSQL): its jobs are taken over now rather than when leases run out.
+                next_release = loop.time() + RELEASE_INTERVAL_SECONDS
                 await self._release_dead_leases()
             free = self.config.concurrency - len(self.inflight)
             claimed: list[JobRow] = []

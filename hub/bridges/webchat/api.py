@@ -694,7 +694,7 @@ class WebchatApi:
             await ws.close(code=WSCloseCode.INTERNAL_ERROR)
         finally:
             if visitor is not None:
-                self.channel.sockets[visitor.visitor_id].discard(ws)
+                self.channel.forget_socket(visitor.visitor_id, ws)
         return ws
 
     async def _customer_read(self, visitor_id: str, up_to: int) -> None:

@@ -86,6 +86,9 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
     }
 
 
+PUSH_TOPIC = "webchat.push"  # hub.db.bus: a frame for a visitor's widgets
+
+
 class WebchatChannel(Channel):
     kind = KIND
     code = "web"
@@ -120,6 +123,7 @@ class WebchatChannel(Channel):
         self.clock = clock  # monotonic seconds, for the rate limits
         self.api: WebchatApi | None = None  # once the routes are added
         self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        deps.db.bus.subscribe(PUSH_TOPIC, self._push_here)
         self._names: dict[str, str] = {}
 
     def add_routes(self, app: web.Application) -> None:
@@ -164,11 +168,27 @@ class WebchatChannel(Channel):
         await self._broadcast(external_id, {"type": "reaction", "id": message_id, "emoji": emoji})
 
     async def _broadcast(self, visitor_id: str, doc: dict[str, Any]) -> None:
-        for ws in list(self.sockets.get(visitor_id, ())):
+        """To the visitor's open widgets, whichever hub process holds their websocket: this
+        one directly, the others through the database's bus (PostgreSQL NOTIFY)."""
+        await self.deps.db.bus.publish(PUSH_TOPIC, {"visitor": visitor_id, "doc": doc})
+
+    def forget_socket(self, visitor_id: str, ws: web.WebSocketResponse) -> None:
+        """A widget went away; a visitor without one leaves no entry behind."""
+        held = self.sockets.get(visitor_id)
+        if held is not None:
+            held.discard(ws)
+            if not held:
+                del self.sockets[visitor_id]
+
+    async def _push_here(self, note: dict[str, Any]) -> None:
+        visitor_id, doc = note.get("visitor"), note.get("doc")
+        if not isinstance(visitor_id, str) or visitor_id not in self.sockets:
+            return
+        for ws in list(self.sockets[visitor_id]):
             try:
                 await ws.send_json(doc)
             except (ConnectionError, RuntimeError):
-                self.sockets[visitor_id].discard(ws)
+                self.forget_socket(visitor_id, ws)
 
     async def _sender_name(self, message: OutboundMessage) -> str | None:
         """The adviser's display name, shown above their bubbles in the widget (the bot's

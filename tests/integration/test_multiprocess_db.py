@@ -1,0 +1,141 @@
+"""Several hub processes on one database, as the database sees them: two `Database` objects
+on one PostgreSQL database are two processes (each its own engine, pool and listener).
+
+- the bus: what one publishes reaches the other's handlers (LISTEN/NOTIFY), large payloads
+  through the spill table, never back to the publisher; on SQLite only the local handlers;
+- claims: two workers claiming at once lease disjoint jobs and never two of one key;
+- one conversation stays in order: stores of one conversation from two processes commit
+  in the order of their jobs' ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from hub.db import jobs
+from hub.db.bus import MAX_INLINE_BYTES
+from hub.db.database import Database, Tx
+from hub.db.engine import open_database
+from hub.db.identities import identity_conversation
+from hub.db.locks import ProcessLock
+
+
+@pytest.fixture
+async def second(db_url: str, db: Database) -> AsyncIterator[Database]:
+    """Another process's view of the same (already migrated) database."""
+    other = open_database(db_url)
+    try:
+        yield other
+    finally:
+        await other.close()
+
+
+async def _started(*dbs: Database) -> None:
+    for d in dbs:
+        await d.bus.start()
+    if not dbs[0].is_sqlite:
+        await asyncio.gather(*(asyncio.wait_for(d.bus.listening.wait(), 10) for d in dbs))
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+
+
+async def test_bus_reaches_the_other_process(db: Database, second: Database) -> None:
+    seen_here: list[dict[str, Any]] = []
+    seen_there: list[dict[str, Any]] = []
+
+    async def here(p: dict[str, Any]) -> None:
+        seen_here.append(p)
+
+    async def there(p: dict[str, Any]) -> None:
+        seen_there.append(p)
+
+    db.bus.subscribe("t", here)
+    second.bus.subscribe("t", there)
+    await _started(db, second)
+    big = {"text": "Grüße 👋 " * (MAX_INLINE_BYTES // 8), "n": 2}
+    await db.bus.publish("t", {"n": 1, "text": "Hallo „Welt“"})
+    await db.bus.publish("t", big)
+    await db.bus.publish("other-topic", {"n": 3})
+    # The publisher's own handlers run at once, exactly once each.
+    assert [p["n"] for p in seen_here] == [1, 2]
+    if db.is_sqlite:
+        await asyncio.sleep(0.2)
+        assert seen_there == []  # one process per SQLite file: nobody else to tell
+        return
+    await _until(lambda: len(seen_there) == 2)
+    assert seen_there[0] == {"n": 1, "text": "Hallo „Welt“"}
+    assert seen_there[1] == big  # spilled: over NOTIFY's limit
+    await asyncio.sleep(0.2)
+    assert [p["n"] for p in seen_here] == [1, 2]  # its own notifications are skipped
+    assert len(seen_there) == 2
+
+
+async def test_two_processes_claim_disjoint_jobs(db: Database, second: Database) -> None:
+    def queue(tx: Tx) -> None:
+        for i in range(60):
+            jobs.enqueue(tx, "t", f"k{i % 10}", {"i": i}, f"j{i}")
+
+    await db.write(queue)
+    got_a, got_b = await asyncio.gather(
+        db.write(jobs.claim, "worker-a", 20, frozenset(), 60),
+        second.write(jobs.claim, "worker-b", 20, frozenset(), 60),
+    )
+    ids_a = {r[0] for r in got_a}
+    ids_b = {r[0] for r in got_b}
+    assert not ids_a & ids_b
+    keys = [r[2] for r in got_a + got_b]
+    assert len(keys) == len(set(keys))  # one job per key at a time, across both
+    assert len(keys) == 10  # each of the ten keys' head is leased by exactly one
+
+
+async def test_stores_of_one_conversation_commit_in_id_order(
+    db: Database, second: Database
+) -> None:
+    """A store of a conversation's message waits for another process's store of the same
+    conversation to commit, so the later commit gets the larger job id (PostgreSQL; an
+    SQLite file has one writer at a time anyway)."""
+    if db.is_sqlite:
+        pytest.skip("one writer at a time on an SQLite file")
+    await db.write(identity_conversation, "whatsapp", "4915100000001", "Kim", lambda: "g1")
+
+    def store(tx: Tx, who: str) -> int:
+        found = identity_conversation(tx, "whatsapp", "4915100000001", None, lambda: "g1")
+        key = jobs.conversation_key(found.conversation_id)
+        job = jobs.enqueue(tx, "test.deliver", key, {}, who)
+        assert job is not None
+        return job
+
+    async with db.engine.begin() as conn:  # the first process, its transaction still open
+        first_job = await conn.run_sync(lambda c: store(Tx(c), "first"))
+        later = asyncio.create_task(second.write(store, "second"))
+        await asyncio.sleep(0.5)
+        assert not later.done()  # waits for the conversation's row
+    second_job = await asyncio.wait_for(later, 10)
+    assert first_job < second_job
+    head = await db.write(jobs.claim, "w", 10, frozenset(), 60)
+    assert [r[0] for r in head] == [first_job]
+
+
+async def test_a_process_lock_has_one_holder(db: Database, second: Database) -> None:
+    """What keeps a second encrypting hub process from starting (hub.app.start_crypto)."""
+    mine, theirs = ProcessLock(db, "crypto"), ProcessLock(second, "crypto")
+    assert await mine.try_acquire()
+    if db.is_sqlite:
+        assert await theirs.try_acquire()  # one process per SQLite file: nothing to guard
+        return
+    assert not await theirs.try_acquire()
+    assert await ProcessLock(second, "another").try_acquire()
+    await mine.release()  # as when the holder's connection ends (its process died)
+    assert await theirs.try_acquire()
+    await theirs.release()
