@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 from hub.commerce.cart import Cart
 from hub.commerce.catalogue import Product
 from hub.commerce.money import Money
+from hub.db.locks import one_at_a_time
 from hub.db.models import CartRow, Order, PaymentEventRow, ShortLink, utcnow
 from hub.db.models import Product as ProductRow
 from hub.db.upsert import insert_ignore
@@ -22,7 +23,9 @@ _CODE_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
 def replace_catalogue(tx: Tx, products: list[Product]) -> int:
-    """The new catalogue replaces the old one in one transaction (no half-imported state)."""
+    """The new catalogue replaces the old one in one transaction (no half-imported state).
+    Hub processes starting together each load the configured file: one after the other."""
+    one_at_a_time(tx.conn, "catalogue")
     tx.orm.execute(delete(ProductRow))
     now = utcnow()
     tx.orm.add_all(

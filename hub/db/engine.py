@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hub.db.database import Database
+from hub.db.locks import one_at_a_time
 from hub.db.sqlite import sqlite_begin, sqlite_pragmas
 from hub.errors import StartupError
 
@@ -79,6 +80,9 @@ def _upgrade(connection: Connection) -> tuple[str | None, str]:
     script = ScriptDirectory.from_config(_alembic_config())
     head = script.get_current_head()
     assert head is not None
+    # Hub processes started together (several on one database) migrate one after the
+    # other; the next one finds the schema at head.
+    one_at_a_time(connection, "migrate")
     current = MigrationContext.configure(connection).get_current_revision()
     if current is None:
         from sqlalchemy import inspect

@@ -128,7 +128,12 @@ def _claimable_select() -> Select[Any]:
         select(O.c.id, O.c.kind, O.c.ordering_key, O.c.payload, O.c.attempts)
         .where(O.c.status == "pending", O.c.next_attempt_at <= bindparam("now"))
         .where(_lease_free(), _head_of_key())
-        .order_by(O.c.id)
+        # The order of ix_outbox_due (status, next_attempt_at), ties by id: SQLite stops
+        # after the first claimable rows instead of sorting every due job (bench/README.md,
+        # "Growth": 4.5 → 0.02 ms a claim with 10 000 pending), and with statistics it no
+        # longer walks the week's done jobs in id order. Order within a key is the
+        # head-of-key rule's, not this.
+        .order_by(O.c.next_attempt_at, O.c.id)
         .limit(bindparam("n"))
     )
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from hub.db.database import Database
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for `name` (advisory locks are numbered)."""
     return int.from_bytes(hashlib.sha256(f"hub:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+def one_at_a_time(conn: Connection, name: str) -> None:
+    """Within a transaction: the same `name`d work of another hub process waits until this
+    transaction ends (PostgreSQL; an SQLite file has one writer at a time anyway)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)})
 
 
 class ProcessLock:

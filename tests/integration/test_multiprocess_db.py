@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from hub.commerce.catalogue import Product
+from hub.commerce.money import Money
 from hub.db import jobs
 from hub.db.bus import MAX_INLINE_BYTES
+from hub.db.commerce import load_products, replace_catalogue
 from hub.db.database import Database, Tx
-from hub.db.engine import open_database
+from hub.db.engine import migrate, open_database
 from hub.db.identities import identity_conversation
 from hub.db.locks import ProcessLock
 
@@ -135,7 +139,30 @@ async def test_a_process_lock_has_one_holder(db: Database, second: Database) -> 
         assert await theirs.try_acquire()  # one process per SQLite file: nothing to guard
         return
     assert not await theirs.try_acquire()
-    assert await ProcessLock(second, "another").try_acquire()
+    another = ProcessLock(second, "another")
+    assert await another.try_acquire()
+    await another.release()
     await mine.release()  # as when the holder's connection ends (its process died)
     assert await theirs.try_acquire()
     await theirs.release()
+
+
+async def test_processes_starting_together_migrate_and_load_once(db_url: str) -> None:
+    """Two hub processes started at once on an empty database: both come up, the schema is
+    migrated once, and both loading the configured catalogue leaves it whole."""
+    first, other = open_database(db_url), open_database(db_url)
+    products = [
+        Product(sku=f"LACK-{n}", name=f"Lack {n}", price=Money(1999, "EUR"), vat_rate=Decimal("19"))
+        for n in range(50)
+    ]
+    try:
+        # Without the lock they deadlock on PostgreSQL's DDL locks: fail instead of hanging.
+        await asyncio.wait_for(asyncio.gather(migrate(first), migrate(other)), 60)
+        counts = await asyncio.gather(
+            first.write(replace_catalogue, products), other.write(replace_catalogue, products)
+        )
+        assert counts == [50, 50]
+        assert len(await first.read(load_products)) == 50
+    finally:
+        await first.close()
+        await other.close()
