@@ -72,7 +72,11 @@ class ChannelIdentity(Base):
     """One customer account on one channel; a ghost user stands for it in Matrix."""
 
     __tablename__ = "channel_identities"
-    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        # A customer's conversations (hub.db.context, hub.db.gdpr): migration 0013.
+        Index("ix_channel_identities_customer_id", "customer_id"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(32))
@@ -513,3 +517,21 @@ class BusSpill(Base):
     topic: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column()
+
+
+class DashboardSession(Base):
+    """A login to the admin dashboard (hub.http.dashboard_auth), in the database so that
+    every hub process on it knows it (hub.db.dashboard). `id` is the SHA-256 (hex) of the
+    token in the admin's cookie: the token itself is never stored, so a copy of this table
+    signs nobody in. `last_seen_at` is written at most once a minute (see hub.db.dashboard)."""
+
+    __tablename__ = "dashboard_sessions"
+    __table_args__ = (
+        Index("ix_dashboard_sessions_last_seen_at", "last_seen_at"),
+        Index("ix_dashboard_sessions_username", "username", "last_seen_at"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))  # the forms' token (sent in every page)
+    created_at: Mapped[datetime] = mapped_column()
+    last_seen_at: Mapped[datetime] = mapped_column()

@@ -10,6 +10,8 @@ Every page and every CSV needs a login: a page without one redirects to the logi
 CSV answers 401; the static files are public (the login page needs its stylesheet; they are
 the repository's files and carry no data). Logins, CSRF tokens and the limit on failed
 logins are hub.http.dashboard_auth's; what the overview shows is hub.http.dashboard_view's.
+The logins are kept in the database: several hub processes behind one proxy each accept
+the logins made on any of them.
 
 The pages are server-rendered (jinja2) under a strict policy: scripts and styles from the
 hub only, no inline script or style; the charts' data is a JSON block that dashboard.js reads
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -82,8 +84,10 @@ class Dashboard:
         shop_name: str,
         locale: str,
         timezone: str,
+        db: Database,
         trusted_proxies: Sequence[Network] = (),
         monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = clock.now,
     ) -> None:
         self.config = config
         self.report = report
@@ -91,9 +95,10 @@ class Dashboard:
         self.locale = locale
         self.timezone = timezone
         self.proxies = list(trusted_proxies)
-        self.monotonic = monotonic
+        self.monotonic = monotonic  # the limit on failed logins (this process's)
+        self.now = now  # the sessions' times (stored: every process's)
         self.passwords = Passwords({a.username: a.password_hash for a in config.admins})
-        self.sessions = Sessions(config.session_minutes)
+        self.sessions = Sessions(db, config.session_minutes)
         self.limiter = LoginLimiter(config.max_failed_logins)
         self.pages = Pages()
         # __Host-: the browser keeps the cookie to this host and path /, over HTTPS only;
@@ -116,8 +121,8 @@ class Dashboard:
 
     # -- sessions ------------------------------------------------------------------------
 
-    def _session(self, request: web.Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(self.session_cookie), self.monotonic())
+    async def _session(self, request: web.Request) -> Session | None:
+        return await self.sessions.get(request.cookies.get(self.session_cookie), self.now())
 
     def _to_login(self) -> web.HTTPFound:
         return web.HTTPFound(LOGIN_URL, headers=NO_STORE)
@@ -182,7 +187,7 @@ class Dashboard:
         return response
 
     async def login_form(self, request: web.Request) -> web.Response:
-        if self._session(request) is not None:
+        if await self._session(request) is not None:
             raise web.HTTPFound(HOME_URL, headers=NO_STORE)
         notice = _("You have signed out.") if "signed_out" in request.query else None
         return await self._login_page(request, message=notice, kind="notice")
@@ -230,7 +235,8 @@ class Dashboard:
                 message=_("Wrong username or password."),
             )
         self.limiter.succeeded(address, username, now)
-        session = self.sessions.create(username, self.monotonic())
+        # The expired logins of every process are deleted meanwhile (hub.db.dashboard).
+        session = await self.sessions.create(username, self.now())
         log.info("dashboard: %s signed in from %s", username, address)
         response = web.HTTPSeeOther(HOME_URL, headers=NO_STORE)
         self._set_cookie(response, self.session_cookie, session.id)
@@ -238,14 +244,14 @@ class Dashboard:
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:
-        session = self._session(request)
+        session = await self._session(request)
         if session is None:
             raise web.HTTPSeeOther(LOGIN_URL, headers=NO_STORE)
         form = await request.post()
         if not same_token(str(form.get("csrf", "")), session.csrf):
             log.warning("dashboard logout of %s without a valid CSRF token", session.username)
             raise web.HTTPForbidden(text=_("This form has expired; reload the page."))
-        self.sessions.drop(session.id)
+        await self.sessions.drop(session.id)
         response = web.HTTPSeeOther(LOGIN_URL + "?signed_out", headers=NO_STORE)
         self._del_cookie(response, self.session_cookie)
         raise response
@@ -259,7 +265,7 @@ class Dashboard:
         return choose_period(request.query, self._today(), self.timezone)
 
     async def home(self, request: web.Request) -> web.Response:
-        session = self._session(request)
+        session = await self._session(request)
         if session is None:
             raise self._to_login()
         error = None
@@ -284,7 +290,7 @@ class Dashboard:
         )
 
     async def export(self, request: web.Request) -> web.Response:
-        if self._session(request) is None:
+        if await self._session(request) is None:
             raise web.HTTPUnauthorized(text=_("Please sign in to the dashboard."), headers=NO_STORE)
         table = request.match_info["table"]
         if table not in TABLES:
@@ -314,7 +320,7 @@ class Dashboard:
         )
 
     async def unknown(self, request: web.Request) -> web.Response:
-        if self._session(request) is None:
+        if await self._session(request) is None:
             raise self._to_login()
         raise web.HTTPNotFound()
 
@@ -344,6 +350,7 @@ def add_dashboard_routes(
         shop_name=config.shop.name,
         locale=config.shop.locale,
         timezone=config.shop.timezone,
+        db=db,
         trusted_proxies=config.http.trusted_proxies,
     )
     dashboard.add_routes(app)

@@ -1,36 +1,54 @@
-"""Who may see the dashboard: password checks (argon2), logins held in memory, CSRF tokens
-and the limit on failed logins. No aiohttp here (hub.http.dashboard does the HTTP); every
-time is a `now` from time.monotonic() handed in, so the tests can move the clock.
+"""Who may see the dashboard: password checks (argon2), logins kept in the database, CSRF
+tokens and the limit on failed logins. No aiohttp here (hub.http.dashboard does the HTTP);
+every time is a `now` handed in (time.monotonic() for the limiter, the hub's clock for the
+sessions), so the tests can move the clock.
 
 - Passwords: argon2 hashes from the config (`hub dashboard hash-password` makes them). An
   unknown username is verified against a hash made with the same parameters, so a login
   costs the same work whether the name exists or not and the answer time tells nothing.
   Verifying takes ~50 ms of CPU and 64 MiB (argon2-cffi's defaults): it runs in a thread,
   at most two at a time.
-- Sessions: a random id (256 bits) in a cookie, the login held server-side in this process's
-  memory. One hub process serves the dashboard, so that is enough; a restart logs everyone
-  out. A session ends after `session_minutes` without a request.
+- Sessions: a random token (256 bits) in a cookie, the login kept server-side in the table
+  dashboard_sessions (hub.db.dashboard), so any hub process behind the proxy knows a login
+  another one made, and a logout on one ends it on all. The row's id is the token's
+  SHA-256, never the token: a copy of the table (a backup) signs nobody in. A session ends
+  after `session_minutes` without a request, give or take the minute its last use may not
+  have been written (TOUCH_EVERY). They survive a restart.
 - CSRF: every POST form carries a token. Logged in: the session's own token. The login form
   (no session yet): double submit, the same random value in a cookie and in the form; a page
   of another site can neither read the cookie nor set it (SameSite=Strict, HttpOnly).
 - Failed logins: `max_failed_logins` per client address and per username within 15 minutes,
   then logins are refused (429) until the oldest failure is older than that. Memory is
   bounded: a flood of made-up usernames drops the oldest counters, never grows without end.
+  Counted in each process's memory (LoginLimiter), not shared: with N hub processes behind
+  the proxy, an address gets at most N times the limit, still a small fixed number of
+  guesses against argon2 hashes per 15 minutes, without a database write per attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from hub.db import dashboard as stored
+
+if TYPE_CHECKING:
+    from hub.db.database import Database
+
 FAILURE_WINDOW = 15 * 60.0  # seconds: the window of max_failed_logins
-MAX_SESSIONS = 1000  # logins held at once; the least recently used goes first beyond
+MAX_SESSIONS = 1000  # logins kept at once; the least recently used goes first beyond
+MAX_SESSIONS_PER_USER = 20  # an admin's logins (browsers, devices) kept at once, the same way
+TOUCH_EVERY = timedelta(minutes=1)  # a session's last use is written at most this often
+TOKEN_CHARS = 43  # new_token(): 32 random bytes, URL-safe base64
 MAX_COUNTERS = 10_000  # addresses and usernames with failures remembered at once
 MAX_PASSWORD_CHARS = 1024  # longer is not a password anyone types; refused before hashing
 
@@ -95,59 +113,81 @@ class Passwords:
             return await asyncio.to_thread(self.verify_now, username, password)
 
 
+def session_key(token: str) -> str:
+    """What the database keeps of a session's token: its SHA-256 (hex). The token has 256
+    random bits: no salt or slow hash is needed for nobody to find it from this."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 @dataclass
 class Session:
-    id: str
+    id: str  # the token in the cookie (the database has its session_key only)
     username: str
     csrf: str  # the token of every form this login posts
-    last_seen: float
+    last_seen: datetime  # the last use written (at most TOUCH_EVERY behind the last request)
 
 
 class Sessions:
-    """Logins of this process, by session id; expired after `minutes` without a request."""
+    """The dashboard's logins in the database (hub.db.dashboard), whichever hub process made
+    them; expired after `minutes` without a request."""
 
-    def __init__(self, minutes: int, *, max_sessions: int = MAX_SESSIONS) -> None:
-        self.lifetime = minutes * 60.0
+    def __init__(
+        self,
+        db: Database,
+        minutes: int,
+        *,
+        max_sessions: int = MAX_SESSIONS,
+        max_per_user: int = MAX_SESSIONS_PER_USER,
+    ) -> None:
+        self.db = db
+        self.lifetime = timedelta(minutes=minutes)
         self.max_sessions = max_sessions
-        self._by_id: OrderedDict[str, Session] = OrderedDict()
+        self.max_per_user = max_per_user
 
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def create(self, username: str, now: float) -> Session:
-        """A new login with a new id (never one the browser had before: no fixation)."""
-        self._expire(now)
+    async def create(self, username: str, now: datetime) -> Session:
+        """A new login with a new token (never one the browser had before: no fixation).
+        The expired logins go meanwhile, and the least recently used beyond the caps."""
         session = Session(new_token(), username, new_token(), now)
-        self._by_id[session.id] = session
-        while len(self._by_id) > self.max_sessions:
-            self._by_id.popitem(last=False)
+        await self.db.write(
+            stored.create_session,
+            session_key(session.id),
+            username,
+            session.csrf,
+            now,
+            cutoff=now - self.lifetime,
+            max_per_user=self.max_per_user,
+            max_total=self.max_sessions,
+        )
         return session
 
-    def get(self, session_id: str | None, now: float) -> Session | None:
-        """The live session of this id, its inactivity clock restarted; None when there is
-        none or it expired (then it is gone)."""
-        if not session_id:
+    async def get(self, token: str | None, now: datetime) -> Session | None:
+        """The live session of this token, its inactivity clock restarted; None when there
+        is none or it expired (then it is gone)."""
+        if not token or len(token) != TOKEN_CHARS:
+            return None  # not one of ours: no need to ask the database
+        key = session_key(token)
+        found = await self.db.read(stored.session, key)
+        if found is None:
             return None
-        session = self._by_id.get(session_id)
-        if session is None:
+        username, csrf, last_seen = found
+        if now - last_seen > self.lifetime:
+            await self.db.write(stored.drop_session, key, cutoff=now - self.lifetime)
             return None
-        if now - session.last_seen > self.lifetime:
-            del self._by_id[session_id]
-            return None
-        session.last_seen = now
-        self._by_id.move_to_end(session_id)
-        return session
+        if now - last_seen >= TOUCH_EVERY:
+            # Not on every request: a page view would be a database write (hub.db.dashboard).
+            await self.db.write(stored.touch_session, key, now)
+            last_seen = now
+        return Session(token, username, csrf, last_seen)
 
-    def drop(self, session_id: str) -> None:
-        self._by_id.pop(session_id, None)
+    async def drop(self, token: str) -> None:
+        await self.db.write(stored.drop_session, session_key(token))
 
-    def _expire(self, now: float) -> None:
-        # Least recently used first: stop at the first one still alive.
-        while self._by_id:
-            oldest = next(iter(self._by_id.values()))
-            if now - oldest.last_seen <= self.lifetime:
-                break
-            del self._by_id[oldest.id]
+    async def purge(self, now: datetime) -> int:
+        """Delete the expired logins (a login does it too); how many."""
+        return await self.db.write(stored.purge_sessions, now - self.lifetime)
+
+    async def count(self) -> int:
+        return await self.db.read(stored.count_sessions)
 
 
 @dataclass
@@ -156,7 +196,10 @@ class _Failures:
 
 
 class LoginLimiter:
-    """Failed logins per client address and per username in a sliding window."""
+    """Failed logins per client address and per username in a sliding window, in this
+    process's memory. Several hub processes each count their own: an attacker spreading
+    guesses over them gets at most the number of processes times `max_failed` per window,
+    still a handful of argon2 verifications, and a failed login costs no database write."""
 
     def __init__(
         self,

@@ -1,7 +1,9 @@
 """The dashboard over HTTP (aiohttp's test client): logging in and out, CSRF, the limit on
 failed logins, every URL refused without a login, the overview and the CSV exports against
 the report they were made from. The report is a fixed one (`sample_report`, also the browser
-test's); the real computation (hub.kpi.report) is checked to plug in at the end."""
+test's); the real computation (hub.kpi.report) is checked to plug in at the end. The logins
+are kept in a SQLite database here; tests/integration/test_dashboard_sessions.py runs the
+store on both engines, with two dashboards (two processes) on one database."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hub.config import Config
 from hub.config.dashboard import DashboardConfig
 from hub.core import clock
+from hub.db.database import Database
 from hub.http.dashboard import Dashboard, add_dashboard_routes
 from hub.http.dashboard_csv import METRIC_FIELDS
 from hub.http.dashboard_view import TABLES
@@ -136,15 +139,28 @@ def sample_report(period: Period) -> Report:
 
 
 class FakeClock:
+    """Seconds for the limit on failed logins (time.monotonic() in the hub) and the same
+    moment as a date-time for the sessions (the hub's clock): one knob moves both."""
+
+    EPOCH = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
     def __init__(self) -> None:
         self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
 
+    def wall(self) -> datetime:
+        return self.EPOCH + timedelta(seconds=self.now)
+
 
 class Site:
-    def __init__(self, client: TestClient, dashboard: Dashboard, clock: FakeClock) -> None:
+    def __init__(
+        self,
+        client: TestClient[web.Request, web.Application],
+        dashboard: Dashboard,
+        clock: FakeClock,
+    ) -> None:
         self.client = client
         self.dashboard = dashboard
         self.clock = clock
@@ -175,7 +191,9 @@ class Site:
         return match.group(1)
 
 
-def make_dashboard(config: DashboardConfig, clock: FakeClock, periods: list[Period]) -> Dashboard:
+def make_dashboard(
+    config: DashboardConfig, clock: FakeClock, periods: list[Period], db: Database
+) -> Dashboard:
     async def report(period: Period) -> Report:
         periods.append(period)
         return sample_report(period)
@@ -186,12 +204,14 @@ def make_dashboard(config: DashboardConfig, clock: FakeClock, periods: list[Peri
         shop_name="Farben & Co",
         locale="de_DE",
         timezone=TIMEZONE,
+        db=db,
         trusted_proxies=[ip_network("127.0.0.1/32")],
         monotonic=clock,
+        now=clock.wall,
     )
 
 
-async def serve(dashboard: Dashboard) -> TestClient:
+async def serve(dashboard: Dashboard) -> TestClient[web.Request, web.Application]:
     app = web.Application()
     install_security_headers(app)
     dashboard.add_routes(app)
@@ -212,10 +232,16 @@ def dashboard_config(**overrides: Any) -> DashboardConfig:
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
+def backend() -> str:
+    """The HTTP flow on SQLite; the store on both engines is test_dashboard_sessions.py's."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def site(db: Database) -> AsyncIterator[Site]:
     clock = FakeClock()
     periods: list[Period] = []
-    dashboard = make_dashboard(dashboard_config(), clock, periods)
+    dashboard = make_dashboard(dashboard_config(), clock, periods, db)
     client = await serve(dashboard)
     s = Site(client, dashboard, clock)
     s.periods = periods
@@ -338,9 +364,9 @@ async def test_session_ends_after_session_minutes_without_a_request(site: Site) 
     assert response.status == 302 and response.headers["Location"] == "/dashboard/login"
 
 
-async def test_secure_cookies_use_the_host_prefix() -> None:
+async def test_secure_cookies_use_the_host_prefix(db: Database) -> None:
     clock = FakeClock()
-    dashboard = make_dashboard(dashboard_config(secure_cookies=True), clock, [])
+    dashboard = make_dashboard(dashboard_config(secure_cookies=True), clock, [], db)
     client = await serve(dashboard)
     try:
         page = await client.get("/dashboard/login")
@@ -575,11 +601,6 @@ async def test_csv_refuses_a_bad_period(site: Site) -> None:
 
 
 # -- the hub's wiring ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def backend() -> str:
-    return "sqlite"
 
 
 async def test_the_real_report_plugs_in(db: Any, tmp_path: Path) -> None:

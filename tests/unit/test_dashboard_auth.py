@@ -1,14 +1,16 @@
 """The dashboard's logins without HTTP: argon2 passwords (unknown users cost the same work),
-sessions that end after inactivity, CSRF token comparison, the limit on failed logins; and
+session tokens kept as hashes (the store itself: tests/integration/test_dashboard_sessions.py),
+CSRF token comparison, the limit on failed logins; and
 the pure parts of what it shows (the period asked for, figures in the shop's locale, the
 heatmap, CSV)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 
 import argon2
 import pytest
@@ -20,6 +22,7 @@ from hub.http.dashboard_auth import (
     hash_password,
     new_token,
     same_token,
+    session_key,
 )
 from hub.http.dashboard_csv import report_csv
 from hub.http.dashboard_view import Figures, PeriodError, choose_period, heatmap_rows
@@ -76,33 +79,25 @@ def test_csrf_tokens_compare_exactly() -> None:
     assert not same_token("\udcff" + token[1:], token)  # undecodable bytes: no exception
 
 
-def test_session_expires_after_inactivity_and_slides() -> None:
-    sessions = Sessions(minutes=10)
-    s = sessions.create("anna", now=1000.0)
-    assert len(s.id) == 43 and s.csrf != s.id
-    assert sessions.get(s.id, 1000.0 + 9 * 60) is s  # used: the clock restarts
-    assert sessions.get(s.id, 1000.0 + 18 * 60) is s  # 9 minutes after the last use
-    assert sessions.get(s.id, 1000.0 + 28 * 60 + 1) is None  # 10 minutes and 1 s idle
-    assert sessions.get(s.id, 1000.0 + 28 * 60 + 2) is None  # gone for good
-    assert len(sessions) == 0
+def test_the_database_keeps_a_hash_of_the_session_token() -> None:
+    token = new_token()
+    key = session_key(token)
+    assert key == hashlib.sha256(token.encode()).hexdigest() and len(key) == 64
+    assert token not in key and session_key(new_token()) != key
+    assert len(session_key("\udcff")) == 64  # undecodable cookie bytes: no exception
 
 
-def test_sessions_are_new_ids_and_dropped_on_logout() -> None:
-    sessions = Sessions(minutes=10)
-    a, b = sessions.create("anna", 0.0), sessions.create("anna", 0.0)
-    assert a.id != b.id and a.csrf != b.csrf
-    sessions.drop(a.id)
-    assert sessions.get(a.id, 1.0) is None
-    assert sessions.get(b.id, 1.0) is b
-    assert sessions.get(None, 1.0) is None and sessions.get("made-up", 1.0) is None
+async def test_a_cookie_that_is_no_token_costs_no_database_query() -> None:
+    class NoDatabase:
+        async def read(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("the database was asked")
 
+        write = read
 
-def test_sessions_are_bounded() -> None:
-    sessions = Sessions(minutes=10, max_sessions=3)
-    made = [sessions.create("anna", float(i)) for i in range(5)]
-    assert len(sessions) == 3
-    assert sessions.get(made[0].id, 5.0) is None
-    assert sessions.get(made[4].id, 5.0) is made[4]
+    sessions = Sessions(NoDatabase(), minutes=10)  # type: ignore[arg-type]
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    for cookie in (None, "", "made-up", "x" * 44, "x" * 2000):
+        assert await sessions.get(cookie, now) is None
 
 
 def test_rate_limit_per_address() -> None:

@@ -1,7 +1,7 @@
 """messages to the other hub processes too large for NOTIFY
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-04 08:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from hub.db.models import UTCDateTime
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
