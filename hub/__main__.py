@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Coroutine, Mapping
@@ -16,19 +15,7 @@ from typing import Any
 
 from hub.config import Config, ConfigError, load_config
 from hub.errors import StartupError
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Third-party libraries are chatty at INFO; our own lines are the ones that matter.
-    # nio's crypto logs every key it handles at INFO (ids, never keys); hub.matrix.crypto says
-    # what an operator needs.
-    for name in ("aiohttp.access", "alembic.runtime.migration", "apscheduler", "nio"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+from hub.logs import setup_logging
 
 
 def run_service(coro: Coroutine[Any, Any, None]) -> None:
@@ -67,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hub.app import serve
 
     config = load_config(args.config)
-    _setup_logging(config.logging.level)
+    setup_logging(config.logging.level, config.logging.format)
     run_service(serve(config))
     return 0
 
@@ -115,7 +102,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from hub.db.engine import migrate, open_database
 
     config: Config = load_config(args.config)
-    _setup_logging("INFO")
+    setup_logging("INFO")
 
     async def go() -> None:
         db = open_database(config.database_url)
@@ -132,7 +119,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from hub.demo import prepare_demo, run_demo
 
-    _setup_logging("WARNING" if not args.verbose else "INFO")
+    setup_logging("WARNING" if not args.verbose else "INFO")
     config, data_dir = prepare_demo(Path(args.data_dir))
     run_service(run_demo(config, data_dir))
     return 0

@@ -5,7 +5,8 @@ step fails, the clean-ups of the steps before it run (aiohttp's cleanup_ctx):
 1. database   open it, bring the schema up to date (in a child process), load the catalogue;
               the shop's language for every text the hub writes
 2. http       the client session of every outgoing call
-3. matrix     the homeserver's client (the token checked), portals, the appservice API
+3. matrix     the homeserver's client (waits for the homeserver, the token checked),
+              portals, the appservice API
 4. channels   the enabled channels with their webhook routes, the ingest, the pages
 5. shop       the shop, the checkout and its payment provider, the commerce pages
 6. worker     the bot's commands and every job kind's handler; the job worker runs
@@ -71,7 +72,12 @@ from hub.i18n import set_locale
 from hub.jobs.worker import Worker
 from hub.matrix.admin import HomeserverAdmin
 from hub.matrix.appservice import AppserviceApi
-from hub.matrix.client import MatrixClient, MatrixError, MatrixUnavailable
+from hub.matrix.client import (
+    MatrixClient,
+    MatrixError,
+    MatrixUnavailable,
+    wait_for_homeserver,
+)
 from hub.matrix.deliver import MatrixDelivery
 from hub.matrix.dispatcher import Dispatcher
 from hub.matrix.encryption_check import check_encryption_support
@@ -565,37 +571,31 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
-async def check_homeserver(client: MatrixClient, config: Config, attempts: int = 30) -> None:
-    """Fail clearly when the homeserver rejects our token; tolerate it being down a while."""
-    for attempt in range(attempts):
-        try:
-            me = await client.whoami()
-        except MatrixError as exc:
-            if exc.errcode in ("M_UNKNOWN_TOKEN", "M_FORBIDDEN", "M_MISSING_TOKEN"):
-                raise StartupError(
-                    "the homeserver rejects appservice.as_token: list the registration file "
-                    "(`hub generate-registration`) in the homeserver's app_service_config_files "
-                    "and restart it"
-                ) from None
-            raise StartupError(f"the homeserver answered whoami with {exc}") from None
-        except MatrixUnavailable:
-            if attempt == attempts - 1:
-                log.warning(
-                    "homeserver %s unreachable; will keep retrying through the job queue",
-                    config.homeserver.base_url,
-                )
-                return
-            await asyncio.sleep(1)
-            continue
+async def check_homeserver(client: MatrixClient, config: Config) -> None:
+    """Wait until the homeserver answers as the hub's appservice (whoami, the bot
+    registered), saying what is missing while it does not, without a deadline
+    (hub.matrix.client.wait_for_homeserver says why); fail clearly when the as_token
+    belongs to another user."""
+    url = config.homeserver.base_url
+
+    async def probe() -> None:
+        # At most 10 s: a homeserver that swallows packets is reported without a long silence.
+        me = await client.whoami(timeout=min(config.homeserver.request_timeout_seconds, 10.0))
+        if not me:
+            raise StartupError(
+                f"{url} answers whoami without a user id: is homeserver.url the homeserver's "
+                "client-server API URL?"
+            )
         if me != config.bot_mxid:
             raise StartupError(
                 f"the homeserver says as_token belongs to {me}, not {config.bot_mxid}: "
                 "check appservice.bot_localpart and homeserver.domain"
             )
         await client.ensure_registered(config.appservice.bot_localpart)
-        with contextlib.suppress(ExternalError):
-            await client.set_displayname(config.bot_mxid, config.appservice.bot_displayname)
-        return
+
+    await wait_for_homeserver(probe, url)
+    with contextlib.suppress(ExternalError):
+        await client.set_displayname(config.bot_mxid, config.appservice.bot_displayname)
 
 
 async def ping_homeserver(client: MatrixClient, config: Config) -> None:

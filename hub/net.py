@@ -1,6 +1,6 @@
 """HTTP plumbing shared by every edge: whole request bodies up to a cap (webhooks, the
-homeserver's transactions), and for calls to other systems bounded connect retries and
-size-capped reads.
+homeserver's transactions), and for calls to other systems bounded connect retries,
+size-capped reads and why a call got no answer, in a few words for the log.
 
 Only a failure before the request can have reached the other side is retried here (twice):
 repeating a POST that may have arrived could send a customer the same message twice. Every
@@ -11,6 +11,10 @@ Nothing here logs or raises a URL: some carry secrets (Telegram's bot token).
 from __future__ import annotations
 
 import asyncio
+import errno
+import re
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -95,6 +99,53 @@ async def with_retries(
         if n < CONNECT_RETRIES:
             await asyncio.sleep(0.2 * (n + 1))
     raise fail(why)
+
+
+# errno of a failed connect → a few words for the log.
+_CONNECT_ERRNO = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "connect timed out",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def network_cause(exc: BaseException, timeout: float) -> str:
+    """Why a request got no answer, in a few English words for the log ("connection
+    refused", "host name not found", "TLS handshake failed: wrong version number", "no answer
+    within 10 s"): never a URL or an exception's repr (aiohttp's spell out their connection
+    key)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not accepted"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        reason = getattr(getattr(exc, "os_error", exc), "reason", None)
+        return "TLS handshake failed" + (
+            f": {reason.lower().replace('_', ' ')}" if isinstance(reason, str) else ""
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            # EAI_AGAIN: the resolver did not answer, which says nothing about the name.
+            again = os_error.errno == socket.EAI_AGAIN
+            return "name resolution failed" if again else "host name not found"
+        if os_error.errno is None:  # one attempt per address failed differently
+            numbers = [int(n) for n in re.findall(r"\[Errno (\d+)\]", str(os_error))]
+            known = [n for n in _CONNECT_ERRNO if n in numbers]  # refused first
+            return _CONNECT_ERRNO[known[0]] if known else "connection failed"
+        return _CONNECT_ERRNO.get(os_error.errno, "connection failed")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer broke off"
+    if isinstance(exc, OSError) and exc.errno in _CONNECT_ERRNO:
+        return _CONNECT_ERRNO[exc.errno]
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "not a valid URL"
+    return "connection failed"
 
 
 async def read_capped(

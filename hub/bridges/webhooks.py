@@ -29,6 +29,7 @@ from hub.bridges.http import parse_json_object
 from hub.core.ingest import Ingest
 from hub.core.text import storable_envelope
 from hub.core.types import Parsed, exception_summary
+from hub.logs import in_log_context
 from hub.metrics import counted_webhook
 from hub.net import read_body
 
@@ -61,7 +62,9 @@ class Webhook:
         path = self.channel.webhook_path
         if path is None:
             return
-        app.router.add_post(path, counted_webhook(self.channel.kind, self.post))
+        kind = self.channel.kind
+        # The lines of a delivery name its channel (hub.logs: JSON lines' `channel`).
+        app.router.add_post(path, counted_webhook(kind, in_log_context(self.post, channel=kind)))
         app.router.add_get(path, self.get)
 
     async def post(self, request: web.Request) -> web.Response:

@@ -235,6 +235,8 @@ class OutboxConfig(Section):
 
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: lines for people; json: one object per line for log shippers (hub.logs).
+    format: Literal["text", "json"] = "text"
 
 
 class Config(Section):

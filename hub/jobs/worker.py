@@ -38,6 +38,7 @@ from hub.jobs.job import (
     RetryLater,
     handlers_of,
 )
+from hub.logs import job_context
 from hub.metrics import count_job_failure
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,12 @@ class Worker:
                 self._wake.set()
 
     async def _run_job(self, job: Job) -> Job | None:
-        """Run one job; the next job of its key when completing it leased one."""
+        """Run one job; the next job of its key when completing it leased one. Its log lines
+        name the job, its conversation or room and its event (hub.logs)."""
+        with job_context(job.id, job.kind, job.ordering_key, job.payload):
+            return await self._run_one(job)
+
+    async def _run_one(self, job: Job) -> Job | None:
         try:
             handler = self.handlers.get(job.kind)
             if handler is None:

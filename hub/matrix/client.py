@@ -5,14 +5,18 @@ matrix-nio's sans-I/O `nio.Api`, whose import would cost the hub ~9 MiB for a ha
 URLs) and sent through one aiohttp session with the as_token in a header; acting as a ghost
 adds `?user_id=` (appservice masquerading). Each call has a timeout and a small bounded
 retry on connection errors (hub.net); long-term retry is the job queue's, so errors are
-raised, classified (MatrixError, MatrixUnavailable: both ExternalErrors).
+raised, classified (MatrixError, MatrixUnavailable: both ExternalErrors). Start-up is the
+exception: `wait_for_homeserver` retries until the homeserver answers, saying why it waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -20,9 +24,11 @@ from yarl import URL
 
 from hub.errors import ExternalError
 from hub.i18n import _
-from hub.net import read_capped, with_retries
+from hub.matrix import startup_errors
+from hub.net import network_cause, read_capped, with_retries
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLIENT_V3 = "/_matrix/client/v3"
 MEDIA_V3 = "/_matrix/media/v3"
@@ -60,13 +66,15 @@ class MatrixError(ExternalError):
 
 
 class MatrixUnavailable(ExternalError):
-    """The homeserver could not be reached (connection refused, timeout)."""
+    """The homeserver could not be reached (connection refused, timeout). `cause` says why in
+    a few English words for the log (`hub.net.network_cause`)."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, cause: str = "") -> None:
         super().__init__(
             _("the homeserver could not be reached ({reason})").format(reason=what),
             permanent=False,
         )
+        self.cause = cause
 
 
 def _rewrite(path: str, user_id: str | None) -> str:
@@ -107,9 +115,13 @@ class MatrixClient:
         user_id: str | None = None,
         data: bytes | None = None,
         content_type: str = "application/json",
+        timeout: float | None = None,
     ) -> dict[str, Any]:
+        """`timeout`: seconds for this request instead of the client's."""
         # Paths are built quoted (_path, urlencode): telling yarl so spares it re-quoting.
         url = URL(self._base + _rewrite(path, user_id), encoded=True)
+        seconds = timeout or self._seconds
+        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         headers = {"Authorization": f"Bearer {self._token}"}
         payload: bytes | None = data
         if payload is None and body is not None:
@@ -117,20 +129,29 @@ class MatrixClient:
         if payload is not None:
             headers["Content-Type"] = content_type
 
+        failures: list[BaseException] = []  # why the last attempt failed, for the log
+
         async def attempt() -> dict[str, Any]:
-            async with self._http.request(
-                method, url, data=payload, headers=headers, timeout=self._timeout
-            ) as resp:
-                return self._parse(resp.status, await resp.read())
+            try:
+                async with self._http.request(
+                    method, url, data=payload, headers=headers, timeout=client_timeout
+                ) as resp:
+                    return self._parse(resp.status, await resp.read())
+            except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+                failures.append(exc)
+                raise
 
         # Every request of the hub is idempotent (transaction ids, aliases, "already"
         # answers taken as success), so a broken connection may be retried too.
         return await with_retries(
             attempt,
             service="the homeserver",
-            timeout=self._seconds,
+            timeout=seconds,
             idempotent=True,
-            failed=lambda why: MatrixUnavailable(f"{method} {url.path}: {why}"),
+            failed=lambda why: MatrixUnavailable(
+                f"{method} {url.path}: {why}",
+                network_cause(failures[-1], seconds) if failures else "",
+            ),
         )
 
     @staticmethod
@@ -362,6 +383,53 @@ class MatrixClient:
             {"transaction_id": txn_id},
         )
 
-    async def whoami(self) -> str:
-        doc = await self.request("GET", "/_matrix/client/v3/account/whoami")
+    async def whoami(self, timeout: float | None = None) -> str:
+        doc = await self.request("GET", "/_matrix/client/v3/account/whoami", timeout=timeout)
         return str(doc.get("user_id", ""))
+
+
+def startup_problem(exc: MatrixError | MatrixUnavailable) -> startup_errors.Waiting:
+    if isinstance(exc, MatrixUnavailable):
+        return startup_errors.unreachable(exc.cause)
+    return startup_errors.answered(exc.status, exc.errcode, exc.error)
+
+
+async def wait_for_homeserver(
+    probe: Callable[[], Awaitable[T]],
+    url: str,
+    *,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> T:
+    """Run `probe` (start-up's first requests to the homeserver) until the homeserver answers
+    it, and say what the hub is waiting for: at the first failure one line with the reason
+    and what to check (hub.matrix.startup_errors), then one short line per attempt (every
+    1, 2, 4 … 30 s), a whole line again when the reason changes, and once it answers how
+    long it took. No tracebacks: these are expected conditions, not bugs.
+
+    There is no deadline. Whatever the hub waits for is fixed outside it (Synapse started,
+    its registration loaded, a proxy's upstream back), and the hub goes on by itself once it
+    is; exiting instead would only have the service manager start it into the same wait
+    (mautrix bridges wait the same way). While it waits the hub does not listen yet:
+    messengers deliver their webhooks again later, and /healthz does not answer (a liveness
+    probe that restarts the hub only restarts the wait). SIGTERM stops it at once.
+
+    Errors other than the homeserver's (StartupError from the probe) pass through."""
+    started = time.monotonic()
+    shown: startup_errors.Waiting | None = None
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            result = await probe()
+        except (MatrixError, MatrixUnavailable) as exc:
+            waiting = startup_problem(exc)
+            if waiting != shown:
+                log.warning("%s", startup_errors.first_line(waiting, url))
+                shown = waiting
+            else:
+                log.warning("%s", startup_errors.retry_line(waiting, attempt))
+            await sleep(startup_errors.retry_delay(attempt))
+            continue
+        if shown is not None:
+            log.info("%s", startup_errors.back_line(time.monotonic() - started))
+        return result

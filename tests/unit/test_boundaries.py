@@ -35,6 +35,7 @@ PURE = [
     "hub.commerce.render",
     "hub.commerce.providers.base",
     "hub.matrix.render",
+    "hub.matrix.startup_errors",
     "hub.scheduler.hours",
     "hub.scheduler.when",
     "hub.consent.photo",
