@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from pathlib import Path
@@ -48,7 +49,12 @@ def registration(config: Config) -> dict[str, Any]:
 def write_registration(config: Config, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(registration(config), sort_keys=False), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    # It holds both tokens: readable by the owner and its group (the homeserver's), never
+    # by everyone, whatever the umask.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(yaml.safe_dump(registration(config), sort_keys=False))
     tmp.replace(path)
 
 

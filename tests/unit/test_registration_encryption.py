@@ -77,3 +77,20 @@ def test_synapse_for_hub_follows_the_hubs_encryption_unless_told(
     told = synapse_for_hub(*args, encrypt_new_rooms="all", appservice_encryption=not enabled)
     assert told.config.appservice_encryption is not enabled
     assert told.config.encrypt_new_rooms == "all"
+
+
+def test_the_registration_file_is_never_readable_by_everyone(tmp_path: Path) -> None:
+    """It holds both tokens; a permissive umask must not make it world-readable."""
+    import os
+
+    from hub.matrix.registration import write_registration
+
+    old = os.umask(0o000)
+    try:
+        path = tmp_path / "registration.yaml"
+        write_registration(config(False), path)
+        write_registration(config(False), path)  # again over the first one
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert yaml.safe_load(path.read_text())["as_token"] == "a1" * 20

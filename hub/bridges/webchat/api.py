@@ -225,6 +225,19 @@ class WebchatApi:
         r.add_get("/webchat/ws", self.websocket)
         r.add_get("/webchat/media/{media_id}", self.media)
         app.middlewares.append(self._cors)
+        app.on_shutdown.append(self._close_sockets)
+
+    async def _close_sockets(self, _app: web.Application) -> None:
+        """At shutdown: aiohttp would wait for every open websocket (up to its shutdown
+        timeout, longer than a service manager's stop timeout). Going away tells the
+        widgets to reconnect, to this process once it is back or to another one."""
+        sockets = [ws for held in self.channel.sockets.values() for ws in held]
+        if sockets:
+            await asyncio.gather(
+                *(ws.close(code=WSCloseCode.GOING_AWAY) for ws in sockets),
+                return_exceptions=True,
+            )
+            log.info("webchat: %d widget connection(s) closed for the shutdown", len(sockets))
 
     # -- plumbing ------------------------------------------------------------------------
 
