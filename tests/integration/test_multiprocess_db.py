@@ -156,8 +156,11 @@ async def test_processes_starting_together_migrate_and_load_once(db_url: str) ->
         for n in range(50)
     ]
     try:
-        # Without the lock they deadlock on PostgreSQL's DDL locks: fail instead of hanging.
-        await asyncio.wait_for(asyncio.gather(migrate(first), migrate(other)), 60)
+        # Each in a child process, as `hub run` migrates (Alembic's module state is one per
+        # process). Without the lock they collide on PostgreSQL: fail instead of hanging.
+        await asyncio.wait_for(
+            asyncio.gather(migrate(first, in_child=True), migrate(other, in_child=True)), 120
+        )
         counts = await asyncio.gather(
             first.write(replace_catalogue, products), other.write(replace_catalogue, products)
         )
