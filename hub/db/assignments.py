@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from hub.advisers.routing import CLOSED, OPEN, AdviserState, requeue_at
-from hub.db import timers
+from hub.db import conversations, timers
 from hub.db.jobs import conversation_key, enqueue
 from hub.db.lobby import refresh_lobby
 from hub.db.models import AdviserStatus, Conversation, Timer, utcnow
@@ -225,6 +225,6 @@ def label_state(tx: Tx, conversation_id: int) -> tuple[Conversation | None, str 
 
 def set_label(tx: Tx, conversation_id: int, label: str) -> None:
     """Remember the room's label, so an unchanged one is not sent again."""
-    conversation = tx.orm.get(Conversation, conversation_id)
+    conversation = conversations.locked(tx, conversation_id)
     if conversation is not None:
         conversation.meta = {**(conversation.meta or {}), "room_label": label}

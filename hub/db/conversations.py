@@ -116,9 +116,18 @@ def set_room(tx: Tx, conversation_id: int, room_id: str, room_name: str) -> None
     )
 
 
+def locked(tx: Tx, conversation_id: int) -> Conversation | None:
+    """The conversation read afresh and held until commit, for a read-modify-write of its
+    `meta`: on PostgreSQL another process (or a concurrent unit of this one) may be writing
+    it, and writing back a `meta` read before its commit would drop its keys (a lost
+    voice-note reply date: a second holding reply). SQLite has one writer at a time."""
+    tx.orm.flush()
+    return tx.orm.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
+
+
 def set_meta(tx: Tx, conversation_id: int, **values: Any) -> Conversation:
     """Merge small facts into a conversation's `meta` ({"blocked": true}, ...)."""
-    conversation = tx.orm.get(Conversation, conversation_id)
+    conversation = locked(tx, conversation_id)
     assert conversation is not None
     conversation.meta = {**(conversation.meta or {}), **values}
     # Written now: the next message of the same batch reads the conversation with a plain

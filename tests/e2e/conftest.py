@@ -1,5 +1,10 @@
 """Session fixtures: a real Synapse on loopback with the registration the hub generates, and
-the hub itself running as a separate process (so it can be killed and restarted)."""
+the hub itself running as a separate process (so it can be killed and restarted).
+
+Every hub of the suite runs on SQLite and on PostgreSQL: `e2e_engine` picks the engine and
+`hub_databases` hands out each stack's `database` config section (tests/e2e/engines.py).
+An e2e test that does not use them (no hub, or a database of its own) is marked
+`one_engine(reason=...)`; pytest_collection_modifyitems below refuses one that is neither."""
 
 from __future__ import annotations
 
@@ -21,10 +26,66 @@ from hub.devserver.synapse import (
     free_port,
     synapse_for_hub,
 )
+from tests.e2e.engines import ENGINES, HubDatabases
 from tests.e2e.helpers import REPO, Adviser, HubProcess, Visitor, generate_registration
 
 DOMAIN = "shop.example"
 PASSWORD = "adviser-password-1"
+E2E_DIR = Path(__file__).parent
+
+# Modules of other changes that choose their database themselves, and why.
+OWN_DATABASE = {
+    "test_deploy_guide.py": "follows docs/deploy.md: the guide's SQLite, PostgreSQL for its "
+    "backup and restore",
+    "test_multiprocess.py": "two hub processes on one database: PostgreSQL by nature",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each e2e test runs its hub on both engines (it uses `e2e_engine`, usually through a
+    stack) or is marked `one_engine` with a reason: no hub of the suite silently stays on
+    SQLite."""
+    unmarked = []
+    for item in items:
+        path = Path(str(item.path))
+        if path.parent != E2E_DIR:
+            continue
+        if path.name in OWN_DATABASE:
+            item.add_marker(pytest.mark.one_engine(reason=OWN_DATABASE[path.name]))
+        marker = item.get_closest_marker("one_engine")
+        uses_engine = "e2e_engine" in getattr(item, "fixturenames", ())
+        if marker is not None and uses_engine:
+            raise pytest.UsageError(f"{item.nodeid}: marked one_engine but runs a hub on each")
+        if marker is not None and not marker.kwargs.get("reason"):
+            raise pytest.UsageError(f"{item.nodeid}: one_engine needs a reason=")
+        if marker is None and not uses_engine:
+            unmarked.append(item.nodeid)
+    if unmarked:
+        raise pytest.UsageError(
+            "e2e tests neither on both database engines (the `hub_databases` fixture, "
+            "tests/e2e/engines.py) nor marked one_engine(reason=...):\n  " + "\n  ".join(unmarked)
+        )
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def e2e_engine(request: pytest.FixtureRequest) -> str:
+    """The database engine of every e2e hub: each test using it runs once per engine."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+async def hub_databases(
+    request: pytest.FixtureRequest, e2e_engine: str
+) -> AsyncIterator[HubDatabases]:
+    """The `database` config sections of the hubs on this engine: `await
+    hub_databases.section("name")`. PostgreSQL: the session's one server (tests/conftest.py),
+    a new database per stack, all dropped when this engine's tests are done."""
+    server = request.getfixturevalue("pg_server") if e2e_engine == "postgresql" else None
+    databases = HubDatabases(e2e_engine, server)
+    try:
+        yield databases
+    finally:
+        await databases.drop_all()
 
 
 # Loopback stand-ins of the messengers' APIs: (module, class, kwargs) per channel config key.
@@ -65,14 +126,17 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    root = tmp_path_factory.mktemp("stack")
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, hub_databases: HubDatabases
+) -> AsyncIterator[Stack]:
+    root = tmp_path_factory.mktemp(f"stack-{hub_databases.engine}")
     hub_port, hs_port = free_port(), free_port()
     config = {
         "data_dir": str(root / "hub"),
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
+        "database": await hub_databases.section("stack"),
         "shop": {
             "name": "Farbenhaus Test",
             "advisers": [f"@anna:{DOMAIN}"],

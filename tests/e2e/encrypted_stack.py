@@ -7,7 +7,8 @@ Customers write through the WhatsApp stand-in (it records what the hub sends the
 included, which the web chat does not show) and the web chat is on as well.
 
 Module-scoped: the tests of one module share the stack; nothing here touches the `stack`
-fixture of conftest.py, so both can run in one session (two Synapses, two hubs)."""
+fixture of conftest.py, so both can run in one session (two Synapses, two hubs). Its hub runs
+on each database engine, like every e2e hub (tests/e2e/engines.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from hub.devserver.synapse import (
     synapse_for_hub,
 )
 from tests.e2e.crypto_adviser import CryptoAdviser
+from tests.e2e.engines import HubDatabases
 from tests.e2e.helpers import REPO, HubProcess, generate_registration
 from tests.standins.whatsapp import WhatsappStandin
 
@@ -80,12 +82,15 @@ class EncryptedStack:
         return client
 
 
-def hub_config(root: Path, hub_port: int, hs_port: int, wa: WhatsappStandin) -> dict[str, Any]:
+def hub_config(
+    root: Path, hub_port: int, hs_port: int, wa: WhatsappStandin, database: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "data_dir": str(root / "hub"),
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
+        "database": database,
         "shop": {
             "name": "Farbenhaus Krypto",
             "advisers": [f"@anna:{DOMAIN}"],
@@ -120,9 +125,9 @@ def hub_config(root: Path, hub_port: int, hs_port: int, wa: WhatsappStandin) -> 
 
 @pytest.fixture(scope="module")
 async def encrypted_stack(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, hub_databases: HubDatabases
 ) -> AsyncIterator[EncryptedStack]:
-    root = tmp_path_factory.mktemp("encrypted-stack")
+    root = tmp_path_factory.mktemp(f"encrypted-stack-{hub_databases.engine}")
     hub_port, hs_port = free_port(), free_port()
     wa = WhatsappStandin()
     await wa.start()
@@ -131,7 +136,8 @@ async def encrypted_stack(
     anna: CryptoAdviser | None = None
     try:
         config_path = root / "config.yaml"
-        config_path.write_text(yaml.safe_dump(hub_config(root, hub_port, hs_port, wa)))
+        database = await hub_databases.section("encrypted")
+        config_path.write_text(yaml.safe_dump(hub_config(root, hub_port, hs_port, wa, database)))
         registration = root / "registration.yaml"
         # With encryption on it writes org.matrix.msc3202 and io.element.msc4190 too.
         await generate_registration(config_path, registration)

@@ -18,6 +18,9 @@ from typing import Any
 import aiohttp
 from nio import AsyncClient, InviteMemberEvent, LoginResponse, SyncResponse
 
+from hub.config import load_config
+from hub.db import conversations
+from hub.db.engine import open_database
 from hub.matrix.render import STATUS_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +39,27 @@ async def generate_registration(config_path: Path, registration: Path) -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     if proc.returncode != 0:
         raise RuntimeError(f"hub generate-registration failed: {out.decode()}")
+
+
+async def wait_remote_id_stored(
+    config_path: Path, channel: str, remote_id: str, timeout: float = 15
+) -> None:
+    """Until the hub (of the config at `config_path`) has stored `remote_id`, the id the
+    messenger's API gave one of its messages.
+
+    A stand-in records a send before the hub has read the API's answer and committed the
+    id, so a status or a reaction the test posts right after `wait_sent` can reach the hub
+    first and be ignored as about an unknown message (hub.db.inbound); a real messenger's
+    webhooks come later."""
+    db = open_database(load_config(config_path).database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await db.read(conversations.message_by_remote_id, channel, remote_id) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the hub did not store {channel} message id {remote_id}")
+            await asyncio.sleep(0.05)
+    finally:
+        await db.close()
 
 
 class HubProcess:

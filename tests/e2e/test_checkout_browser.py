@@ -34,6 +34,7 @@ from tests.browser import chromium_available, chromium_browser, new_page, screen
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not chromium_available(), reason="chromium is not installed"),
+    pytest.mark.one_engine(reason="the page's templates alone: no hub, no database"),
 ]
 
 REFERENCE = "hub-00112233445566778899"

@@ -17,7 +17,10 @@ from hub.devserver.synapse import LocalSynapse, SynapseConfig, ensure_synapse_in
 from tests.e2e.crypto_adviser import CryptoAdviser, clear_events
 from tests.e2e.helpers import is_message, tiny_png
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.one_engine(reason="the test client on a plain Synapse: no hub, no database"),
+]
 
 PASSWORD = "selfcheck-password-1"
 ENCRYPTION = {

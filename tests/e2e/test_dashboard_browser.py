@@ -5,7 +5,8 @@ blocked by the page's policy (a blocked script or style is a console error), and
 ends the login. A screenshot goes to /tmp/dashboard-overview.png (and tests/.artifacts/).
 
 The server is the dashboard alone (hub.http.dashboard.Dashboard) with the fixed report of
-tests/integration/test_dashboard.py: no Synapse, no database.
+tests/integration/test_dashboard.py: no Synapse; a database for the logins only, on each
+engine (tests/e2e/engines.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator, Callable
 from ipaddress import ip_network
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, expect
 
+from hub.db.engine import migrate, open_database
 from hub.http.dashboard import Dashboard
 from hub.http.security import install_security_headers
 from hub.kpi.model import Period, Report
 from tests.browser import chromium_available, chromium_browser, new_page, screenshot, wait_until
+from tests.e2e.engines import HubDatabases
 from tests.integration.test_dashboard import PASSWORD, TIMEZONE, dashboard_config, sample_report
 
 pytestmark = [
@@ -43,15 +47,20 @@ class Site:
 
 
 @pytest.fixture
-async def site(shop_language: Callable[[str], None]) -> AsyncIterator[tuple[str, Site]]:
+async def site(
+    shop_language: Callable[[str], None], tmp_path: Path, hub_databases: HubDatabases
+) -> AsyncIterator[tuple[str, Site]]:
     shop_language("de_DE")  # a German shop: its words (where translated) and its figures
     s = Site()
+    db = open_database(await hub_databases.url("dashboard", tmp_path))
+    await migrate(db)
     dashboard = Dashboard(
         dashboard_config(),
         s.report,
         shop_name="Farben & Co",
         locale="de_DE",
         timezone=TIMEZONE,
+        db=db,
         trusted_proxies=[ip_network("127.0.0.1/32")],
     )
     app = web.Application()
@@ -61,6 +70,7 @@ async def site(shop_language: Callable[[str], None]) -> AsyncIterator[tuple[str,
     await server.start_server()
     yield str(server.make_url("")).rstrip("/"), s
     await server.close()
+    await db.close()
 
 
 @pytest.fixture(scope="module")

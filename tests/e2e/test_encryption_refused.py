@@ -23,6 +23,7 @@ import yaml
 from hub.config import load_config
 from hub.devserver.synapse import ensure_synapse_installed, free_port, synapse_for_hub
 from tests.e2e.conftest import Stack
+from tests.e2e.engines import HubDatabases
 from tests.e2e.helpers import (
     REPO,
     Adviser,
@@ -39,7 +40,7 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 
 
 async def test_a_hub_without_encryption_refuses_a_homeserver_that_encrypts_new_rooms(
-    tmp_path: Path,
+    tmp_path: Path, hub_databases: HubDatabases
 ) -> None:
     """A Synapse of its own with `encryption_enabled_by_default_for_room_type: all`."""
     hub_port, hs_port = free_port(), free_port()
@@ -48,6 +49,7 @@ async def test_a_hub_without_encryption_refuses_a_homeserver_that_encrypts_new_r
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
+        "database": await hub_databases.section("refuses"),
         "shop": {"name": "Farbenhaus Verschlüsselt", "advisers": [f"@anna:{DOMAIN}"]},
         "channels": {"webchat": {"allowed_origins": ["http://shop.test"]}},
     }
@@ -88,7 +90,7 @@ async def test_a_hub_without_encryption_refuses_a_homeserver_that_encrypts_new_r
 
 
 async def test_a_homeserver_that_never_pushes_to_device_messages_is_named_at_start(
-    tmp_path: Path,
+    tmp_path: Path, hub_databases: HubDatabases
 ) -> None:
     """Encryption on in the hub, but a Synapse without msc2409_to_device_messages_enabled:
     room keys could never arrive. The hub runs and says so in one WARNING line."""
@@ -98,6 +100,7 @@ async def test_a_homeserver_that_never_pushes_to_device_messages_is_named_at_sta
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
+        "database": await hub_databases.section("no_to_device"),
         "shop": {"name": "Farbenhaus Halb", "advisers": [f"@anna:{DOMAIN}"]},
         "channels": {"webchat": {"allowed_origins": ["http://shop.test"]}},
         "encryption": {"enabled": True, "key_wait_seconds": 3},

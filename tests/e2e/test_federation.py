@@ -29,6 +29,7 @@ from hub.devserver.synapse import (
     free_port,
     synapse_for_hub,
 )
+from tests.e2e.engines import HubDatabases
 from tests.e2e.helpers import (
     Adviser,
     HubProcess,
@@ -58,7 +59,7 @@ class Federated:
 
 
 @pytest.fixture
-async def federated(tmp_path: Path) -> AsyncIterator[Federated]:
+async def federated(tmp_path: Path, hub_databases: HubDatabases) -> AsyncIterator[Federated]:
     shop_fed, remote_fed = free_port(), free_port()
     shop_name, remote_name = f"localhost:{shop_fed}", f"localhost:{remote_fed}"
     hub_port, shop_port, remote_port = free_port(), free_port(), free_port()
@@ -67,6 +68,7 @@ async def federated(tmp_path: Path) -> AsyncIterator[Federated]:
         "homeserver": {"url": f"http://127.0.0.1:{shop_port}", "domain": shop_name},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
+        "database": await hub_databases.section("federation"),
         "shop": {
             "name": "Farbenhaus Föderiert",
             "advisers": [f"@anna:{shop_name}", f"@expert:{remote_name}"],

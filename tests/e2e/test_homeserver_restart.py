@@ -31,6 +31,7 @@ from hub.devserver.synapse import (
     free_port,
     synapse_for_hub,
 )
+from tests.e2e.engines import HubDatabases
 from tests.e2e.helpers import (
     Adviser,
     HubProcess,
@@ -59,15 +60,19 @@ class OwnStack:
 
 
 @pytest.fixture(scope="module")
-async def own_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OwnStack]:
-    """Synapse (SQLite, as the demo runs it) and the hub, for this module alone."""
-    root = tmp_path_factory.mktemp("restart")
+async def own_stack(
+    tmp_path_factory: pytest.TempPathFactory, hub_databases: HubDatabases
+) -> AsyncIterator[OwnStack]:
+    """Synapse (SQLite, as the demo runs it) and the hub (on each engine), for this module
+    alone."""
+    root = tmp_path_factory.mktemp(f"restart-{hub_databases.engine}")
     hub_port, hs_port = free_port(), free_port()
     config = {
         "data_dir": str(root / "hub"),
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
+        "database": await hub_databases.section("restart"),
         "shop": {
             "name": "Farbenhaus Neustart",
             "advisers": [f"@anna:{DOMAIN}"],

@@ -21,6 +21,7 @@ import yaml
 
 from hub.config import load_config
 from hub.devserver.synapse import ensure_synapse_installed, free_port, synapse_for_hub
+from tests.e2e.engines import HubDatabases
 from tests.e2e.helpers import Adviser, HubProcess, Visitor, generate_registration, is_message
 
 pytestmark = pytest.mark.e2e
@@ -38,14 +39,17 @@ class LobbyStack:
 
 
 @pytest.fixture(scope="module")
-async def lobby_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LobbyStack]:
-    root = tmp_path_factory.mktemp("lobby")
+async def lobby_stack(
+    tmp_path_factory: pytest.TempPathFactory, hub_databases: HubDatabases
+) -> AsyncIterator[LobbyStack]:
+    root = tmp_path_factory.mktemp(f"lobby-{hub_databases.engine}")
     hub_port, hs_port = free_port(), free_port()
     config: dict[str, Any] = {
         "data_dir": str(root / "hub"),
         "homeserver": {"url": f"http://127.0.0.1:{hs_port}", "domain": DOMAIN},
         "appservice": {"as_token": "CHANGE_ME", "hs_token": "CHANGE_ME"},
         "http": {"host": "127.0.0.1", "port": hub_port},
+        "database": await hub_databases.section("lobby"),
         "shop": {"name": SHOP, "advisers": [ANNA], "locale": "en_US", "currency": "EUR"},
         "outbox": {"base_delay_seconds": 0.2, "max_delay_seconds": 2},
         "channels": {"webchat": {"allowed_origins": ["http://shop.test"]}},

@@ -26,7 +26,10 @@ from hub.devserver.synapse import (
     free_port,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.one_engine(reason="the Synapse harness alone: no hub, no database"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,14 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.e2e.helpers import Adviser, Visitor, is_message, open_portal, tiny_png
+from tests.e2e.helpers import (
+    Adviser,
+    Visitor,
+    is_message,
+    open_portal,
+    tiny_png,
+    wait_remote_id_stored,
+)
 from tests.standins.whatsapp import WhatsappStandin
 
 pytestmark = pytest.mark.e2e
@@ -286,6 +293,7 @@ async def test_failed_status_notice_replies_to_the_advisers_message(
     event_id = await adviser.send_text(room_id, "Sie ist unterwegs.")
     [rec] = await wa.wait_sent(to(wa_id, "Sie ist unterwegs."))
     wamid = rec.response["messages"][0]["id"]
+    await wait_remote_id_stored(stack.config_path, "whatsapp", wamid)
     for status in ("sent", "delivered"):
         assert await post(stack, wa.status_webhook(wamid, status, wa_id)) == 200
     failed = wa.status_webhook(wamid, "failed", wa_id, error_code=131047)
@@ -415,6 +423,7 @@ async def test_read_receipts_cross_both_ways(stack: Stack, adviser: Adviser) -> 
     answer_id = await adviser.send_text(room_id, "Ja, gelesen!")
     [rec] = await wa.wait_sent(to(wa_id, "Ja, gelesen!"))
     wamid = rec.response["messages"][0]["id"]
+    await wait_remote_id_stored(stack.config_path, "whatsapp", wamid)
     assert await post(stack, wa.status_webhook(wamid, "read", wa_id)) == 200
     await adviser.wait_for(lambda: (room_id, answer_id, latest["sender"]) in adviser.receipts)
 
@@ -446,6 +455,7 @@ async def test_reactions_cross_both_ways(stack: Stack, adviser: Adviser) -> None
     answer_id = await adviser.send_text(room_id, "Danke!")
     [sent] = await wa.wait_sent(to(wa_id, "Danke!"))
     answer_wamid = sent.response["messages"][0]["id"]
+    await wait_remote_id_stored(stack.config_path, "whatsapp", answer_wamid)
     reaction = wa.message(wa_id, "reaction", {"message_id": answer_wamid, "emoji": "👍"})
     assert await post(stack, wa.webhook([wa.value([(wa_id, name)], [reaction])])) == 200
     ev = await adviser.wait_event(

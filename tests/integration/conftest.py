@@ -1,13 +1,14 @@
 """Database fixtures: every test using `db` (or `engine`/`sessions`, a plain ORM view of the
 same database for checking what the hub wrote) runs on SQLite and on PostgreSQL.
 
-One throwaway PostgreSQL server per test session (tests/pg.py); each test gets a fresh
-database created from it. A test module that only needs SQLite overrides `backend`.
+One throwaway PostgreSQL server per test session (`pg_server` of tests/conftest.py, shared
+with the end-to-end hubs); each test gets a fresh database created from it. A test module
+that only needs SQLite overrides `backend`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.db.database import Database
 from hub.db.engine import migrate, open_database
-from tests.pg import PostgresServer, find_bin_dir
+from tests.pg import PostgresServer
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.skip(
-            "PostgreSQL binaries (initdb, postgres, pg_isready) not found in "
-            "/usr/lib/postgresql/*/bin, $HUB_TEST_PG_BINDIR or PATH; on Debian: "
-            "apt-get install postgresql"
-        )
-    server = PostgresServer(bin_dir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -151,8 +151,9 @@ async def counts(sessions: Sessions) -> tuple[int, int]:
     """(lobby refreshes, room label jobs) queued so far. The refreshes queued are then taken
     as run: a change while one is still unstarted queues none (hub.db.lobby.refresh_lobby),
     so without this each test would see only its first."""
-    counted = len(await jobs(sessions, ADVISERS_LOBBY)), len(
-        await jobs(sessions, ADVISERS_ROOM_LABEL)
+    counted = (
+        len(await jobs(sessions, ADVISERS_LOBBY)),
+        len(await jobs(sessions, ADVISERS_ROOM_LABEL)),
     )
     async with sessions() as s, s.begin():
         await s.execute(

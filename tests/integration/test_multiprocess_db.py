@@ -19,13 +19,14 @@ import pytest
 
 from hub.commerce.catalogue import Product
 from hub.commerce.money import Money
-from hub.db import jobs
+from hub.db import assignments, conversations, jobs
 from hub.db.bus import MAX_INLINE_BYTES
 from hub.db.commerce import load_products, replace_catalogue
 from hub.db.database import Database, Tx
 from hub.db.engine import migrate, open_database
 from hub.db.identities import identity_conversation
 from hub.db.locks import ProcessLock
+from hub.db.models import Conversation
 
 
 @pytest.fixture
@@ -164,8 +165,35 @@ async def test_processes_starting_together_migrate_and_load_once(db_url: str) ->
         counts = await asyncio.gather(
             first.write(replace_catalogue, products), other.write(replace_catalogue, products)
         )
-        assert counts == [50, 50]
+        assert list(counts) == [50, 50]
         assert len(await first.read(load_products)) == 50
     finally:
         await first.close()
         await other.close()
+
+
+async def test_meta_written_at_once_by_two_units_keeps_both(db: Database) -> None:
+    """The store path writes a conversation's `meta` (the voice-note reply's date) with the
+    row held; a room-label job writing `meta` at the same time must not write back a `meta`
+    read before that commit (PostgreSQL: a lost date meant a second voice-note reply)."""
+
+    def setup(tx: Tx) -> int:
+        found = identity_conversation(tx, "whatsapp", "4915100000002", "Kim", lambda: "g2")
+        return found.conversation_id
+
+    cid = await db.write(setup)
+    if db.is_sqlite:
+        pytest.skip("one writer at a time on an SQLite file")
+
+    def store_like(tx: Tx) -> None:
+        identity_conversation(tx, "whatsapp", "4915100000002", None, lambda: "g2")  # row held
+        conversations.set_meta(tx, cid, voice_reply_at="2026-12-04T08:22:26")
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(lambda c: store_like(Tx(c)))
+        label = asyncio.create_task(db.write(assignments.set_label, cid, "WhatsApp · Kim · 👤"))
+        await asyncio.sleep(0.5)
+        assert not label.done()
+    await asyncio.wait_for(label, 10)
+    meta = await db.read(lambda tx: dict(tx.orm.get(Conversation, cid).meta or {}))
+    assert meta == {"voice_reply_at": "2026-12-04T08:22:26", "room_label": "WhatsApp · Kim · 👤"}
