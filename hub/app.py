@@ -23,7 +23,9 @@ import gc
 import hashlib
 import importlib
 import logging
+import os
 import secrets
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -115,6 +117,7 @@ HOLIDAYS: web.AppKey[Mapping[date, str] | None] = web.AppKey("holidays")
 # The bot's device in encrypted rooms (hub.matrix.crypto); None with encryption off.
 CRYPTO: web.AppKey[Any] = web.AppKey("crypto")
 CRYPTO_LOCK = web.AppKey("crypto_lock", ProcessLock)
+CRYPTO_LOCK_KEEPER: web.AppKey[asyncio.Task[None]] = web.AppKey("crypto_lock_keeper")
 
 # Messenger channels, imported only when enabled: module:class.
 PROVIDER_CHANNELS = {
@@ -218,6 +221,7 @@ async def matrix(app: web.Application) -> AsyncIterator[None]:
     ).add_routes(app)
     yield
     if CRYPTO_LOCK in app:
+        app[CRYPTO_LOCK_KEEPER].cancel()
         await app[CRYPTO_LOCK].release()
 
 
@@ -241,6 +245,12 @@ async def start_crypto(app: web.Application, client: MatrixClient) -> Any:
             "'A second hub process')"
         )
     app[CRYPTO_LOCK] = lock
+
+    def lost() -> None:
+        # Another process may encrypt with the bot's keys now: stop rather than reuse them.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    app[CRYPTO_LOCK_KEEPER] = asyncio.create_task(lock.keep(lost), name="crypto-lock")
     pickle_key = (
         enc.pickle_key
         or hashlib.sha256(b"hub-crypto-pickle:" + config.appservice.as_token.encode()).hexdigest()

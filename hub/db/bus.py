@@ -42,6 +42,7 @@ CHANNEL = "hub_bus"
 MAX_INLINE_BYTES = 7000
 SPILL_KEEP = timedelta(minutes=10)  # far longer than any listener takes to read a spill
 RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+WATCH_SECONDS = 30
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 S = table(BusSpill)
@@ -144,7 +145,12 @@ class Bus:
                         log.info("bus: listening again after %d attempt(s)", attempt)
                     attempt = 0
                     self.listening.set()
-                    await lost.wait()
+                    try:
+                        await self._watch(raw, lost)
+                    finally:
+                        if not lost.is_set():  # back to the pool without its LISTEN
+                            with contextlib.suppress(Exception):
+                                await raw.remove_listener(CHANNEL, self._received)
                     log.warning("bus: the listening connection was lost; reconnecting")
             except asyncio.CancelledError:
                 raise
@@ -154,6 +160,21 @@ class Bus:
                 self.listening.clear()
             await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
             attempt += 1
+
+    async def _watch(self, raw: Any, lost: asyncio.Event) -> None:
+        """Until the connection is lost. A connection that died without a reset (a NAT's
+        timeout, a fail-over) tells nobody: asked every WATCH_SECONDS, it must answer."""
+        while not lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), WATCH_SECONDS)
+                return
+            try:
+                await raw.fetchval("SELECT 1", timeout=10)
+            except Exception as exc:
+                log.warning("bus: the listening connection does not answer (%s)", exc)
+                with contextlib.suppress(Exception):
+                    raw.terminate()
+                return
 
     def _received(self, _conn: object, _pid: int, _channel: str, body: str) -> None:
         try:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back
+# and may simply run again.
+RETRIED_STATES = frozenset({"40P01", "40001"})
+RETRIES = 3
 AfterCommit = Callable[[], Awaitable[None]]
 
 
@@ -179,8 +184,7 @@ class Database:
             if self._file is not None:
                 result, tx = await self._file.write(unit, urgent=urgent, orphan=orphan)
             else:
-                async with self.engine.begin() as conn:
-                    result, tx = await conn.run_sync(unit)
+                result, tx = await self._write_retrying(unit)
         except asyncio.CancelledError:
             if self._file is None and sink is not None and offer is not None:
                 sink.settled(offer, False, False)
@@ -200,6 +204,23 @@ class Database:
             except Exception:
                 log.exception("an after-commit step failed")
         return result
+
+    async def _write_retrying(self, unit: Callable[[Connection], tuple[T, Tx]]) -> tuple[T, Tx]:
+        """One transaction on PostgreSQL, run again when the server broke a deadlock or a
+        serialization conflict by rolling it back: with several hub processes, two units
+        can take the same rows in opposite orders (two webhooks with the same customers in
+        different order). Units run again from the start, as a group commit's do."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(unit)
+            except DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+                if code not in RETRIED_STATES or attempt == RETRIES:
+                    raise
+                log.warning("database: %s (%s), running the unit again", code, attempt)
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(tx, *args, **kwargs)` in one read-only transaction (never waits for

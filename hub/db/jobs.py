@@ -327,6 +327,17 @@ def complete(
     return (nxt[0], nxt[1], nxt[2], nxt[3], nxt[4]) if got is not None else None
 
 
+def extend_leases(tx: Tx, worker_id: str, job_ids: list[int], seconds: float) -> int:
+    """Keep the leases of jobs this worker is still running: a job that outlives its lease
+    would otherwise be claimed and run a second time by another process."""
+    result = tx.conn.execute(
+        update(O)
+        .where(O.c.id.in_(job_ids), O.c.status == "pending", O.c.leased_by == worker_id)
+        .values(leased_until=utcnow() + timedelta(seconds=seconds))
+    )
+    return int(result.rowcount)
+
+
 def fail(
     tx: Tx, job_id: int, attempts: int, error: str, dead: bool, retry_at: datetime | None
 ) -> None:

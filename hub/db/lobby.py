@@ -58,7 +58,8 @@ def _unstarted_refresh(tx: Tx) -> bool:
     query = (
         select(O.c.id)
         .where(O.c.ordering_key == LOBBY_KEY, O.c.status == "pending")
-        .where(O.c.leased_until.is_(None))
+        # Never run: one that failed and waits for its retry would hold the others back.
+        .where(O.c.leased_until.is_(None), O.c.attempts == 0)
         .limit(1)
     )
     if tx.conn.dialect.name == "postgresql":

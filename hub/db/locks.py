@@ -7,8 +7,11 @@ every lock is granted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
@@ -61,6 +64,45 @@ class ProcessLock:
             return False
         self._conn = conn
         return True
+
+    async def keep(self, on_lost: Callable[[], None], every: float = 30) -> None:
+        """Run while the lock matters: a connection that ends (the server restarted, a
+        network cut) ends the lock with it, and another process may take it. Checked every
+        `every` seconds: taken again if it is free, else `on_lost` (the holder must stop)."""
+        key = lock_key(self.name)
+        while self._conn is not None:
+            await asyncio.sleep(every)
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                held = (
+                    await asyncio.wait_for(
+                        conn.execute(
+                            text(
+                                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
+                                "AND classid = CAST(:c AS oid) AND objid = CAST(:o AS oid)"
+                            ),
+                            {"c": (key >> 32) & 0xFFFFFFFF, "o": key & 0xFFFFFFFF},
+                        ),
+                        10,
+                    )
+                ).scalar()
+                await conn.commit()
+                if held:
+                    continue
+            except Exception as exc:
+                log.warning("locks: the connection holding %s failed (%s)", self.name, exc)
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            if await self.try_acquire():
+                log.warning("locks: %s was lost with its connection and is held again", self.name)
+                continue
+            log.critical("locks: %s is held by another process now; this one must stop", self.name)
+            on_lost()
+            return
 
     async def release(self) -> None:
         if self._conn is not None:

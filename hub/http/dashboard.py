@@ -98,6 +98,7 @@ class Dashboard:
         self.monotonic = monotonic  # the limit on failed logins (this process's)
         self.now = now  # the sessions' times (stored: every process's)
         self.passwords = Passwords({a.username: a.password_hash for a in config.admins})
+        self.admin_names = frozenset(a.username for a in config.admins)
         self.sessions = Sessions(db, config.session_minutes)
         self.limiter = LoginLimiter(config.max_failed_logins)
         self.pages = Pages()
@@ -122,7 +123,14 @@ class Dashboard:
     # -- sessions ------------------------------------------------------------------------
 
     async def _session(self, request: web.Request) -> Session | None:
-        return await self.sessions.get(request.cookies.get(self.session_cookie), self.now())
+        session = await self.sessions.get(request.cookies.get(self.session_cookie), self.now())
+        if session is not None and session.username not in self.admin_names:
+            # Logins outlive restarts now (they are in the database): an admin taken out of
+            # dashboard.admins must not stay signed in.
+            await self.sessions.drop(session.id)
+            log.warning("dashboard login of %s ended: no longer an admin", session.username)
+            return None
+        return session
 
     def _to_login(self) -> web.HTTPFound:
         return web.HTTPFound(LOGIN_URL, headers=NO_STORE)

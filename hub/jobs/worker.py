@@ -52,7 +52,14 @@ DEAD_RETENTION_DAYS = 30
 def _local_prefix() -> str:
     """Host and PID namespace: workers whose id starts with this run on this machine, where
     whether their process still lives can be checked."""
-    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+    # The boot id too: cloned machines share a host name, and the initial PID namespace's
+    # inode is the same on every Linux machine; a sibling must never take another machine's
+    # live process for a dead one of its own.
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    host = hashlib.sha256(f"{socket.gethostname()}/{boot}".encode()).hexdigest()[:12]
     try:
         pidns = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
@@ -95,6 +102,7 @@ class Worker:
         self.dead_handlers: dict[str, DeadHandler] = {}
         self.preloads: dict[str, Preload] = {}
         self.inflight: dict[str, asyncio.Task[None]] = {}  # chains by ordering key
+        self.running: set[int] = set()  # ids of the jobs whose handlers run now
         self.stopping = False
         self.handover = Handover(self)
         self._wake = asyncio.Event()
@@ -157,12 +165,16 @@ class Worker:
         loop = asyncio.get_running_loop()
         next_purge = loop.time() + 60
         next_release = loop.time() + RELEASE_INTERVAL_SECONDS
+        next_extend = loop.time() + self.config.lease_seconds / 3
         await self._release_dead_leases()
         while not self.stopping:
             self._wake.clear()
             if loop.time() >= next_purge:
                 next_purge = loop.time() + PURGE_INTERVAL_SECONDS
                 await self._purge()
+            if loop.time() >= next_extend:
+                next_extend = loop.time() + self.config.lease_seconds / 3
+                await self._extend_leases()
             if loop.time() >= next_release:
                 # Another hub process of this machine that died (several processes on one
                 # PostgreSQL): its jobs are taken over now rather than when leases run out.
@@ -242,8 +254,12 @@ class Worker:
     async def _run_job(self, job: Job) -> Job | None:
         """Run one job; the next job of its key when completing it leased one. Its log lines
         name the job, its conversation or room and its event (hub.logs)."""
-        with job_context(job.id, job.kind, job.ordering_key, job.payload):
-            return await self._run_one(job)
+        self.running.add(job.id)
+        try:
+            with job_context(job.id, job.kind, job.ordering_key, job.payload):
+                return await self._run_one(job)
+        finally:
+            self.running.discard(job.id)
 
     async def _run_one(self, job: Job) -> Job | None:
         try:
@@ -344,6 +360,18 @@ class Worker:
                 log.exception("jobs: dead-letter handler for job %s failed", job.id)
 
     # -- housekeeping -----------------------------------------------------------------
+
+    async def _extend_leases(self) -> None:
+        """Jobs running longer than a third of the lease keep it (a slow upload, a
+        provider answering late): another process must not take them while they run."""
+        if not self.running:
+            return
+        try:
+            await self.db.write(
+                jobs.extend_leases, self.worker_id, sorted(self.running), self.config.lease_seconds
+            )
+        except Exception:
+            log.exception("jobs: extending the leases of running jobs failed")
 
     async def _release_dead_leases(self) -> None:
         """Jobs leased by a hub process of this machine that no longer runs (killed while

@@ -22,6 +22,7 @@ from hub.db.database import Database
 from hub.db.engine import open_database
 from hub.http.dashboard_auth import TOUCH_EVERY, Session, Sessions, session_key
 from tests.integration.test_dashboard import (
+    ANNA_HASH,
     PASSWORD,
     FakeClock,
     dashboard_config,
@@ -240,3 +241,36 @@ async def test_a_login_lives_on_while_used_on_either_process(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_an_admin_taken_out_of_the_config_is_signed_out(
+    db: Database, other_db: Database
+) -> None:
+    """Logins outlive restarts: one of an admin no longer in dashboard.admins ends."""
+    clock = FakeClock()
+    before = await serve(make_dashboard(dashboard_config(), clock, [], db))
+    try:
+        page = await before.get("/dashboard/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+        assert token is not None
+        login = await before.post(
+            "/dashboard/login",
+            data={"username": "anna", "password": PASSWORD, "csrf": token.group(1)},
+            allow_redirects=False,
+        )
+        assert login.status == 303
+        cookie = {"Cookie": f"hub-dashboard={session_cookie(before)}"}
+    finally:
+        await before.close()
+    others = dashboard_config(admins=[{"username": "ben", "password_hash": ANNA_HASH}])
+    after = await serve(make_dashboard(others, clock, [], other_db))
+    try:
+        page_after = await after.get("/dashboard", headers=cookie, allow_redirects=False)
+        assert page_after.status == 302
+        assert await stored_count(db) == 0
+    finally:
+        await after.close()
+
+
+async def stored_count(db: Database) -> int:
+    return await db.read(stored.count_sessions)

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from hub.commerce.catalogue import Product
 from hub.commerce.money import Money
@@ -197,3 +198,81 @@ async def test_meta_written_at_once_by_two_units_keeps_both(db: Database) -> Non
     await asyncio.wait_for(label, 10)
     meta = await db.read(lambda tx: dict(tx.orm.get(Conversation, cid).meta or {}))
     assert meta == {"voice_reply_at": "2026-12-04T08:22:26", "room_label": "WhatsApp · Kim · 👤"}
+
+
+async def test_a_deadlock_between_two_processes_is_run_again(
+    db: Database, second: Database
+) -> None:
+    """Two units taking the same rows in opposite orders: PostgreSQL rolls one back
+    (deadlock_detected) and the database runs it again; both end committed."""
+    if db.is_sqlite:
+        pytest.skip("one writer at a time on an SQLite file")
+
+    def make(tx: Tx, n: int) -> int:
+        return identity_conversation(
+            tx, "whatsapp", f"49151000000{n}", None, lambda: f"d{n}"
+        ).conversation_id
+
+    first_id, second_id = await db.write(make, 1), await db.write(make, 2)
+    runs: list[str] = []
+
+    def lock_both(tx: Tx, name: str, order: tuple[int, int]) -> str:
+        runs.append(name)
+        for n, cid in enumerate(order):
+            tx.conn.execute(
+                text("SELECT id FROM conversations WHERE id = :c FOR UPDATE"), {"c": cid}
+            )
+            if n == 0:
+                tx.conn.execute(text("SELECT pg_sleep(0.3)"))
+        return name
+
+    done = await asyncio.wait_for(
+        asyncio.gather(
+            db.write(lock_both, "a", (first_id, second_id)),
+            second.write(lock_both, "b", (second_id, first_id)),
+        ),
+        30,
+    )
+    assert list(done) == ["a", "b"]
+    assert len(runs) == 3  # one of them ran twice
+
+
+async def test_a_running_job_keeps_its_lease(db: Database, second: Database) -> None:
+    """A worker extends the leases of the jobs it still runs (hub.jobs.worker): another
+    process must not claim a job that outlived its first lease."""
+    await db.write(lambda tx: jobs.enqueue(tx, "t", "slow", {}, "slow-1"))
+    [row] = await db.write(jobs.claim, "worker-a", 1, frozenset(), 0.5)
+    assert await db.write(jobs.extend_leases, "worker-b", [row[0]], 60) == 0  # not its job
+    assert await db.write(jobs.extend_leases, "worker-a", [row[0]], 60) == 1
+    await asyncio.sleep(0.8)  # the first lease would have run out
+    assert await second.write(jobs.claim, "worker-b", 5, frozenset(), 60) == []
+
+
+async def test_a_process_lock_lost_with_its_connection_is_noticed(
+    db: Database, second: Database
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("one process per SQLite file")
+    mine = ProcessLock(db, "crypto")
+    assert await mine.try_acquire()
+    stopped: list[bool] = []
+    keeper = asyncio.create_task(mine.keep(lambda: stopped.append(True), every=0.2))
+    await asyncio.sleep(0.5)
+    assert not stopped  # held: nothing to do
+
+    async def cut(tx_db: Database) -> None:  # the server ends the holder's connection
+        await tx_db.write(
+            lambda tx: tx.conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+                )
+            )
+        )
+
+    theirs = ProcessLock(second, "crypto")
+    await cut(second)
+    assert await theirs.try_acquire()  # freed with the connection: another process has it
+    await asyncio.wait_for(keeper, 10)
+    assert stopped == [True]
+    await theirs.release()

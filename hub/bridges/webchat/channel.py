@@ -6,6 +6,7 @@ the visitor's open widgets; a widget that was offline catches up from its last s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -87,6 +88,7 @@ def message_json(msg: Message, public_base: str) -> dict[str, Any]:
 
 
 PUSH_TOPIC = "webchat.push"  # hub.db.bus: a frame for a visitor's widgets
+SEND_TIMEOUT_SECONDS = 5
 
 
 class WebchatChannel(Channel):
@@ -186,8 +188,10 @@ class WebchatChannel(Channel):
             return
         for ws in list(self.sockets[visitor_id]):
             try:
-                await ws.send_json(doc)
-            except (ConnectionError, RuntimeError):
+                # Bounded: frames from the other processes are pushed one after another,
+                # and one widget that stopped reading must not hold up everyone's.
+                await asyncio.wait_for(ws.send_json(doc), SEND_TIMEOUT_SECONDS)
+            except (ConnectionError, RuntimeError, TimeoutError):
                 self.forget_socket(visitor_id, ws)
 
     async def _sender_name(self, message: OutboundMessage) -> str | None:
