@@ -41,7 +41,7 @@
         type: "linear", position: right, beginAtZero: true,
         grid: { drawOnChartArea: false },
         title: { display: true, text: data.texts.revenue, color: REVENUE },
-        ticks: { color: REVENUE, callback: function (v) { return money.format(v); } }
+        ticks: { precision: 0, color: REVENUE, callback: function (v) { return money.format(v); } }
       }
     };
   }
