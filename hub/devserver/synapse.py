@@ -140,8 +140,9 @@ def _tail(path: Path, lines: int) -> str:
 
 
 # Run by Synapse's python (its venv has `cryptography`; the hub's need not): a self-signed
-# certificate for the federation listener. Peers do not verify it
-# (federation_verify_certificates: false), so only its form matters.
+# certificate for HOST and 127.0.0.1, usable as its own CA (a client told to trust the file
+# verifies it: the deployment guide's test behind nginx and Caddy). Federation peers do not
+# verify it (federation_verify_certificates: false).
 _SELF_SIGNED = """
 import datetime, ipaddress, os, sys
 from cryptography import x509
@@ -161,11 +162,16 @@ cert = (
     .serial_number(x509.random_serial_number())
     .not_valid_before(now - datetime.timedelta(days=1))
     .not_valid_after(now + datetime.timedelta(days=3650))
+    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     .add_extension(
         x509.SubjectAlternativeName(
             [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         ),
         critical=False,
+    )
+    .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    .add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
     )
     .sign(key, hashes.SHA256())
 )
@@ -181,6 +187,21 @@ with os.fdopen(fd, "wb") as out:
 with open(cert_path, "wb") as out:
     out.write(cert.public_bytes(serialization.Encoding.PEM))
 """
+
+
+def make_self_signed(python: Path, cert: Path, key: Path, host: str) -> None:
+    """A self-signed certificate and its key for `host`, made by `python` (Synapse's)."""
+    done = subprocess.run(
+        [str(python), "-I", "-c", _SELF_SIGNED, str(cert), str(key), host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise LocalSynapseError(
+            f"could not make a self-signed certificate for {host}: {done.stderr[-2000:]}"
+        )
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -256,18 +277,7 @@ class LocalSynapse:
         cert, key = federation_tls_paths(self.config)
         if cert.exists() and key.exists():
             return
-        host = self.config.server_name.rsplit(":", 1)[0]
-        done = subprocess.run(
-            [str(self.python), "-I", "-c", _SELF_SIGNED, str(cert), str(key), host],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise LocalSynapseError(
-                f"could not make a self-signed certificate for {host}: {done.stderr[-2000:]}"
-            )
+        make_self_signed(self.python, cert, key, self.config.server_name.rsplit(":", 1)[0])
 
     def log_tail(self, lines: int = 40) -> str:
         """What Synapse printed since the last start (startup errors land there), or the end

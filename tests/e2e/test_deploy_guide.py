@@ -71,6 +71,7 @@ from hub.devserver.synapse import (
     LocalSynapse,
     ensure_synapse_installed,
     free_port,
+    make_self_signed,
     synapse_for_hub,
 )
 from tests.e2e.helpers import REPO, Visitor, tiny_png
@@ -110,43 +111,6 @@ runuser() {
 }
 set -euo pipefail
 """
-
-# Run by Synapse's python (its venv has `cryptography`): a self-signed pair for PUBLIC_HOST.
-SELF_SIGNED = """
-import datetime, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-cert_path, key_path, host = sys.argv[1:4]
-key = ec.generate_private_key(ec.SECP256R1())
-name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-now = datetime.datetime.now(datetime.timezone.utc)
-cert = (
-    x509.CertificateBuilder()
-    .subject_name(name)
-    .issuer_name(name)
-    .public_key(key.public_key())
-    .serial_number(x509.random_serial_number())
-    .not_valid_before(now - datetime.timedelta(hours=1))
-    .not_valid_after(now + datetime.timedelta(days=2))
-    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-    .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    .add_extension(
-        x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
-    )
-    .sign(key, hashes.SHA256())
-)
-with open(key_path, "wb") as out:
-    out.write(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-with open(cert_path, "wb") as out:
-    out.write(cert.public_bytes(serialization.Encoding.PEM))
-"""
-
 
 # -- the guide's pieces ------------------------------------------------------------------------
 
@@ -621,13 +585,7 @@ def hash_password(password: str) -> str:
 
 async def make_certificate(python: Path, directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "fullchain.pem", directory / "privkey.pem"
-    proc = await asyncio.create_subprocess_exec(
-        str(python), "-I", "-c", SELF_SIGNED, str(cert), str(key), PUBLIC_HOST,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out.decode()
+    await asyncio.to_thread(make_self_signed, python, cert, key, PUBLIC_HOST)
     return cert, key
 
 
