@@ -154,6 +154,30 @@ class FakeClock:
         return self.EPOCH + timedelta(seconds=self.now)
 
 
+Client = TestClient[web.Request, web.Application]
+
+
+async def login_token(client: Client) -> str:
+    """The login form's CSRF token (its cookie goes into the client's jar)."""
+    response = await client.get("/dashboard/login")
+    assert response.status == 200
+    match = re.search(r'name="csrf" value="([^"]+)"', await response.text())
+    assert match is not None
+    return match.group(1)
+
+
+async def log_in(
+    client: Client, username: str = "anna", password: str = PASSWORD, **headers: str
+) -> Any:
+    """Post the login form as a browser would: the response, not followed."""
+    return await client.post(
+        "/dashboard/login",
+        data={"username": username, "password": password, "csrf": await login_token(client)},
+        headers=headers,
+        allow_redirects=False,
+    )
+
+
 class Site:
     def __init__(
         self,
@@ -167,20 +191,10 @@ class Site:
         self.periods: list[Period] = []
 
     async def login_token(self) -> str:
-        response = await self.client.get("/dashboard/login")
-        assert response.status == 200
-        match = re.search(r'name="csrf" value="([^"]+)"', await response.text())
-        assert match is not None
-        return match.group(1)
+        return await login_token(self.client)
 
     async def login(self, username: str = "anna", password: str = PASSWORD, **headers: str) -> Any:
-        token = await self.login_token()
-        return await self.client.post(
-            "/dashboard/login",
-            data={"username": username, "password": password, "csrf": token},
-            headers=headers,
-            allow_redirects=False,
-        )
+        return await log_in(self.client, username, password, **headers)
 
     async def logged_in(self) -> str:
         response = await self.login()
@@ -624,14 +638,7 @@ async def test_the_real_report_plugs_in(db: Any, tmp_path: Path) -> None:
     client = TestClient(TestServer(app, host="127.0.0.1"), cookie_jar=CookieJar(unsafe=True))
     await client.start_server()
     try:
-        page = await client.get("/dashboard/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
-        assert token is not None
-        login = await client.post(
-            "/dashboard/login",
-            data={"username": "anna", "password": PASSWORD, "csrf": token.group(1)},
-            allow_redirects=False,
-        )
+        login = await log_in(client)
         assert login.status == 303
         overview = await client.get("/dashboard?days=7")
         assert overview.status == 200, await overview.text()

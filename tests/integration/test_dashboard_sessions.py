@@ -23,9 +23,9 @@ from hub.db.engine import open_database
 from hub.http.dashboard_auth import TOUCH_EVERY, Session, Sessions, session_key
 from tests.integration.test_dashboard import (
     ANNA_HASH,
-    PASSWORD,
     FakeClock,
     dashboard_config,
+    log_in,
     make_dashboard,
     serve,
 )
@@ -175,14 +175,7 @@ async def test_a_login_on_one_process_is_known_to_another(db: Database, other_db
     first = await serve(make_dashboard(dashboard_config(), clock, [], db))
     second = await serve(make_dashboard(dashboard_config(), clock, [], other_db))
     try:
-        page = await first.get("/dashboard/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
-        assert token is not None
-        login = await first.post(
-            "/dashboard/login",
-            data={"username": "anna", "password": PASSWORD, "csrf": token.group(1)},
-            allow_redirects=False,
-        )
+        login = await log_in(first)
         assert login.status == 303
         # The proxy sends the browser's cookie to whichever process it picks.
         cookie = {"Cookie": f"hub-dashboard={session_cookie(first)}"}
@@ -220,14 +213,7 @@ async def test_a_login_lives_on_while_used_on_either_process(
     first = await serve(make_dashboard(dashboard_config(), clock, [], db))
     second = await serve(make_dashboard(dashboard_config(), clock, [], other_db))
     try:
-        page = await first.get("/dashboard/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
-        assert token is not None
-        login = await first.post(
-            "/dashboard/login",
-            data={"username": "anna", "password": PASSWORD, "csrf": token.group(1)},
-            allow_redirects=False,
-        )
+        login = await log_in(first)
         assert login.status == 303
         cookie = {"Cookie": f"hub-dashboard={session_cookie(first)}"}
         for client in (second, first, second):
@@ -250,14 +236,7 @@ async def test_an_admin_taken_out_of_the_config_is_signed_out(
     clock = FakeClock()
     before = await serve(make_dashboard(dashboard_config(), clock, [], db))
     try:
-        page = await before.get("/dashboard/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
-        assert token is not None
-        login = await before.post(
-            "/dashboard/login",
-            data={"username": "anna", "password": PASSWORD, "csrf": token.group(1)},
-            allow_redirects=False,
-        )
+        login = await log_in(before)
         assert login.status == 303
         cookie = {"Cookie": f"hub-dashboard={session_cookie(before)}"}
     finally:
