@@ -40,7 +40,7 @@ from hub.devserver.synapse import (
     synapse_for_hub,
 )
 from tests.e2e.helpers import Adviser, HubProcess, Visitor, generate_registration, is_message
-from tests.pg import PostgresServer, find_bin_dir
+from tests.pg import PostgresServer
 from tests.standins.whatsapp import WhatsappStandin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -103,13 +103,11 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-async def pair(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL binaries not found; on Debian: apt-get install postgresql")
+async def pair(
+    tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer
+) -> AsyncIterator[Pair]:
     root = tmp_path_factory.mktemp("two-hubs")
-    pg = PostgresServer(bin_dir)
-    pg.start()
+    pg = pg_server
     standin = WhatsappStandin()
     await standin.start()
     port_a, port_b, hs_port = free_port(), free_port(), free_port()
@@ -171,7 +169,7 @@ async def pair(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
         await synapse.stop()
         await proxy.stop()
         await standin.stop()
-        pg.stop()
+        await pg.drop_database(name)
 
 
 @pytest.fixture
