@@ -354,6 +354,23 @@ def fail(
     tx.conn.execute(update(O).where(O.c.id == job_id).values(**values))
 
 
+def has_unstarted(tx: Tx, ordering_key: str) -> bool:
+    """A job of this key is queued and has never been leased nor tried: one that will read
+    the state afresh when it runs, so a caller may rely on it instead of queuing another.
+    On PostgreSQL the row stays locked until the caller's transaction commits, so no other
+    process leases it and runs it before the caller's change is visible."""
+    query = (
+        select(O.c.id)
+        .where(O.c.ordering_key == ordering_key, O.c.status == "pending")
+        # A failed one waiting for its retry would hold the others back.
+        .where(O.c.leased_until.is_(None), O.c.attempts == 0)
+        .limit(1)
+    )
+    if tx.conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return tx.conn.execute(query).first() is not None
+
+
 def has_due(tx: Tx) -> bool:
     """A job some worker could claim now (not leased, first of its ordering key)."""
     now = utcnow()

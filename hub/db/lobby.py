@@ -12,16 +12,8 @@ from sqlalchemy import func, or_, select
 from hub.advisers.lobby import Waiting
 from hub.db.context import queue_context_notice
 from hub.db.conversations import set_room
-from hub.db.jobs import enqueue
-from hub.db.models import (
-    ChannelIdentity,
-    Conversation,
-    HubState,
-    Message,
-    OutboxItem,
-    table,
-    utcnow,
-)
+from hub.db.jobs import enqueue, has_unstarted
+from hub.db.models import ChannelIdentity, Conversation, HubState, Message, table, utcnow
 from hub.jobs.kinds import ADVISERS_LOBBY, ADVISERS_SPACE
 
 if TYPE_CHECKING:
@@ -34,7 +26,6 @@ LISTING_KEY = "lobby_listing"  # hub_state: the listing's event, its room and it
 CV = table(Conversation)
 CI = table(ChannelIdentity)
 M = table(Message)
-O = table(OutboxItem)  # noqa: E741
 
 
 def refresh_lobby(tx: Tx, tick: str | None = None) -> None:
@@ -44,27 +35,12 @@ def refresh_lobby(tx: Tx, tick: str | None = None) -> None:
     change costs little and several in a row collapse into one edit. `tick` names a
     periodic refresh (its minute): every hub process of a database asks for it, one job
     comes of it."""
-    if _unstarted_refresh(tx):
-        return  # it has not read the state yet: it will see this transaction's change
+    # A burst of new conversations would otherwise queue one each (11 134 after 10 000 first
+    # messages, bench/README.md); one that has not read the state yet sees this change.
+    if has_unstarted(tx, LOBBY_KEY):
+        return
     key = f"tick:{tick}" if tick else f"refresh:{uuid.uuid4().hex}"
     enqueue(tx, ADVISERS_LOBBY, LOBBY_KEY, {}, key)
-
-
-def _unstarted_refresh(tx: Tx) -> bool:
-    """A refresh is queued and nobody has leased it yet (a burst of new conversations
-    would otherwise queue one each: 11 134 after 10 000 first messages, bench/README.md).
-    On PostgreSQL the row stays locked until this transaction commits, so no other process
-    leases it and reads the listing before this change is visible."""
-    query = (
-        select(O.c.id)
-        .where(O.c.ordering_key == LOBBY_KEY, O.c.status == "pending")
-        # Never run: one that failed and waits for its retry would hold the others back.
-        .where(O.c.leased_until.is_(None), O.c.attempts == 0)
-        .limit(1)
-    )
-    if tx.conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return tx.conn.execute(query).first() is not None
 
 
 # -- the hub's own state (hub_state) ----------------------------------------------------------
