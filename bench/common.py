@@ -46,6 +46,15 @@ from tests.e2e.conftest import DOMAIN, PASSWORD, STANDINS  # noqa: E402
 from tests.e2e.helpers import HubProcess, generate_registration  # noqa: E402
 
 NAN = float("nan")
+# The widget's limits at the highest each key accepts (hub/config/channels.py): a bench's
+# visitors all come from 127.0.0.1 and would be refused as one abuser.
+WIDGET_LIMITS_WIDE_OPEN = {
+    "sessions_per_address": 10_000,
+    "messages_per_visitor": 10_000,
+    "messages_per_address": 100_000,
+    "uploads_per_visitor": 10_000,
+    "new_conversations": 100_000,
+}
 SYNC_FILTER = json.dumps(
     {
         "room": {
@@ -294,18 +303,7 @@ async def start_stack(
         "shop": {"name": shop_name, "advisers": [f"@anna:{DOMAIN}"]},
         # Every visitor of a bench comes from 127.0.0.1: the widget's per-address limits
         # (issue 12) would refuse them as one abuser.
-        "channels": {
-            "webchat": {
-                "limits": {
-                    # The highest each key accepts (hub/config/channels.py).
-                    "sessions_per_address": 10_000,
-                    "messages_per_visitor": 10_000,
-                    "messages_per_address": 100_000,
-                    "uploads_per_visitor": 10_000,
-                    "new_conversations": 100_000,
-                }
-            }
-        },
+        "channels": {"webchat": {"limits": dict(WIDGET_LIMITS_WIDE_OPEN)}},
         "logging": {"level": "INFO"},
         **(extra_config or {}),
     }

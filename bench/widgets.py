@@ -63,7 +63,16 @@ if str(REPO) not in sys.path:  # `python bench/widgets.py` puts only bench/ on t
 import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.common import NAN, cpu_seconds, free_port, git_commit, loadavg, mem_mib, pct  # noqa: E402
+from bench.common import (  # noqa: E402
+    NAN,
+    WIDGET_LIMITS_WIDE_OPEN,
+    cpu_seconds,
+    free_port,
+    git_commit,
+    loadavg,
+    mem_mib,
+    pct,
+)
 
 DOMAIN = "shop.example"
 ADVISER = f"@anna:{DOMAIN}"
@@ -343,17 +352,7 @@ async def bench(args: argparse.Namespace) -> int:
             "appservice": {"as_token": secrets.token_hex(20), "hs_token": hs_token},
             "http": {"host": "127.0.0.1", "port": port},
             "shop": {"name": "Farbenhaus Widgets", "advisers": [ADVISER]},
-            "channels": {
-                "webchat": {
-                    "limits": {
-                        "sessions_per_address": 10_000,
-                        "messages_per_visitor": 10_000,
-                        "messages_per_address": 100_000,
-                        "uploads_per_visitor": 10_000,
-                        "new_conversations": 100_000,
-                    }
-                }
-            },
+            "channels": {"webchat": {"limits": dict(WIDGET_LIMITS_WIDE_OPEN)}},
             "logging": {"level": "WARNING"},
         }
         (root / "hub").mkdir()
