@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,19 +19,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from hub.db.database import Database, Tx
-from hub.db.engine import migrate, open_database
 from hub.db.models import ChannelIdentity, Customer
 from hub.db.sqlite import READ_OPTION
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
-    try:
-        await migrate(database)
-        yield database
-    finally:
-        await database.close()
 
 
 def store(tx: Tx, name: str) -> tuple[str, Any]:

@@ -43,16 +43,6 @@ HOUR = 3600.0
 JobSpec = tuple[str, str, str]  # ordering key, name, idempotency key
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
-    try:
-        await migrate(database)
-        yield database
-    finally:
-        await database.close()
-
-
 def make_config(**overrides: Any) -> OutboxConfig:
     # Backoff of an hour: a failed job is retried only when a test moves it to "now".
     values: dict[str, Any] = {

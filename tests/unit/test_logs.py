@@ -10,9 +10,8 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from hub.bridges.base import Channel
 from hub.bridges.webhooks import Webhook
 from hub.db.database import Database
-from hub.db.engine import migrate, open_database
 from hub.jobs.job import Job
 from hub.logs import (
     FIELDS,
@@ -157,16 +155,6 @@ async def test_tasks_keep_the_context_they_were_started_in() -> None:
 
 
 # -- a job run by the worker ------------------------------------------------------------------
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
-    try:
-        await migrate(database)
-        yield database
-    finally:
-        await database.close()
 
 
 async def test_a_jobs_lines_name_the_job_and_its_conversation(
